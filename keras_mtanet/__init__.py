@@ -1,0 +1,12 @@
+"""keras_mtanet: multi-task facial affect (valence/arousal, action units, expressions) with Keras 3.
+
+Implements MTANet (Zhang & Gu, arXiv:2002.00606) with the ABAW 2020 metrics.
+"""
+
+from keras_mtanet.version import __version__
+from keras_mtanet import labels, losses, metrics
+from keras_mtanet.backbone import SEResNet
+from keras_mtanet.metrics import abaw_scores
+from keras_mtanet.model import MTANet
+
+__all__ = ["MTANet", "SEResNet", "abaw_scores", "labels", "losses", "metrics", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from keras_mtanet.cli import main
+
+sys.exit(main())

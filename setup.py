@@ -1,0 +1,37 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_mtanet" / "version.py").read_text()).group(1)
+
+setup(
+    name="keras-mtanet",
+    version=VERSION,
+    description="Multi-task facial affect recognition (valence/arousal, action units, expressions) "
+                "with MTANet in Keras 3",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["keras_mtanet", "keras_mtanet.*"]),
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.21",
+        "keras>=3.10",
+        "numpy>=1.26",
+        "h5py>=3.10",
+        "huggingface_hub>=1.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "scikit-learn>=1.4"],
+        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["keras-mtanet=keras_mtanet.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

@@ -1,0 +1,171 @@
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from keras_mtanet.metrics import (AUAccuracy, AUF1, CCC, ExprAccuracy, ExprF1, SCORE_KEYS, abaw_scores)
+
+
+def ccc_pearson(t, p):
+    r = np.corrcoef(t, p)[0, 1]
+    return 2 * r * t.std() * p.std() / (t.var() + p.var() + (t.mean() - p.mean()) ** 2)
+
+
+def stream(metric, y_true, y_pred, batch):
+    metric.reset_state()
+    for i in range(0, len(y_true), batch):
+        metric.update_state(y_true[i:i + batch], y_pred[i:i + batch])
+    return float(metric.result())
+
+
+def va_data(rng, n):
+    t = rng.uniform(-1, 1, (n, 2)).astype("float32")
+    p = np.clip(0.7 * t + 0.2 + rng.normal(0, 0.3, t.shape), -1, 1).astype("float32")
+    t[rng.random(n) < 0.2] = -5.0
+    return t, p
+
+
+def test_streaming_ccc_is_dataset_level_and_independent_of_batching(rng):
+    t, p = va_data(rng, 503)
+    for dim in (0, 1):
+        valid = t[:, dim] > -2
+        expected = ccc_pearson(t[valid, dim].astype(np.float64), p[valid, dim].astype(np.float64))
+        for batch in (1, 7, 64, 503):
+            assert stream(CCC(dim), t, p, batch) == pytest.approx(expected, abs=1e-5), batch
+        order = rng.permutation(len(t))
+        assert stream(CCC(dim), t[order], p[order], 32) == pytest.approx(expected, abs=1e-5)
+
+
+def test_streaming_ccc_differs_from_the_mean_of_batch_cccs(rng):
+    """The quantity ABAW scores is not the average of per-batch CCCs (what keras' built-in reports)."""
+    t, p = va_data(rng, 400)
+    valid = t[:, 0] > -2
+    t, p = t[valid, 0], p[valid, 0]
+    batch_mean = np.mean([ccc_pearson(t[i:i + 20], p[i:i + 20]) for i in range(0, len(t) - 19, 20)])
+    dataset = ccc_pearson(t.astype(np.float64), p.astype(np.float64))
+    streamed = stream(CCC(0), np.stack([t, t], 1), np.stack([p, p], 1), 20)
+    assert streamed == pytest.approx(dataset, abs=1e-5)
+    assert abs(batch_mean - dataset) > 1e-3
+
+
+def test_streaming_ccc_float32_accuracy_over_a_million_frames(rng):
+    n = 1_000_000
+    t = (0.4 + 0.2 * rng.standard_normal(n)).clip(-1, 1)
+    p = (0.8 * t + 0.15 + 0.1 * rng.standard_normal(n)).clip(-1, 1)
+    expected = ccc_pearson(t, p)  # float64
+    y_t = np.stack([t, t], 1).astype("float32")
+    y_p = np.stack([p, p], 1).astype("float32")
+    assert stream(CCC(1), y_t, y_p, 4096) == pytest.approx(expected, abs=2e-5)
+
+
+def test_ccc_of_constant_predictions_is_zero_and_empty_is_zero():
+    t = np.array([[0.1, 0.1], [0.4, 0.4], [-0.3, -0.3]], "float32")
+    assert stream(CCC(0), t, np.full_like(t, 0.2), 2) == 0.0
+    assert stream(CCC(0), np.full((3, 2), -5.0, "float32"), t, 2) == 0.0
+
+
+def au_data(rng, n):
+    t = rng.integers(0, 2, (n, 8)).astype("float32")
+    p = np.clip(t * 0.6 + rng.uniform(0, 0.6, (n, 8)), 0, 1).astype("float32")
+    p[:, 5] = 0.1  # AU15 never predicted
+    t[:, 6] = 0  # AU20 never active in the annotations
+    p[:, 6] = 0.2  # ... nor predicted: F1 0 as in sklearn
+    t[rng.random(n) < 0.25] = -1
+    return t, p
+
+
+def test_au_metrics_match_sklearn(rng):
+    t, p = au_data(rng, 300)
+    valid = t[:, 0] >= 0
+    tv, pv = t[valid].astype(int), (p[valid] > 0.5).astype(int)
+    with np.errstate(all="ignore"):
+        expected_f1 = np.mean([f1_score(tv[:, j], pv[:, j], zero_division=0) for j in range(8)])
+    expected_acc = accuracy_score(tv.ravel(), pv.ravel())
+    for batch in (16, 300):
+        assert stream(AUF1(), t, p, batch) == pytest.approx(expected_f1, abs=1e-6)
+        assert stream(AUAccuracy(), t, p, batch) == pytest.approx(expected_acc, abs=1e-6)
+
+
+def expr_data(rng, n):
+    t = rng.integers(0, 6, n)  # class 6 (Surprise) never annotated...
+    p = rng.dirichlet(np.ones(7), n).astype("float32")
+    p[np.arange(n), t] += 0.5
+    p[:, 3] = 0.0  # Fear never predicted
+    p /= p.sum(axis=1, keepdims=True)
+    t[rng.random(n) < 0.3] = -1
+    return t, p
+
+
+def test_expression_metrics_match_sklearn(rng):
+    t, p = expr_data(rng, 400)
+    valid = t >= 0
+    pred = p.argmax(1)
+    assert 6 in pred[valid] and 3 not in pred[valid] and 6 not in t[valid]
+    expected_f1 = f1_score(t[valid], pred[valid], average="macro")
+    for batch in (10, 400):
+        assert stream(ExprF1(), t, p, batch) == pytest.approx(expected_f1, abs=1e-6)
+        assert stream(ExprAccuracy(), t, p, batch) == pytest.approx(accuracy_score(t[valid], pred[valid]),
+                                                                     abs=1e-6)
+
+
+def test_expression_f1_leaves_out_classes_absent_from_truth_and_prediction():
+    t = np.array([0, 0, 1, 1, 2])
+    p = np.eye(7, dtype="float32")[[0, 1, 1, 1, 2]]
+    # class 0: tp1 fn1 -> 2/3; class 1: tp2 fp1 -> 4/5; class 2: 1; classes 3-6 absent
+    assert stream(ExprF1(), t, p, 5) == pytest.approx((2 / 3 + 4 / 5 + 1) / 3, abs=1e-6)
+
+
+def test_abaw_scores_against_independent_computations(rng):
+    va_t, va_p = va_data(rng, 500)
+    au_t, au_p = au_data(rng, 500)
+    ex_t, ex_p = expr_data(rng, 500)
+    scores = abaw_scores({"va": va_t, "au": au_t, "expr": ex_t}, {"va": va_p, "au": au_p, "expr": ex_p})
+    assert tuple(scores) == ("ccc_valence", "ccc_arousal", "va_score", "expr_f1", "expr_acc", "expr_score",
+                             "au_f1", "au_acc", "au_score")
+    assert set(scores) == set(SCORE_KEYS)
+    cccs = []
+    for d, key in enumerate(("ccc_valence", "ccc_arousal")):
+        v = va_t[:, d] > -2
+        cccs.append(ccc_pearson(va_t[v, d].astype(float), va_p[v, d].astype(float)))
+        assert scores[key] == pytest.approx(cccs[-1], abs=1e-9)
+    assert scores["va_score"] == pytest.approx(np.mean(cccs))
+
+    v = ex_t >= 0
+    f1 = f1_score(ex_t[v], ex_p[v].argmax(1), average="macro")
+    acc = accuracy_score(ex_t[v], ex_p[v].argmax(1))
+    assert scores["expr_f1"] == pytest.approx(f1) and scores["expr_acc"] == pytest.approx(acc)
+    assert scores["expr_score"] == pytest.approx(0.67 * f1 + 0.33 * acc)
+
+    v = au_t[:, 0] >= 0
+    tv, pv = au_t[v].astype(int), (au_p[v] > 0.5).astype(int)
+    f1 = np.mean([f1_score(tv[:, j], pv[:, j], zero_division=0) for j in range(8)])
+    acc = accuracy_score(tv.ravel(), pv.ravel())
+    assert scores["au_f1"] == pytest.approx(f1) and scores["au_acc"] == pytest.approx(acc)
+    assert scores["au_score"] == pytest.approx(0.5 * f1 + 0.5 * acc)
+
+    # Class ids and 0/1 decisions give the same scores as probabilities.
+    same = abaw_scores({"au": au_t, "expr": ex_t}, {"au": (au_p > 0.5).astype(int), "expr": ex_p.argmax(1)})
+    for key in same:
+        assert same[key] == pytest.approx(scores[key])
+
+
+def test_abaw_scores_edge_cases():
+    t = {"va": np.array([[0.1, 0.2], [0.3, -0.1], [-0.2, 0.5]]), "expr": np.array([-1, -1, -1])}
+    constant = abaw_scores(t, {"va": np.full((3, 2), 0.4), "expr": np.zeros(3, int)})
+    assert constant["ccc_valence"] == pytest.approx(0.0, abs=1e-12)
+    assert constant["ccc_arousal"] == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(constant["expr_f1"]) and np.isnan(constant["expr_score"])
+    assert set(abaw_scores({"au": np.zeros((2, 8))}, {"au": np.zeros((2, 8))})) == {"au_f1", "au_acc",
+                                                                                  "au_score"}
+    with pytest.raises(ValueError, match="'va' has 3 annotation rows but 2"):
+        abaw_scores(t, {"va": np.zeros((2, 2))})
+
+
+def test_streaming_metrics_agree_with_abaw_scores_on_model_style_outputs(rng):
+    va_t, va_p = va_data(rng, 200)
+    au_t, au_p = au_data(rng, 200)
+    ex_t, ex_p = expr_data(rng, 200)
+    scores = abaw_scores({"va": va_t, "au": au_t, "expr": ex_t}, {"va": va_p, "au": au_p, "expr": ex_p})
+    assert stream(CCC(0), va_t, va_p, 33) == pytest.approx(scores["ccc_valence"], abs=1e-5)
+    assert stream(CCC(1), va_t, va_p, 33) == pytest.approx(scores["ccc_arousal"], abs=1e-5)
+    assert stream(AUF1(), au_t, au_p, 33) == pytest.approx(scores["au_f1"], abs=1e-6)
+    assert stream(ExprF1(), ex_t, ex_p, 33) == pytest.approx(scores["expr_f1"], abs=1e-6)

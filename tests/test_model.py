@@ -1,0 +1,144 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import TINY, partial_labels, tiny_model
+from keras_mtanet import MTANet
+
+
+def images(rng, n, size=32):
+    return rng.integers(0, 256, (n, size, size, 3)).astype("float32")
+
+
+@pytest.mark.slow
+def test_full_se_resnet50_mtanet_shapes_and_parameters(rng):
+    model = MTANet("se_resnet50", input_shape=(112, 112, 3))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    # Backbone 26.04M + two 1x1 head convs 2 * (2048*512 + 512) + task layers 1024 * 17 + 17.
+    assert trainable == 26_039_024 + 2 * (2048 * 512 + 512) + 1024 * 17 + 17
+    assert abs(trainable / 28.2e6 - 1) < 0.01
+    out = model.predict(images(rng, 2, 112), verbose=0)
+    assert {k: v.shape for k, v in out.items()} == {"va": (2, 2), "au": (2, 8), "expr": (2, 7)}
+
+
+def test_outputs_have_the_documented_ranges(rng):
+    out = tiny_model().predict(images(rng, 8), verbose=0)
+    assert set(out) == {"va", "au", "expr"}
+    assert np.all(np.abs(out["va"]) <= 1)
+    assert np.all((out["au"] >= 0) & (out["au"] <= 1))
+    np.testing.assert_allclose(out["expr"].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_normalisation_to_minus_one_one_is_inside_the_model():
+    model = tiny_model()
+    normalize = model.get_layer("normalize")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalize(np.array([[0.0, 127.5, 255.0]]))),
+                               [[-1.0, 0.0, 1.0]], atol=1e-6)
+    assert model.layers[1] is normalize
+
+
+def test_config_round_trip_gives_same_config_and_outputs(rng):
+    model = tiny_model(dropout=0.25, negative_slope=0.1)
+    config = json.loads(json.dumps(model.get_config()))
+    clone = MTANet.from_config(config)
+    assert clone.get_config() == model.get_config()
+    clone.set_weights(model.get_weights())
+    x = images(rng, 4)
+    a, b = model.predict(x, verbose=0), clone.predict(x, verbose=0)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("task_weighting", ["fixed", "uncertainty"])
+def test_keras_file_round_trip_gives_identical_predictions(tmp_path, rng, task_weighting):
+    model = tiny_model()
+    model.compile(task_weighting=task_weighting)
+    x, y = images(rng, 16), partial_labels(16, rng)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, MTANet)
+    assert loaded.task_weighting == task_weighting
+    a, b = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(loaded.evaluate(x, y, verbose=0), rel=1e-5)
+    loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)  # the restored compile state can train
+
+
+def test_weights_file_round_trip(tmp_path, rng):
+    model = tiny_model()
+    model.save_weights(tmp_path / "model.weights.h5")
+    other = tiny_model()
+    other.load_weights(tmp_path / "model.weights.h5")
+    x = images(rng, 4)
+    np.testing.assert_array_equal(model.predict(x, verbose=0)["va"], other.predict(x, verbose=0)["va"])
+
+
+def test_fit_on_partial_labels_reduces_every_task_loss(rng):
+    import keras_mtanet
+
+    keras.utils.set_random_seed(1)
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x, y = images(rng, 64), partial_labels(64, rng)
+    # A batch where one task has no annotated row at all must still give finite losses.
+    y["expr"][:16] = -1
+    history = model.fit(x, y, batch_size=16, epochs=8, shuffle=False, verbose=0).history
+    for key in ("loss", "va_loss", "au_loss", "expr_loss"):
+        assert np.all(np.isfinite(history[key])), key
+        assert history[key][-1] < history[key][0], (key, history[key])
+    assert "va_ccc_valence" in history and "au_f1" in history and "expr_f1" in history
+    assert keras_mtanet.MTANet is MTANet
+
+
+def test_uncertainty_weighting_learns_task_weights_and_fixed_does_not(rng):
+    x, y = images(rng, 32), partial_labels(32, rng)
+    fixed = tiny_model()
+    fixed.compile()
+    fixed.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert fixed.task_uncertainty.weights_dict() == {"va": 1.0, "au": 1.0, "expr": 1.0}
+
+    learned = tiny_model()
+    learned.compile(optimizer=keras.optimizers.SGD(0.1), task_weighting="uncertainty")
+    assert len(learned.trainable_weights) == len(fixed.trainable_weights) + 3
+    history = learned.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    weights = learned.task_uncertainty.weights_dict()
+    assert all(w != 1.0 for w in weights.values()), weights
+    assert {"va_loss", "au_loss", "expr_loss"} <= set(history)
+
+
+def test_uncertainty_total_loss_is_the_kendall_combination(rng):
+    model = tiny_model()
+    model.compile(task_weighting="uncertainty")
+    for task, value in {"va": 0.5, "au": -0.25, "expr": 1.0}.items():
+        model.task_uncertainty.log_vars[task].assign(value)
+    x, y = images(rng, 16), partial_labels(16, rng)
+    pred = model(x, training=False)
+    total = float(model.compute_loss(x, y, pred))
+    parts = {task: float(model._task_losses[task](y[task], pred[task])) for task in ("va", "au", "expr")}
+    expected = sum(np.exp(-s) * parts[t] + s for t, s in {"va": 0.5, "au": -0.25, "expr": 1.0}.items())
+    assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_compile_rejects_bad_arguments():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="task_weighting"):
+        model.compile(task_weighting="magic")
+    with pytest.raises(ValueError, match="loss_weights"):
+        model.compile(task_weighting="uncertainty", loss_weights={"va": 1.0, "au": 1.0, "expr": 1.0})
+    with pytest.raises(ValueError, match="input_shape"):
+        MTANet(**{**TINY, "input_shape": (32, 32)})
+
+
+def test_fixed_loss_weights_scale_the_total(rng):
+    x, y = images(rng, 16), partial_labels(16, rng)
+    model = tiny_model()
+    model.compile(metrics=None)
+    base = model.evaluate(x, y, verbose=0, return_dict=True)
+    model.compile(metrics=None, loss_weights={"va": 2.0, "au": 0.0, "expr": 1.0})
+    weighted = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert weighted["loss"] == pytest.approx(2 * base["va_loss"] + base["expr_loss"], rel=1e-5)
