@@ -1,0 +1,184 @@
+"""Aff-Wild2 (ABAW 2020) reader.
+
+On-disk layout::
+
+    ROOT/annotations/VA_Set/{Training_Set,Validation_Set}/<video>.txt     "valence,arousal" then one line a frame
+    ROOT/annotations/EXPR_Set/{Training_Set,Validation_Set}/<video>.txt   "Neutral,Anger,...,Surprise" then ids
+    ROOT/annotations/AU_Set/{Training_Set,Validation_Set}/<video>.txt     "AU1,AU2,...,AU25" then 0/1 lists
+    ROOT/cropped_aligned/<video>/<i:05d>.jpg                             frame i (1-based) of <video>
+
+Line i after the header belongs to frame i. A video can be annotated for one, two or three tasks; frames are
+merged across tasks, and a task that does not cover a frame gives the unannotated code (VA -5, AU -1,
+EXPR -1), which the masked losses skip. Frames without a crop are skipped and counted; corrupt crops (not a
+complete JPEG) are skipped and counted too. Videos with two people carry ``_left`` / ``_right`` suffixes,
+each with its own crop folder, and are simply two videos here.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_mtanet.data.errors import DataError, check_image_file
+from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.labels import (AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA,
+                                 VA_NAMES)
+
+TASK_DIRS = {"va": "VA_Set", "expr": "EXPR_Set", "au": "AU_Set"}
+HEADERS = {"va": VA_NAMES, "expr": EXPR_NAMES, "au": AU_NAMES}
+SPLIT_ALIASES = {"train": "Training_Set", "training": "Training_Set", "training_set": "Training_Set",
+                 "val": "Validation_Set", "valid": "Validation_Set", "validation": "Validation_Set",
+                 "validation_set": "Validation_Set"}
+
+
+def resolve_split(split):
+    key = str(split).strip()
+    return SPLIT_ALIASES.get(key.lower(), key)
+
+
+def parse_annotation_file(path, task):
+    """Parse one annotation file into an array: (T, 2) float32 for VA, (T, 8) float32 for AU, (T,) int32 for
+    EXPR. A wrong header, a malformed line or an out-of-range value raises ``DataError`` naming file and line.
+    """
+    path = Path(path)
+    names = HEADERS[task]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read annotation file ({error})") from None
+    lines = text.splitlines()
+    if not lines:
+        raise DataError(f"{path}:1: empty annotation file (expected header {','.join(names)!r})")
+    header = [h.strip() for h in lines[0].split(",")]
+    if header != list(names):
+        raise DataError(f"{path}:1: header {lines[0].strip()!r} is not {','.join(names)!r}")
+    width = len(names) if task != "expr" else 1
+    values = []
+    for number, line in enumerate(lines[1:], start=2):
+        line = line.strip()
+        if not line:
+            if all(not rest.strip() for rest in lines[number - 1:]):
+                break  # trailing blank lines
+            raise DataError(f"{path}:{number}: empty line inside the annotations")
+        fields = line.split(",")
+        if len(fields) != width:
+            raise DataError(f"{path}:{number}: expected {width} comma-separated value(s), got {line!r}")
+        try:
+            row = [float(f) for f in fields]
+        except ValueError:
+            raise DataError(f"{path}:{number}: not a number in {line!r}") from None
+        _check_row(path, number, task, row, line)
+        values.append(row)
+    if task == "va":
+        return np.asarray(values, np.float32).reshape(-1, 2)
+    if task == "au":
+        return np.asarray(values, np.float32).reshape(-1, len(AU_NAMES))
+    return np.asarray(values, np.float64).reshape(-1).astype(np.int32)
+
+
+def _check_row(path, number, task, row, line):
+    if task == "va":
+        if not all(v == UNANNOTATED_VA or -1.0 <= v <= 1.0 for v in row) or any(np.isnan(row)):
+            raise DataError(f"{path}:{number}: valence/arousal must lie in [-1, 1] or be -5, got {line!r}")
+    elif task == "au":
+        if not all(v in (0.0, 1.0, float(UNANNOTATED_AU)) for v in row):
+            raise DataError(f"{path}:{number}: AU values must be 0, 1 or -1, got {line!r}")
+    else:
+        v = row[0]
+        if v != int(v) or not (v == UNANNOTATED_EXPR or 0 <= v < len(EXPR_NAMES)):
+            raise DataError(f"{path}:{number}: expression must be an id 0-{len(EXPR_NAMES) - 1} or -1, "
+                            f"got {line!r}")
+
+
+def read_index(root, split="Training_Set", tasks=("va", "au", "expr"), check_images=True, videos=None):
+    """Index the frames of one split of an Aff-Wild2-layout data set.
+
+    Args:
+        root: the folder holding ``annotations/`` and ``cropped_aligned/``.
+        split: ``"Training_Set"`` / ``"Validation_Set"`` (or ``"train"`` / ``"val"``).
+        tasks: the tasks to read; frames annotated only for other tasks are left out.
+        check_images: check that every crop is a complete JPEG (SOI and EOI markers), skipping and
+            counting those that are not. Costs two small reads a frame.
+        videos: optional iterable of video names to keep.
+
+    Returns:
+        A ``FrameIndex``.
+
+    Raises:
+        DataError: a missing root or split, or a malformed annotation file (naming file and line).
+    """
+    root = Path(root)
+    split = resolve_split(split)
+    if not root.is_dir():
+        raise DataError(f"{root}: Aff-Wild2 root not found (expected annotations/ and cropped_aligned/ in it)")
+    annotations = root / "annotations"
+    crops = root / "cropped_aligned"
+    if not annotations.is_dir():
+        raise DataError(f"{annotations}: no annotations folder under the Aff-Wild2 root")
+    if not crops.is_dir():
+        raise DataError(f"{crops}: no cropped_aligned folder under the Aff-Wild2 root")
+    unknown = set(tasks) - set(TASK_DIRS)
+    if unknown or not tasks:
+        raise DataError(f"unknown task(s) {sorted(unknown)}; choose from {sorted(TASK_DIRS)}")
+
+    per_task = {}
+    for task in tasks:
+        folder = annotations / TASK_DIRS[task] / split
+        if folder.is_dir():
+            per_task[task] = {p.stem: p for p in sorted(folder.glob("*.txt"))}
+    if not per_task:
+        present = sorted({p.name for t in TASK_DIRS.values() for p in (annotations / t).glob("*")
+                          if p.is_dir()})
+        raise DataError(f"{annotations}: split {split!r} not found in any of "
+                        f"{', '.join(TASK_DIRS[t] for t in tasks)} (splits present: {', '.join(present) or 'none'})")
+
+    names = sorted(set().union(*[set(v) for v in per_task.values()]))
+    if videos is not None:
+        wanted = set(videos)
+        names = [n for n in names if n in wanted]
+
+    paths, video_of, frame_no, va, au, expr, skipped = [], [], [], [], [], [], []
+    stats = {"videos": 0, "annotated_frames": 0, "frames": 0, "missing_crops": 0, "corrupt_crops": 0}
+    for video in names:
+        parsed = {task: parse_annotation_file(files[video], task) for task, files in per_task.items()
+                  if video in files}
+        length = max(len(v) for v in parsed.values())
+        v_va = _column(parsed.get("va"), length, (2,), UNANNOTATED_VA, np.float32)
+        v_au = _column(parsed.get("au"), length, (len(AU_NAMES),), UNANNOTATED_AU, np.float32)
+        v_expr = _column(parsed.get("expr"), length, (), UNANNOTATED_EXPR, np.int32)
+        stats["videos"] += 1
+        stats["annotated_frames"] += length
+        folder = crops / video
+        existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        for i in range(length):
+            name = f"{i + 1:05d}.jpg"
+            path = folder / name
+            if name not in existing:
+                stats["missing_crops"] += 1
+                skipped.append((str(path), "no crop"))
+                continue
+            if check_images:
+                problem = check_image_file(path)
+                if problem:
+                    stats["corrupt_crops"] += 1
+                    skipped.append((str(path), problem))
+                    continue
+            paths.append(str(path))
+            video_of.append(video)
+            frame_no.append(i + 1)
+            va.append(v_va[i])
+            au.append(v_au[i])
+            expr.append(v_expr[i])
+    stats["frames"] = len(paths)
+    return FrameIndex(paths, video_of, np.asarray(frame_no, np.int64),
+                      np.asarray(va, np.float32).reshape(-1, 2),
+                      np.asarray(au, np.float32).reshape(-1, len(AU_NAMES)),
+                      np.asarray(expr, np.int32).reshape(-1), stats, skipped)
+
+
+def _column(values, length, shape, fill, dtype):
+    """Pad a task's per-frame values to ``length`` frames with the unannotated code."""
+    out = np.full((length,) + shape, fill, dtype)
+    if values is not None:
+        out[:len(values)] = values
+    return out
+

@@ -1,0 +1,33 @@
+"""Data errors and cheap image integrity checks."""
+
+import os
+
+JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND"
+
+
+class DataError(ValueError):
+    """A data set problem a user must fix; the message names the file (and line) at fault."""
+
+
+def check_image_file(path):
+    """Return ``None`` for a complete JPEG or PNG file, else a short reason (empty, truncated, not an image).
+
+    Reads only the first and last bytes: a JPEG must start with SOI and end with EOI (padding allowed), a PNG
+    must end with its IEND chunk. Decoding errors this cannot see are still dropped by the input pipeline.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "empty file"
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    if head.startswith(JPEG_SOI):
+        return None if JPEG_EOI in tail else "truncated JPEG (no end marker)"
+    if head.startswith(PNG_SIGNATURE):
+        return None if PNG_IEND in tail else "truncated PNG (no IEND chunk)"
+    return "not a JPEG or PNG image"

@@ -1,0 +1,42 @@
+"""``FrameIndex``: the images of a data set split and their labels, before any pixel is decoded."""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class FrameIndex:
+    """Image paths with merged labels, plus what was skipped while indexing.
+
+    Attributes:
+        paths: image paths (str), one per frame.
+        videos: the video (Aff-Wild2) or sub-directory (AffectNet) of each frame.
+        frames: the 1-based frame number of each frame (AffectNet: the CSV line).
+        va: (N, 2) float32, -5 unannotated; au: (N, 8) float32, -1 unannotated; expr: (N,) int32, -1.
+        stats: counts of what was read and skipped.
+        skipped: ``[(path, reason)]`` for every annotated frame that was left out.
+        boxes: optional (N, 4) int32 face boxes (x, y, width, height) to crop before resizing.
+    """
+    paths: list
+    videos: list
+    frames: np.ndarray
+    va: np.ndarray
+    au: np.ndarray
+    expr: np.ndarray
+    stats: dict
+    skipped: list
+    boxes: np.ndarray = None
+
+    def __len__(self):
+        return len(self.paths)
+
+    def labels(self):
+        return {"va": self.va, "au": self.au, "expr": self.expr}
+
+    def subset(self, mask):
+        """The frames where boolean ``mask`` is true (stats and skipped are kept as they were)."""
+        idx = np.flatnonzero(mask)
+        return FrameIndex([self.paths[i] for i in idx], [self.videos[i] for i in idx], self.frames[idx],
+                          self.va[idx], self.au[idx], self.expr[idx], dict(self.stats), list(self.skipped),
+                          None if self.boxes is None else self.boxes[idx])

@@ -1,0 +1,140 @@
+"""The tf.data input pipeline: parallel decode, crop/resize, shuffle, batch, augment, prefetch."""
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from keras_mtanet.data.index import FrameIndex
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def default_augmentation(seed=None, rand_augment=False):
+    """Flip, small rotation/zoom/translation and colour jitter on 0-255 RGB batches.
+
+    Horizontal flips keep every label valid: the 8 AUs are bilateral and expressions and VA are unchanged.
+
+    Args:
+        seed: seed for every random layer (deterministic augmentation).
+        rand_augment: add ``keras.layers.RandAugment`` (2 ops, factor 0.3) at the end.
+    """
+    layers = [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomRotation(0.03, fill_mode="reflect", seed=seed),  # +-11 degrees
+        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
+        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed),
+        keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.2, contrast_factor=0.2,
+                                       saturation_factor=(0.3, 0.7), hue_factor=0.02, seed=seed),
+    ]
+    if rand_augment:
+        layers.append(keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.3, seed=seed))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def decode_and_resize(data, image_size, box=None, from_bytes=False):
+    """Decode a JPEG/PNG (path or bytes) to float32 RGB in [0, 255], crop ``box`` if given, resize."""
+    contents = data if from_bytes else tf.io.read_file(data)
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    if box is not None:
+        shape = tf.shape(image)
+        x0 = tf.clip_by_value(box[0], 0, shape[1] - 1)
+        y0 = tf.clip_by_value(box[1], 0, shape[0] - 1)
+        x1 = tf.clip_by_value(box[0] + box[2], x0 + 1, shape[1])
+        y1 = tf.clip_by_value(box[1] + box[3], y0 + 1, shape[0])
+        image = image[y0:y1, x0:x1]
+    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _tensors(index):
+    boxes = index.boxes if index.boxes is not None else np.zeros((len(index), 4), np.int32)
+    return (np.asarray(index.paths, dtype=object).astype(str), boxes.astype(np.int32),
+            {"va": index.va, "au": index.au, "expr": index.expr})
+
+
+def make_dataset(source, image_size=112, batch_size=32, training=False, augment=None, shuffle_buffer=20000,
+                 seed=None, deterministic=False, balance_expressions=False, drop_remainder=False,
+                 num_parallel_calls=AUTOTUNE):
+    """A batched ``tf.data.Dataset`` of ``(images, {"va", "au", "expr"})`` from an index or TFRecords.
+
+    Args:
+        source: a ``FrameIndex`` (``affwild2.read_index``, ``affectnet.read_index``) or a TFRecord file
+            pattern written by ``tfrecord.write_tfrecords``.
+        image_size: side of the square model input; images are float32 RGB in [0, 255].
+        batch_size: batch size.
+        training: shuffle (reshuffled every epoch) and augment.
+        augment: ``None`` means ``default_augmentation()`` when training; ``False`` disables it; or any
+            Keras layer / callable applied to image batches.
+        shuffle_buffer: shuffle buffer size (in frames).
+        seed: seed for shuffling, sampling and augmentation.
+        deterministic: fixed element order despite parallel decoding (with ``seed``: identical epochs for
+            identical seeds).
+        balance_expressions: sample expression classes equally (frames without an expression label keep
+            their natural share); an epoch still has as many frames as the source.
+        drop_remainder: drop the last incomplete batch.
+    """
+    if deterministic and seed is None:
+        seed = 0
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+
+    if isinstance(source, FrameIndex):
+        if len(source) == 0:
+            raise ValueError("make_dataset: the index holds no frames.")
+        ds = _from_index(source, training, shuffle_buffer, seed, balance_expressions)
+        from_bytes, use_box, size = False, source.boxes is not None, len(source)
+    else:
+        from keras_mtanet.data import tfrecord
+
+        files = sorted(tf.io.gfile.glob(str(source)))
+        if not files:
+            raise ValueError(f"make_dataset: no TFRecord files match {source!r}.")
+        if balance_expressions:
+            raise ValueError("balance_expressions needs a FrameIndex source, not TFRecords.")
+        ds = tfrecord.read_examples(files, training=training, seed=seed, shuffle_buffer=shuffle_buffer)
+        from_bytes, use_box, size = True, True, None
+
+    def load(data, box, labels):
+        return decode_and_resize(data, image_size, box if use_box else None, from_bytes=from_bytes), labels
+
+    # Undecodable images are dropped (and logged) rather than ending the epoch.
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=bool(deterministic))
+    ds = ds.ignore_errors(log_warning=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if training and size:
+        # Dropping undecodable frames leaves the cardinality unknown; a training epoch keeps its nominal
+        # number of batches by topping up from the next pass (repeat() stops if a pass yields nothing).
+        steps = size // batch_size if drop_remainder else -(-size // batch_size)
+        ds = ds.repeat().take(steps)
+    if training and augment is not False:
+        layer = augment if augment is not None else default_augmentation(seed)
+        ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=num_parallel_calls,
+                    deterministic=bool(deterministic))
+    return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _from_index(index, training, shuffle_buffer, seed, balance_expressions):
+    paths, boxes, labels = _tensors(index)
+    if not balance_expressions:
+        ds = tf.data.Dataset.from_tensor_slices((paths, boxes, labels))
+        if training:
+            ds = ds.shuffle(min(shuffle_buffer, len(index)), seed=seed, reshuffle_each_iteration=True)
+        return ds
+    groups, weights = [], []
+    labelled = index.expr >= 0
+    classes = np.unique(index.expr[labelled])
+    for c in classes:
+        groups.append(index.expr == c)
+        weights.append(labelled.mean() / len(classes))
+    if (~labelled).any():
+        groups.append(~labelled)
+        weights.append((~labelled).mean())
+    datasets = []
+    for i, mask in enumerate(groups):
+        idx = np.flatnonzero(mask)
+        part = tf.data.Dataset.from_tensor_slices((paths[idx], boxes[idx], {k: v[idx] for k, v in labels.items()}))
+        part_seed = None if seed is None else seed + i
+        datasets.append(part.shuffle(len(idx), seed=part_seed, reshuffle_each_iteration=True).repeat())
+    ds = tf.data.Dataset.sample_from_datasets(datasets, weights=weights, seed=seed)
+    return ds.take(len(index))
+

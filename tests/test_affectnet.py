@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mtanet.data import affectnet, pipeline
+from keras_mtanet.data.errors import DataError
+
+HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
+
+
+def image_with_face(path, box, size=(60, 80)):
+    """A blue image with a red face box, so a crop of the box is all red."""
+    img = np.zeros(size + (3,), np.uint8)
+    img[..., 2] = 255
+    x, y, w, h = box
+    img[y:y + h, x:x + w] = (255, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(img).numpy())
+
+
+@pytest.fixture
+def affectnet_root(tmp_path):
+    images = tmp_path / "Manually_Annotated_Images"
+    rows = [("1/a.png", (10, 12, 30, 30), 1, 0.5, 0.25),    # Happy -> Happiness (4)
+            ("1/b.png", (0, 0, 20, 20), 7, -0.3, 0.6),     # Contempt -> -1
+            ("2/c.png", (40, 20, 40, 40), 6, -0.7, 0.8),   # Anger -> 1, box overflows the image
+            ("2/d.png", (5, 5, 20, 20), 10, -2.0, -2.0),   # No-Face, VA -2 -> unannotated
+            ("3/missing.png", (5, 5, 20, 20), 0, 0.0, 0.0)]
+    lines = [HEADER]
+    for rel, box, code, v, a in rows:
+        if "missing" not in rel:
+            image_with_face(images / rel, box)
+        lines.append(f'{rel},{box[0]},{box[1]},{box[2]},{box[3]},"1.0;2.0",{code},{v},{a}\n')
+    (tmp_path / "training.csv").write_text("".join(lines))
+    return tmp_path
+
+
+def test_affectnet_codes_and_va_are_remapped(affectnet_root):
+    index = affectnet.read_index(affectnet_root, "train")
+    assert [p.rsplit("/", 1)[1] for p in index.paths] == ["a.png", "b.png", "c.png", "d.png"]
+    np.testing.assert_array_equal(index.expr, [4, -1, 1, -1])
+    np.testing.assert_allclose(index.va, [[0.5, 0.25], [-0.3, 0.6], [-0.7, 0.8], [-5, -5]])
+    assert np.all(index.au == -1)
+    np.testing.assert_array_equal(index.frames, [2, 3, 4, 5])
+    assert index.stats["missing_images"] == 1 and index.stats["expression_unmapped"] == 2
+
+
+def test_pipeline_crops_the_face_box(affectnet_root):
+    index = affectnet.read_index(affectnet_root, "train")
+    images, labels = next(iter(pipeline.make_dataset(index, image_size=16, batch_size=4)))
+    red = images.numpy()[..., 0].mean(axis=(1, 2))
+    blue = images.numpy()[..., 2].mean(axis=(1, 2))
+    assert np.all(red[[0, 1, 2]] > 250) and np.all(blue[[0, 1, 2]] < 5)  # clipped box still all face
+    np.testing.assert_array_equal(labels["expr"].numpy(), [4, -1, 1, -1])
+
+
+def test_affectnet_errors(tmp_path, affectnet_root):
+    with pytest.raises(DataError, match="AffectNet root not found"):
+        affectnet.read_index(tmp_path / "nope")
+    with pytest.raises(DataError, match="validation.csv: AffectNet split file not found"):
+        affectnet.read_index(affectnet_root, "val")
+    csv = affectnet_root / "training.csv"
+    csv.write_text(HEADER + "1/a.png,1,2,3,4,,1,0.1,0.1\n1/a.png,x,2,3,4,,1,0.1,0.1\n")
+    with pytest.raises(DataError, match=f"^{csv}:3: malformed row"):
+        affectnet.read_index(affectnet_root)
+    csv.write_text(HEADER + "1/a.png,1,2,3,4,,12,0.1,0.1\n")
+    with pytest.raises(DataError, match=f"^{csv}:2: expression code 12"):
+        affectnet.read_index(affectnet_root)
+    csv.write_text("subDirectory_filePath,face_x,expression\n")
+    with pytest.raises(DataError, match=f"^{csv}:1: missing column"):
+        affectnet.read_index(affectnet_root)

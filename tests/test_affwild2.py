@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mtanet.data import affwild2
+from keras_mtanet.data.errors import DataError
+
+VA_H, AU_H = "valence,arousal", "AU1,AU2,AU4,AU6,AU12,AU15,AU20,AU25"
+EX_H = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def crop(root, video, frame, value=100):
+    path = root / "cropped_aligned" / video / f"{frame:05d}.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_jpeg(np.full((16, 16, 3), value, np.uint8)).numpy())
+    return path
+
+
+@pytest.fixture
+def handmade(tmp_path):
+    """Three videos covering every layout quirk, written by hand."""
+    ann = tmp_path / "annotations"
+    # vid_a: all three tasks; frame 3 has no crop; frame 2 unannotated for VA; AU file one line shorter.
+    write(ann / "VA_Set/Training_Set/vid_a.txt", f"{VA_H}\n0.5,-0.25\n-5,-5\n0.1,0.2\n-1,1\n")
+    write(ann / "EXPR_Set/Training_Set/vid_a.txt", f"{EX_H}\n4\n4\n-1\n6\n")
+    write(ann / "AU_Set/Training_Set/vid_a.txt", f"{AU_H}\n1,0,0,1,1,0,0,1\n-1,-1,-1,-1,-1,-1,-1,-1\n"
+                                                 "0,0,0,0,0,0,0,0\n")
+    for f in (1, 2, 4):
+        crop(tmp_path, "vid_a", f)
+    # vid_b_left / vid_b_right: two people in one video, EXPR only, each its own crops.
+    write(ann / "EXPR_Set/Training_Set/vid_b_left.txt", f"{EX_H}\n1\n2\n")
+    write(ann / "EXPR_Set/Training_Set/vid_b_right.txt", f"{EX_H}\n5\n")
+    crop(tmp_path, "vid_b_left", 1)
+    crop(tmp_path, "vid_b_left", 2)
+    crop(tmp_path, "vid_b_right", 1)
+    # vid_c: VA only, with a truncated crop on frame 2 and trailing blank lines.
+    write(ann / "VA_Set/Training_Set/vid_c.txt", f"{VA_H}\n0.3,0.3\n0.4,0.4\n\n\n")
+    crop(tmp_path, "vid_c", 1)
+    bad = crop(tmp_path, "vid_c", 2)
+    bad.write_bytes(bad.read_bytes()[:40])
+    # A validation split that exists for VA only.
+    write(ann / "VA_Set/Validation_Set/vid_v.txt", f"{VA_H}\n0.0,0.0\n")
+    crop(tmp_path, "vid_v", 1)
+    return tmp_path
+
+
+def test_frames_are_merged_across_tasks_and_quirks_handled(handmade):
+    index = affwild2.read_index(handmade, "Training_Set")
+    rows = {(v, f): i for i, (v, f) in enumerate(zip(index.videos, index.frames))}
+    assert sorted(rows) == [("vid_a", 1), ("vid_a", 2), ("vid_a", 4), ("vid_b_left", 1), ("vid_b_left", 2),
+                            ("vid_b_right", 1), ("vid_c", 1)]
+    a1, a2, a4 = rows["vid_a", 1], rows["vid_a", 2], rows["vid_a", 4]
+    np.testing.assert_allclose(index.va[a1], [0.5, -0.25])
+    np.testing.assert_array_equal(index.au[a1], [1, 0, 0, 1, 1, 0, 0, 1])
+    assert index.expr[a1] == 4
+    np.testing.assert_array_equal(index.va[a2], [-5, -5])
+    np.testing.assert_array_equal(index.au[a2], [-1] * 8)
+    # Frame 4 is beyond the AU file: unannotated for AU, annotated for the others.
+    np.testing.assert_allclose(index.va[a4], [-1, 1])
+    np.testing.assert_array_equal(index.au[a4], [-1] * 8)
+    assert index.expr[a4] == 6
+    # EXPR-only videos have VA and AU unannotated.
+    b = rows["vid_b_left", 2]
+    assert index.expr[b] == 2 and np.all(index.va[b] == -5) and np.all(index.au[b] == -1)
+    assert index.expr[rows["vid_b_right", 1]] == 5
+    assert index.paths[rows["vid_b_right", 1]].endswith("cropped_aligned/vid_b_right/00001.jpg")
+    c = rows["vid_c", 1]
+    assert index.expr[c] == -1 and np.all(index.au[c] == -1)
+    assert index.stats == {"videos": 4, "annotated_frames": 9, "frames": 7, "missing_crops": 1,
+                           "corrupt_crops": 1}
+    reasons = dict(index.skipped)
+    assert reasons[str(handmade / "cropped_aligned/vid_a/00003.jpg")] == "no crop"
+    assert "truncated" in reasons[str(handmade / "cropped_aligned/vid_c/00002.jpg")]
+
+
+def test_split_aliases_task_selection_and_video_filter(handmade):
+    assert len(affwild2.read_index(handmade, "val")) == 1
+    expr_only = affwild2.read_index(handmade, "train", tasks=("expr",))
+    assert sorted(set(expr_only.videos)) == ["vid_a", "vid_b_left", "vid_b_right"]
+    assert np.all(expr_only.va == -5)
+    assert set(affwild2.read_index(handmade, "train", videos=["vid_c"]).videos) == {"vid_c"}
+
+
+@pytest.mark.parametrize("task,folder,header,line,message", [
+    ("va", "VA_Set", VA_H, "0.5;0.2", "expected 2 comma-separated"),
+    ("va", "VA_Set", VA_H, "0.5,abc", "not a number"),
+    ("va", "VA_Set", VA_H, "1.5,0.2", "must lie in \\[-1, 1\\]"),
+    ("au", "AU_Set", AU_H, "0,1,0,1,0,1,0", "expected 8"),
+    ("au", "AU_Set", AU_H, "0,1,0,2,0,1,0,1", "must be 0, 1 or -1"),
+    ("expr", "EXPR_Set", EX_H, "7", "expression must be an id"),
+    ("expr", "EXPR_Set", EX_H, "2.5", "expression must be an id"),
+])
+def test_malformed_line_names_file_and_line(tmp_path, task, folder, header, line, message):
+    path = write(tmp_path / "annotations" / folder / "Training_Set" / "v.txt",
+                 f"{header}\n{'0,0' if task == 'va' else ('0,0,0,0,0,0,0,0' if task == 'au' else '0')}\n{line}\n")
+    (tmp_path / "cropped_aligned").mkdir()
+    with pytest.raises(DataError, match=f"^{path}:3: {message}"):
+        affwild2.read_index(tmp_path, "train")
+
+
+def test_bad_header_and_blank_line_inside(tmp_path):
+    (tmp_path / "cropped_aligned").mkdir()
+    path = write(tmp_path / "annotations/VA_Set/Training_Set/v.txt", "arousal,valence\n0,0\n")
+    with pytest.raises(DataError, match=f"^{path}:1: header 'arousal,valence'"):
+        affwild2.read_index(tmp_path, "train")
+    write(path, f"{VA_H}\n0,0\n\n0,0\n")
+    with pytest.raises(DataError, match=f"^{path}:3: empty line"):
+        affwild2.read_index(tmp_path, "train")
+
+
+def test_missing_root_folders_and_split(tmp_path, handmade):
+    with pytest.raises(DataError, match="Aff-Wild2 root not found"):
+        affwild2.read_index(tmp_path / "nowhere", "train")
+    with pytest.raises(DataError, match="no annotations folder"):
+        affwild2.read_index(handmade / "cropped_aligned", "train")
+    with pytest.raises(DataError, match="split 'Test_Set' not found .* splits present: Training_Set, "
+                                        "Validation_Set"):
+        affwild2.read_index(handmade, "Test_Set")

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from keras_mtanet.data import affwild2, synthetic
+from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+
+
+def test_generation_is_deterministic_per_seed():
+    a_img, a_lab = synthetic.generate(20, size=32, seed=3, frames_per_video=10)
+    b_img, b_lab = synthetic.generate(20, size=32, seed=3, frames_per_video=10)
+    c_img, _ = synthetic.generate(20, size=32, seed=4, frames_per_video=10)
+    np.testing.assert_array_equal(a_img, b_img)
+    for key in a_lab:
+        np.testing.assert_array_equal(a_lab[key], b_lab[key])
+    assert not np.array_equal(a_img, c_img)
+    assert a_img.dtype == np.uint8 and a_img.shape == (20, 32, 32, 3)
+    assert np.all(np.abs(a_lab["va"]) <= 1) and set(np.unique(a_lab["au"])) <= {0.0, 1.0}
+    assert a_lab["expr"].min() >= 0 and a_lab["expr"].max() < len(EXPR_NAMES)
+
+
+def neutral_state(**changes):
+    state = synthetic.FrameState(au=np.zeros(len(AU_NAMES), np.float32), expression=0,
+                                 expression_intensity=0.0, valence=0.0, arousal=0.0)
+    for key, value in changes.items():
+        if key in AU_NAMES:
+            state.au[AU_NAMES.index(key)] = value
+        else:
+            setattr(state, key, value)
+    return state
+
+
+def changed_rows(a, b):
+    """Rows (0 = top) where two renders differ."""
+    return np.flatnonzero(np.abs(a.astype(float) - b.astype(float)).sum(axis=(1, 2)) > 1e-3)
+
+
+@pytest.mark.parametrize("au,region", [("AU1", "brows"), ("AU2", "brows"), ("AU4", "brows"),
+                                       ("AU6", "cheeks"), ("AU12", "mouth"), ("AU15", "mouth"),
+                                       ("AU20", "mouth"), ("AU25", "mouth")])
+def test_each_action_unit_changes_only_its_facial_region(au, region):
+    identity = synthetic.random_identity(np.random.default_rng(0))
+    base = synthetic.render_face(neutral_state(), identity, size=112)
+    moved = synthetic.render_face(neutral_state(**{au: 1.0}), identity, size=112)
+    rows = changed_rows(base, moved)
+    assert rows.size > 0, f"{au} changed nothing"
+    # Face coordinates y in [-1, 1] map to rows through the 1.3x zoom: row = 56 + 56 * 1.3 * y.
+    bounds = {"brows": (-0.55, -0.05), "cheeks": (-0.22, 0.3), "mouth": (0.15, 0.8)}[region]
+    lo, hi = (56 + 56 * 1.3 * b for b in bounds)
+    assert rows.min() >= lo and rows.max() <= hi, (au, rows.min(), rows.max(), lo, hi)
+
+
+def test_parted_lips_darken_the_mouth_and_smiles_lift_its_corners():
+    identity = synthetic.random_identity(np.random.default_rng(1))
+    closed = synthetic.render_face(neutral_state(), identity, 112).mean(axis=2)
+    parted = synthetic.render_face(neutral_state(AU25=1.0), identity, 112).mean(axis=2)
+    assert (parted < 90).sum() > (closed < 90).sum() + 20
+    smile = synthetic.render_face(neutral_state(AU12=1.0), identity, 112)
+    frown = synthetic.render_face(neutral_state(AU15=1.0), identity, 112)
+    lip = identity.skin * np.array([0.85, 0.5, 0.5])
+
+    def lip_rows(img, cols):
+        hit = np.abs(img[:, cols].astype(float) - lip).sum(axis=2) < 30
+        return np.flatnonzero(hit.any(axis=1))
+
+    # Mouth corners (outer columns of the mouth) sit higher (smaller row) for a smile than a frown.
+    corners = slice(56 - 18, 56 - 12)
+    assert lip_rows(smile, corners).mean() < lip_rows(frown, corners).mean() - 3
+
+
+def test_arousal_opens_the_eyes():
+    identity = synthetic.random_identity(np.random.default_rng(2))
+    calm = synthetic.render_face(neutral_state(arousal=-1.0), identity, 112)
+    excited = synthetic.render_face(neutral_state(arousal=1.0), identity, 112)
+    eye_white = lambda img: (img.min(axis=2) > 235)[20:60].sum()  # noqa: E731
+    assert eye_white(excited) > 1.5 * eye_white(calm)
+
+
+def test_write_affwild2_layout(tmp_path):
+    truth = synthetic.write_affwild2(tmp_path, train_videos=5, val_videos=2, frames=12, size=32, seed=1,
+                                     missing_crop_rate=0.1)
+    train = truth["Training_Set"]
+    assert "train_004_left" in train and "train_004_right" in train
+    assert set(truth["Validation_Set"]) == {"val_000", "val_001_left", "val_001_right"}
+    assert train["train_003"]["tasks"] != ("va", "au", "expr")  # partial task coverage
+    for video, info in train.items():
+        for task in ("va", "au", "expr"):
+            path = tmp_path / "annotations" / affwild2.TASK_DIRS[task] / "Training_Set" / f"{video}.txt"
+            assert path.exists() == (task in info["tasks"])
+            if path.exists():
+                lines = path.read_text().splitlines()
+                assert lines[0] == ",".join(affwild2.HEADERS[task]) and len(lines) == 13
+        crops = sorted(p.name for p in (tmp_path / "cropped_aligned" / video).iterdir())
+        assert crops == [f"{i:05d}.jpg" for i in range(1, 13) if i not in info["missing"]]
+    assert sum(len(info["missing"]) for info in train.values()) > 0
