@@ -15,8 +15,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["keras_mtanet", "keras_mtanet.*"]),
-    include_package_data=True,
+    # zoo/ (the preset registry, and the embedded default preset) installs as keras_mtanet.registry.
+    packages=find_packages(include=["keras_mtanet", "keras_mtanet.*"]) + ["keras_mtanet.registry"],
+    package_dir={"keras_mtanet.registry": "zoo"},
+    package_data={"keras_mtanet.registry": ["*/preset.json", "*/README.md", "*/config.json", "*/metadata.json",
+                                       "*/model.weights.h5", "*/train.json"]},
     install_requires=[
         "tensorflow>=2.21",
         "keras>=3.10",

@@ -6,7 +6,10 @@ Implements MTANet (Zhang & Gu, arXiv:2002.00606) with the ABAW 2020 metrics.
 from keras_mtanet.version import __version__
 from keras_mtanet import labels, losses, metrics
 from keras_mtanet.backbone import SEResNet
+from keras_mtanet.hub import load_pretrained, publish
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
+from keras_mtanet.zoo import PresetError, list_presets
 
-__all__ = ["MTANet", "SEResNet", "abaw_scores", "labels", "losses", "metrics", "__version__"]
+__all__ = ["MTANet", "SEResNet", "abaw_scores", "load_pretrained", "publish", "list_presets", "PresetError",
+           "labels", "losses", "metrics", "__version__"]

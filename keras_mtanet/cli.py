@@ -1,6 +1,12 @@
-"""The ``keras-mtanet`` command line."""
+"""The ``keras-mtanet`` command line.
+
+User errors (bad data, a missing preset, a Hub failure) print one line, ``keras-mtanet: error: ...``, and
+exit with status 2; no traceback.
+"""
 
 import argparse
+import json
+import os
 import sys
 
 from keras_mtanet.version import __version__
@@ -11,7 +17,37 @@ def build_parser():
         prog="keras-mtanet",
         description="Multi-task facial affect (valence/arousal, action units, expressions) with MTANet.")
     parser.add_argument("--version", action="version", version=f"keras-mtanet {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the embedded default preset on generated faces (no network)")
+    demo.add_argument("--model", help="preset name, hf://ORG/REPO[@REV] or folder (default: embedded preset)")
+    demo.add_argument("--frames", type=int, default=120, help="frames of the generated video (default 120)")
+    demo.add_argument("--seed", type=int, default=2024, help="seed of the generated video")
+    demo.add_argument("--output", help="also write the per-frame predictions to this CSV file")
+
+    sub.add_parser("presets", help="list the named presets")
+
+    train = sub.add_parser("train", help="train MTANet with model.fit and write a preset to --output")
+    train.add_argument("--data", required=True, help="data root (synthetic: created if missing)")
+    train.add_argument("--format", required=True, choices=("affwild2", "affectnet", "synthetic"))
+    train.add_argument("--output", required=True, help="run folder; ends up holding a loadable preset")
+    train.add_argument("--config", help="JSON training config (see zoo/*/train.json); flags override it")
+    train.add_argument("--backbone", choices=("se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101"))
+    train.add_argument("--input-size", type=int)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--resume", action="store_true",
+                       help="require an interrupted run to continue (one is always continued when present)")
+    train.add_argument("--no-tensorboard", action="store_true")
+
+    publish = sub.add_parser("publish", help="publish a preset folder to the Hugging Face Hub")
+    publish.add_argument("run_dir", help="a preset folder, e.g. a finished training run")
+    publish.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    publish.add_argument("--tag", help="tag the new commit")
+    publish.add_argument("--private", action="store_true", help="create the repo private")
+    publish.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+    publish.add_argument("--description", default="", help="description for the printed registry entry")
     return parser
 
 
@@ -20,7 +56,102 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
+        return 0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_mtanet.data.errors import DataError
+    from keras_mtanet.zoo import PresetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, PresetError) as error:
+        print(f"keras-mtanet: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("keras-mtanet: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_demo(args):
+    import numpy as np
+
+    from keras_mtanet import abaw_scores, load_pretrained
+    from keras_mtanet.data import synthetic
+    from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+
+    model = load_pretrained(args.model)
+    meta = model.metadata
+    size = int(meta["input_size"][0])
+    frames, labels = synthetic.render_video(np.random.SeedSequence([args.seed, 7]), args.frames, size)
+    out = model.predict(frames.astype("float32"), verbose=0)
+    print(f"model: {meta.get('name') or args.model} ({meta['backbone']}, {size} px, "
+          f"{meta.get('parameters', 0):,} parameters)")
+    print(f"trained on: {meta['training_data']}")
+    print(f"input: a generated video of {args.frames} synthetic faces (seed {args.seed}), not seen in training")
+    print()
+    print(" frame  valence arousal  expression (p)        active AUs              | truth: V     A    expression")
+    step = max(1, args.frames // 12)
+    for i in range(0, args.frames, step):
+        expr = int(out["expr"][i].argmax())
+        aus = ",".join(n for n, p in zip(AU_NAMES, out["au"][i]) if p > 0.5) or "-"
+        print(f"{i:6d}  {out['va'][i, 0]:+.2f}   {out['va'][i, 1]:+.2f}    {EXPR_NAMES[expr]:<10} "
+              f"({out['expr'][i, expr]:.2f})  {aus:<23} |  {labels['va'][i, 0]:+.2f} {labels['va'][i, 1]:+.2f} "
+              f" {EXPR_NAMES[labels['expr'][i]]}")
+    scores = abaw_scores(labels, out)
+    print()
+    print("ABAW scores on this video: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    print("These faces are synthetic cartoons; the embedded preset is not meant for real-world affect.")
+    if args.output:
+        write_demo_csv(args.output, out)
+        print(f"per-frame predictions: {args.output}")
     return 0
+
+
+def write_demo_csv(path, out):
+    import csv
+
+    from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frame", "valence", "arousal"] + [f"{a}_prob" for a in AU_NAMES]
+                        + [f"{e}_prob" for e in EXPR_NAMES] + ["expression"])
+        for i in range(len(out["va"])):
+            writer.writerow([i, *(f"{v:.5f}" for v in out["va"][i]), *(f"{v:.5f}" for v in out["au"][i]),
+                             *(f"{v:.5f}" for v in out["expr"][i]), EXPR_NAMES[int(out["expr"][i].argmax())]])
+
+
+def run_presets(args):
+    from keras_mtanet import list_presets
+
+    for name, entry in list_presets().items():
+        where = "embedded" if entry.get("embedded") else f"{entry['repo_id']}@{entry['revision'][:12]}"
+        print(f"{name:<32} {where:<40} {entry.get('description', '')}")
+    return 0
+
+
+def run_train(args):
+    from keras_mtanet import train
+
+    config = train.load_config(args.config, backbone=args.backbone, input_size=args.input_size,
+                               epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    train.train(config, args.data, args.format, args.output, resume=args.resume,
+                tensorboard=not args.no_tensorboard)
+    print(f"preset written to {args.output}; load it with keras_mtanet.load_pretrained({args.output!r})")
+    return 0
+
+
+def run_publish(args):
+    from keras_mtanet import hub
+
+    sha = hub.publish(args.run_dir, args.repo_id, tag=args.tag, private=args.private or None,
+                      endpoint=args.endpoint)
+    print(f"published {args.run_dir} to {args.repo_id} at commit {sha}")
+    print("registry entry (zoo/<name>/preset.json):")
+    print(hub.dump_entry(hub.registry_entry(args.run_dir, args.repo_id, sha, args.description)), end="")
+    return 0
+
+
+COMMANDS = {"demo": run_demo, "presets": run_presets, "train": run_train, "publish": run_publish}
 
 
 if __name__ == "__main__":

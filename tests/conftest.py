@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# huggingface_hub reads these at import time: no Xet (the test Hub speaks LFS), no telemetry, online.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_HUB_OFFLINE", None)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

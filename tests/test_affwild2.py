@@ -90,9 +90,9 @@ def test_split_aliases_task_selection_and_video_filter(handmade):
 @pytest.mark.parametrize("task,folder,header,line,message", [
     ("va", "VA_Set", VA_H, "0.5;0.2", "expected 2 comma-separated"),
     ("va", "VA_Set", VA_H, "0.5,abc", "not a number"),
-    ("va", "VA_Set", VA_H, "1.5,0.2", "must lie in \\[-1, 1\\]"),
+    ("va", "VA_Set", VA_H, "1.5,0.2", "valence/arousal must lie in \\[-1, 1\\] or be -5"),
     ("au", "AU_Set", AU_H, "0,1,0,1,0,1,0", "expected 8"),
-    ("au", "AU_Set", AU_H, "0,1,0,2,0,1,0,1", "must be 0, 1 or -1"),
+    ("au", "AU_Set", AU_H, "0,1,0,2,0,1,0,1", "AU values must be 0, 1 or -1"),
     ("expr", "EXPR_Set", EX_H, "7", "expression must be an id"),
     ("expr", "EXPR_Set", EX_H, "2.5", "expression must be an id"),
 ])
@@ -119,6 +119,6 @@ def test_missing_root_folders_and_split(tmp_path, handmade):
         affwild2.read_index(tmp_path / "nowhere", "train")
     with pytest.raises(DataError, match="no annotations folder"):
         affwild2.read_index(handmade / "cropped_aligned", "train")
-    with pytest.raises(DataError, match="split 'Test_Set' not found .* splits present: Training_Set, "
+    with pytest.raises(DataError, match="split 'Test_Set' not found .*splits present: Training_Set, "
                                         "Validation_Set"):
         affwild2.read_index(handmade, "Test_Set")

@@ -67,16 +67,18 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
             Keras layer / callable applied to image batches.
         shuffle_buffer: shuffle buffer size (in frames).
         seed: seed for shuffling, sampling and augmentation.
-        deterministic: fixed element order despite parallel decoding (with ``seed``: identical epochs for
-            identical seeds).
+        deterministic: fixed element order in training too (with ``seed``: identical epochs for identical
+            seeds). Evaluation datasets (``training=False``) always keep the source order.
         balance_expressions: sample expression classes equally (frames without an expression label keep
             their natural share); an epoch still has as many frames as the source.
         drop_remainder: drop the last incomplete batch.
     """
     if deterministic and seed is None:
         seed = 0
+    # Evaluation keeps the source order (predictions are matched to frames); training may reorder for speed.
+    ordered = bool(deterministic) or not training
     options = tf.data.Options()
-    options.deterministic = bool(deterministic)
+    options.deterministic = ordered
 
     if isinstance(source, FrameIndex):
         if len(source) == 0:
@@ -98,7 +100,7 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
         return decode_and_resize(data, image_size, box if use_box else None, from_bytes=from_bytes), labels
 
     # Undecodable images are dropped (and logged) rather than ending the epoch.
-    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=bool(deterministic))
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=ordered)
     ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if training and size:
@@ -108,8 +110,13 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
         ds = ds.repeat().take(steps)
     if training and augment is not False:
         layer = augment if augment is not None else default_augmentation(seed)
-        ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=num_parallel_calls,
-                    deterministic=bool(deterministic))
+        # The random layers draw from one stateful seed generator: parallel calls would take its numbers in
+        # varying order, so a deterministic pipeline augments one batch at a time.
+        augment_batch = lambda x, y: (layer(x, training=True), y)  # noqa: E731
+        if deterministic:
+            ds = ds.map(augment_batch)
+        else:
+            ds = ds.map(augment_batch, num_parallel_calls=num_parallel_calls, deterministic=ordered)
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 

@@ -1,0 +1,246 @@
+"""Training recipes: a JSON config -> a trained preset folder, with ``model.fit`` and standard callbacks.
+
+``DEFAULTS`` is the authors' recipe (Zhang & Gu 2020: 112 px, SGD with Nesterov momentum 0.9, lr 1e-3,
+weight decay 1e-4, polynomial decay, batch 80, learned uncertainty task weights). Configs in ``zoo/`` override
+it, e.g. the synthetic-data recipe of the embedded default preset.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_mtanet import hub, losses, zoo
+from keras_mtanet.data import affectnet, affwild2, pipeline, synthetic
+from keras_mtanet.data.errors import DataError
+from keras_mtanet.metrics import abaw_scores
+from keras_mtanet.model import MTANet
+
+DEFAULTS = {
+    "backbone": "se_resnet50",
+    "input_size": 112,
+    "stack_blocks": None,
+    "width": 1.0,
+    "epochs": 10,
+    "batch_size": 80,
+    "optimizer": "sgd",
+    "learning_rate": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "schedule": "polynomial",
+    "final_learning_rate_fraction": 0.01,
+    "warmup_epochs": 0,
+    "task_weighting": "uncertainty",
+    "au_pos_weight": "sqrt_balanced",
+    "augment": True,
+    "rand_augment": False,
+    "balance_expressions": False,
+    "seed": 0,
+    "synthetic": {"train_videos": 14, "val_videos": 6, "frames": 90, "size": 112},
+}
+FORMATS = ("affwild2", "affectnet", "synthetic")
+SCORE_KEY = "val_abaw_total"
+CARD_KEYS = ("description", "intended_use", "limitations")  # model-card text a config may carry
+
+
+def load_config(path=None, **overrides):
+    """``DEFAULTS`` updated by a JSON file and then by the non-None ``overrides``."""
+    config = json.loads(json.dumps(DEFAULTS))
+    if path:
+        try:
+            loaded = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: training config not found") from None
+        except ValueError as error:
+            raise DataError(f"{path}: not valid JSON ({error})") from None
+        unknown = set(loaded) - set(DEFAULTS) - set(CARD_KEYS)
+        if unknown:
+            raise DataError(f"{path}: unknown config key(s) {', '.join(sorted(unknown))}")
+        config.update(loaded)
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return config
+
+
+def au_pos_weight(au):
+    """sqrt(negatives / positives) per AU over annotated entries: lifts the recall of rare AUs."""
+    valid = au >= 0
+    pos = np.maximum(((au > 0.5) & valid).sum(axis=0), 1)
+    neg = np.maximum((valid & (au < 0.5)).sum(axis=0), 1)
+    return [float(w) for w in np.sqrt(neg / pos)]
+
+
+def read_split_indexes(data, data_format, config):
+    """(train index, validation index, description of the data) for a data root and format."""
+    if data_format not in FORMATS:
+        raise DataError(f"unknown data format {data_format!r}; choose one of {', '.join(FORMATS)}")
+    root = Path(data)
+    if data_format == "synthetic":
+        spec = config["synthetic"]
+        if not (root / "annotations").is_dir():
+            synthetic.write_affwild2(root, spec["train_videos"], spec["val_videos"], spec["frames"], spec["size"],
+                                     seed=config["seed"])
+        described = (f"keras_mtanet synthetic cartoon faces (keras_mtanet.data.synthetic, seed {config['seed']}): "
+                     f"{spec['train_videos']} training and {spec['val_videos']} validation videos of "
+                     f"{spec['frames']} frames, {spec['size']} px, in the Aff-Wild2 layout")
+        data_format = "affwild2"
+    else:
+        described = None
+    if data_format == "affwild2":
+        train, val = affwild2.read_index(root, "Training_Set"), affwild2.read_index(root, "Validation_Set")
+        described = described or f"Aff-Wild2 (ABAW 2020 layout) at {root}: Training_Set, validated on Validation_Set"
+    else:
+        train, val = affectnet.read_index(root, "train"), affectnet.read_index(root, "val")
+        described = f"AffectNet (manually annotated) at {root}: training.csv, validated on validation.csv"
+    for name, index in (("training", train), ("validation", val)):
+        if len(index) == 0:
+            raise DataError(f"{root}: the {name} split has no usable frames")
+    return train, val, described
+
+
+def build_model(config):
+    size = int(config["input_size"])
+    return MTANet(config["backbone"], input_shape=(size, size, 3), stack_blocks=config["stack_blocks"],
+                  width=config["width"])
+
+
+def compile_model(model, config, train_index, steps_per_epoch):
+    total = max(1, int(config["epochs"]) * steps_per_epoch)
+    warmup = min(int(round(float(config["warmup_epochs"]) * steps_per_epoch)), total - 1)
+    lr = float(config["learning_rate"])
+    final = lr * float(config["final_learning_rate_fraction"])
+    if config["schedule"] == "cosine":
+        schedule = keras.optimizers.schedules.CosineDecay(
+            lr / 100 if warmup else lr, total - warmup, alpha=final / lr, warmup_target=lr if warmup else None,
+            warmup_steps=warmup)
+    elif config["schedule"] == "polynomial":
+        schedule = WarmupThen(keras.optimizers.schedules.PolynomialDecay(lr, total - warmup, final), lr, warmup)
+    elif config["schedule"] == "constant":
+        schedule = WarmupThen(None, lr, warmup)
+    else:
+        raise DataError(f"unknown schedule {config['schedule']!r} (cosine, polynomial or constant)")
+    if config["optimizer"] == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=config["momentum"], nesterov=True,
+                                         weight_decay=config["weight_decay"])
+    elif config["optimizer"] == "adamw":
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"])
+    else:
+        raise DataError(f"unknown optimizer {config['optimizer']!r} (sgd or adamw)")
+    task_losses = losses.default_losses()
+    if config["au_pos_weight"] == "sqrt_balanced":
+        task_losses["au"] = losses.MaskedBinaryCrossentropy(pos_weight=au_pos_weight(train_index.au))
+    model.compile(optimizer=optimizer, loss=task_losses, task_weighting=config["task_weighting"])
+
+
+@keras.saving.register_keras_serializable(package="keras_mtanet")
+class WarmupThen(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from lr/100 to ``lr`` over ``warmup_steps``, then ``after`` (or constant ``lr``)."""
+
+    def __init__(self, after, lr, warmup_steps):
+        self.after, self.lr, self.warmup_steps = after, float(lr), int(warmup_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        if self.warmup_steps:
+            ramp = self.lr * (0.01 + 0.99 * keras.ops.minimum(step / self.warmup_steps, 1.0))
+        else:
+            ramp = self.lr
+        rest = self.lr if self.after is None else self.after(keras.ops.maximum(step - self.warmup_steps, 0.0))
+        return keras.ops.where(step < self.warmup_steps, ramp, rest)
+
+    def get_config(self):
+        after = None if self.after is None else keras.saving.serialize_keras_object(self.after)
+        return {"after": after, "lr": self.lr, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        after = config["after"]
+        return cls(None if after is None else keras.saving.deserialize_keras_object(after), config["lr"],
+                   config["warmup_steps"])
+
+
+class ABAWValidation(keras.callbacks.Callback):
+    """Computes ``abaw_scores`` on a validation split after every epoch.
+
+    Adds ``val_<score>`` entries to the logs and ``val_abaw_total`` = VA score + EXPR score + AU score, the
+    quantity the best checkpoint keeps.
+    """
+
+    def __init__(self, dataset, index):
+        super().__init__()
+        self.dataset, self.index = dataset, index
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = abaw_scores(self.index.labels(), self.model.predict(self.dataset, verbose=0))
+        if logs is not None:
+            logs.update({f"val_{k}": v for k, v in scores.items()})
+            logs[SCORE_KEY] = sum(scores[k] for k in ("va_score", "expr_score", "au_score") if k in scores)
+
+
+def train(config, data, data_format, output, resume=False, verbose=2, tensorboard=True, log=print):
+    """Train per ``config`` on ``data`` and write a preset to ``output``; returns the validation scores.
+
+    ``output`` receives ``config.json``, ``model.weights.h5`` (the best epoch by ``val_abaw_total``),
+    ``metadata.json``, ``README.md`` (a loadable preset), plus ``train_config.json``, ``log.csv``,
+    ``checkpoints/`` and ``tensorboard/``. A run that was killed continues from its last finished epoch when
+    started again with the same command (``backup/``) and ends after the same number of epochs.
+    """
+    output = Path(output)
+    backup = output / "backup"
+    if (output / zoo.METADATA_FILE).exists() and not backup.exists():
+        raise DataError(f"{output}: already holds a trained preset; choose another --output")
+    if resume and not backup.exists():
+        raise DataError(f"{output}: nothing to resume (no backup/ from an interrupted run)")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if backup.exists():
+        log(f"resuming the interrupted run in {output}")
+
+    started = time.perf_counter()
+    train_index, val_index, described = read_split_indexes(data, data_format, config)
+    log(f"data: {described}; {len(train_index)} training and {len(val_index)} validation frames "
+        f"({train_index.stats.get('missing_crops', train_index.stats.get('missing_images', 0))} + "
+        f"{val_index.stats.get('missing_crops', val_index.stats.get('missing_images', 0))} without an image, "
+        f"{train_index.stats.get('corrupt_crops', train_index.stats.get('corrupt_images', 0))} + "
+        f"{val_index.stats.get('corrupt_crops', val_index.stats.get('corrupt_images', 0))} corrupt, skipped)")
+
+    keras.utils.set_random_seed(int(config["seed"]))
+    size, batch = int(config["input_size"]), int(config["batch_size"])
+    augment = None if config["augment"] else False
+    if config["augment"] and config["rand_augment"]:
+        augment = pipeline.default_augmentation(config["seed"], rand_augment=True)
+    train_ds = pipeline.make_dataset(train_index, size, batch, training=True, augment=augment, seed=config["seed"],
+                                     balance_expressions=config["balance_expressions"])
+    val_ds = pipeline.make_dataset(val_index, size, batch_size=max(batch, 64))
+    steps = -(-len(train_index) // batch)
+
+    model = build_model(config)
+    compile_model(model, config, train_index, steps)
+    best = output / "checkpoints" / "best.weights.h5"
+    best.parent.mkdir(exist_ok=True)
+    callbacks = [
+        ABAWValidation(val_ds, val_index),
+        keras.callbacks.ModelCheckpoint(str(best), monitor=SCORE_KEY, mode="max", save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
+        keras.callbacks.CSVLogger(str(output / "log.csv"), append=True),
+    ]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(output / "tensorboard"), write_graph=False))
+    model.fit(train_ds, epochs=int(config["epochs"]), callbacks=callbacks, verbose=verbose, shuffle=False)
+
+    if best.exists():
+        model.load_weights(best)
+    scores = abaw_scores(val_index.labels(), model.predict(val_ds, verbose=0))
+    elapsed = time.perf_counter() - started
+    meta = zoo.preset_metadata(model, described, metrics={k: round(float(v), 4) for k, v in scores.items()},
+                               name=output.name, description=config.get("description"),
+                               extra={"training_config": config, "training_seconds": round(elapsed, 1),
+                                      "validation_frames": len(val_index)})
+    card = hub.model_card_text(meta, output.name, intended_use=config.get("intended_use"),
+                               limitations=config.get("limitations"))
+    zoo.save_preset(model, output, meta, card)
+    log(f"trained in {elapsed:.0f} s; validation: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    return scores
+

@@ -1,0 +1,236 @@
+"""Publish and pull presets with the real huggingface_hub client against a Hub-protocol server on 127.0.0.1."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_model
+from hub_server import HubServer
+from keras_mtanet import PresetError, hub, load_pretrained, publish, zoo
+
+TOKEN = "hf_test_Secret_token_0123456789"
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = HubServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def published(server, tmp_path_factory):
+    """A tiny trained-looking model published once: (model, commit sha, repo id, reference images)."""
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    # Perturb the weights so a model that silently kept its fresh initialisation would not match.
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+    sha = publish(model, "org/tiny", tag="v1", token=TOKEN, endpoint=server.endpoint,
+                  training_data="random perturbation of an untrained model (test only)", metrics={"va_score": 0.1})
+    images = rng.integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    return model, sha, "org/tiny", images
+
+
+def predictions_equal(a, b, images):
+    pa, pb = a.predict(images, verbose=0), b.predict(images, verbose=0)
+    return all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_publish_creates_one_commit_with_the_preset_files(server, published):
+    _, sha, repo_id, _ = published
+    repo = server.repos[repo_id]
+    assert len(sha) == 40 and repo.refs["main"] == sha and repo.refs["v1"] == sha
+    tree = repo.commits[sha]["tree"]
+    assert set(tree) == {".gitattributes", *zoo.PRESET_FILES}
+    assert tree["model.weights.h5"]["lfs"] and not tree["config.json"]["lfs"]
+    assert repo.commits[repo.commits[sha]["parent"]]["message"] == "initial commit"
+    card = tree["README.md"]["data"].decode()
+    assert card.startswith("---\nlibrary_name: keras\n") and "## Trained on" in card
+    meta = json.loads(tree["metadata.json"]["data"])
+    assert meta["expression_names"][4] == "Happiness" and meta["input_size"] == [32, 32]
+    assert meta["files"]["model.weights.h5"] == tree["model.weights.h5"]["sha256"]
+
+
+def test_token_is_sent_but_never_stored(server, published, tmp_path):
+    auth = [h.get("Authorization") or h.get("authorization") for m, p, h in server.requests if m == "POST"]
+    assert f"Bearer {TOKEN}" in auth
+    cache = tmp_path / "cache"
+    load_pretrained("hf://org/tiny@v1", cache_dir=cache, endpoint=server.endpoint, token=TOKEN)
+    for path in cache.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("ref", ["sha", "v1", "main"])
+def test_pull_by_commit_tag_and_branch_gives_the_published_predictions(server, published, tmp_path, ref):
+    model, sha, repo_id, images = published
+    revision = sha if ref == "sha" else ref
+    loaded = load_pretrained(f"hf://{repo_id}@{revision}", cache_dir=tmp_path, endpoint=server.endpoint)
+    assert predictions_equal(model, loaded, images)
+    assert not predictions_equal(tiny_model(), loaded, images)  # the downloaded weights are in use
+    assert loaded.metadata["metrics"] == {"va_score": 0.1}
+    snapshot = tmp_path / "models--org--tiny" / "snapshots" / sha
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(zoo.PRESET_FILES)
+
+
+@pytest.fixture
+def registry(published, tmp_path, monkeypatch, server):
+    """A registry folder with one hub preset pinned to the published commit."""
+    model, sha, repo_id, images = published
+    hub.download(repo_id, sha, cache_dir=tmp_path / "scratch", endpoint=server.endpoint)
+    folder = next((tmp_path / "scratch").glob("models--org--tiny/snapshots/*"))
+    entry = hub.registry_entry(folder, repo_id, sha, "tiny test preset")
+    (tmp_path / "zoo" / "tiny_test").mkdir(parents=True)
+    (tmp_path / "zoo" / "tiny_test" / "preset.json").write_text(json.dumps(entry))
+    monkeypatch.setenv(zoo.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
+    return entry
+
+
+def test_registry_name_loads_the_pinned_revision(server, published, registry, tmp_path):
+    model, sha, _, images = published
+    assert "tiny_test" in zoo.list_presets()
+    loaded = load_pretrained("tiny_test", cache_dir=tmp_path / "cache", endpoint=server.endpoint)
+    assert predictions_equal(model, loaded, images)
+
+
+def test_corrupt_cached_blob_is_detected_deleted_and_refetched(server, published, registry, tmp_path):
+    model, sha, _, images = published
+    cache = tmp_path / "cache"
+    load_pretrained("tiny_test", cache_dir=cache, endpoint=server.endpoint)
+    weights = cache / "models--org--tiny" / "snapshots" / sha / "model.weights.h5"
+    blob = weights.resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(PresetError, match=r"model\.weights\.h5: sha256 .* does not match .* deleted"):
+        load_pretrained("tiny_test", cache_dir=cache, endpoint=server.endpoint)
+    assert not weights.exists() and not blob.exists()
+    assert predictions_equal(model, load_pretrained("tiny_test", cache_dir=cache, endpoint=server.endpoint),
+                             images)
+
+
+def test_hub_failures_become_one_line_errors(server, published, tmp_path):
+    def error(name, **kwargs):
+        with pytest.raises(PresetError) as info:
+            load_pretrained(name, cache_dir=tmp_path, endpoint=server.endpoint, **kwargs)
+        message = str(info.value)
+        assert "\n" not in message
+        return message
+
+    assert "no such repo" in error("hf://org/nothing")
+    assert "revision 'v9' not found" in error("hf://org/tiny@v9")
+    assert "revision '" + "0" * 40 + "' not found" in error("hf://org/tiny", revision="0" * 40)
+    server.repos.setdefault("org/empty", __import__("hub_server").Repo("org/empty"))
+    assert "file 'config.json' is missing" in error("hf://org/empty")
+    assert "not a preset name" in error("no_such_preset")
+    assert "expected hf://ORG/REPO" in error("hf://just-a-name")
+
+
+def test_interrupted_download_leaves_nothing_partial(server, published, tmp_path):
+    model, sha, repo_id, images = published
+    server.truncate["model.weights.h5"] = 1000
+    try:
+        with pytest.raises(PresetError, match="download of model.weights.h5 failed"):
+            load_pretrained(f"hf://{repo_id}@{sha}", cache_dir=tmp_path, endpoint=server.endpoint)
+    finally:
+        del server.truncate["model.weights.h5"]
+    blobs = tmp_path / "models--org--tiny" / "blobs"
+    assert not list(blobs.glob("*.incomplete"))
+    assert not (tmp_path / "models--org--tiny" / "snapshots" / sha / "model.weights.h5").exists()
+    assert predictions_equal(model, load_pretrained(f"hf://{repo_id}@{sha}", cache_dir=tmp_path,
+                                                    endpoint=server.endpoint), images)
+
+
+OFFLINE_SCRIPT = """
+import sys, numpy as np, keras_mtanet
+try:
+    model = keras_mtanet.load_pretrained(sys.argv[1], cache_dir=sys.argv[2])
+except keras_mtanet.PresetError as error:
+    print("ERROR", error)
+else:
+    out = model.predict(np.load(sys.argv[3]), verbose=0)
+    print("VA", repr(out["va"].round(6).tolist()))
+"""
+
+
+def test_offline_reload_from_cache_in_a_fresh_process(server, published, tmp_path):
+    model, sha, repo_id, images = published
+    cache = tmp_path / "cache"
+    load_pretrained(f"hf://{repo_id}@{sha}", cache_dir=cache, endpoint=server.endpoint)
+    np.save(tmp_path / "images.npy", images)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+
+    def run(name):
+        result = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, name, str(cache), str(tmp_path / "images.npy")],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.strip().splitlines()[-1]
+
+    expected = model.predict(images, verbose=0)["va"].round(6).tolist()
+    assert run(f"hf://{repo_id}@{sha}") == f"VA {expected!r}"
+    message = run("hf://org/never-cached")
+    assert message.startswith("ERROR") and "offline" in message
+
+
+def test_local_folder_round_trip_and_tampering(tmp_path):
+    model = tiny_model()
+    meta = zoo.preset_metadata(model, "nothing (test)")
+    folder = zoo.save_preset(model, tmp_path / "preset", meta, hub.model_card_text(meta, "t"))
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    assert predictions_equal(model, load_pretrained(str(folder)), images)
+    config = json.loads((folder / "config.json").read_text())
+    config["dropout"] = 0.1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PresetError, match=r"config\.json: sha256 .* modified"):
+        load_pretrained(str(folder))
+    assert (folder / "config.json").exists()  # local files are never deleted
+    with pytest.raises(PresetError, match="not a keras_mtanet preset folder"):
+        load_pretrained(str(tmp_path))
+
+
+def test_registry_entries_must_pin_a_commit_sha(tmp_path):
+    with pytest.raises(PresetError, match="full commit sha"):
+        hub.registry_entry(tmp_path, "org/x", "main", "x")
+
+
+def test_cli_publish_prints_the_commit_and_a_pinned_registry_entry(server, tmp_path, capsys):
+    from keras_mtanet.cli import main
+
+    model = tiny_model()
+    meta = zoo.preset_metadata(model, "nothing (test)")
+    folder = zoo.save_preset(model, tmp_path / "run", meta, hub.model_card_text(meta, "cli"))
+    assert main(["publish", str(folder), "--repo-id", "org/cli", "--tag", "v2", "--endpoint", server.endpoint,
+                 "--description", "from the CLI"]) == 0
+    out = capsys.readouterr().out
+    sha = server.repos["org/cli"].refs["v2"]
+    assert out.splitlines()[0] == f"published {folder} to org/cli at commit {sha}"
+    entry = json.loads(out.split("preset.json):\n", 1)[1])
+    assert entry["revision"] == sha and entry["repo_id"] == "org/cli" and entry["description"] == "from the CLI"
+    assert entry["files"]["model.weights.h5"] == zoo.sha256_file(folder / "model.weights.h5")
+
+
+def test_embedded_default_preset_loads_without_network_and_is_trained(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = zoo.list_presets()[zoo.DEFAULT_PRESET]
+    assert entry["embedded"] and set(entry["files"]) == set(zoo.PRESET_FILES)
+    model = load_pretrained()
+    meta = model.metadata
+    assert meta["name"] == zoo.DEFAULT_PRESET and "synthetic" in meta["training_data"]
+    assert meta["metrics"]["va_score"] > 0.5 and meta["metrics"]["au_f1"] > 0.6 and meta["metrics"]["expr_f1"] > 0.5
+    card = (Path(entry["folder"]) / "README.md").read_text()
+    assert "not meant for real-world affect" in card
+    # The shipped weights are in use: on fresh synthetic faces they beat an untrained network of the same shape.
+    from keras_mtanet import MTANet, abaw_scores
+    from keras_mtanet.data import synthetic
+
+    size = meta["input_size"][0]
+    images, labels = synthetic.generate(90, size=size, seed=99, frames_per_video=45)
+    trained = abaw_scores(labels, model.predict(images.astype("float32"), verbose=0))
+    fresh = MTANet.from_config(model.get_config())
+    untrained = abaw_scores(labels, fresh.predict(images.astype("float32"), verbose=0))
+    assert trained["expr_f1"] > untrained["expr_f1"] + 0.3 and trained["va_score"] > 0.4

@@ -1,0 +1,69 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from keras_mtanet import load_pretrained, train, zoo
+from keras_mtanet.data.errors import DataError
+
+TINY_RECIPE = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25,
+               "epochs": 2, "batch_size": 16, "optimizer": "adamw", "learning_rate": 0.003,
+               "schedule": "cosine", "task_weighting": "uncertainty",
+               "synthetic": {"train_videos": 2, "val_videos": 1, "frames": 12, "size": 32}}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    (root / "recipe.json").write_text(json.dumps(TINY_RECIPE))
+    config = train.load_config(root / "recipe.json")
+    scores = train.train(config, root / "data", "synthetic", root / "run", verbose=0, tensorboard=False,
+                         log=lambda *a: None)
+    return root, config, scores
+
+
+def test_training_writes_a_loadable_preset_with_its_metrics(run):
+    root, config, scores = run
+    out = root / "run"
+    model = load_pretrained(str(out))
+    meta = model.metadata
+    assert meta["metrics"] == {k: round(float(v), 4) for k, v in scores.items()}
+    assert set(scores) == {"ccc_valence", "ccc_arousal", "va_score", "expr_f1", "expr_acc", "expr_score",
+                           "au_f1", "au_acc", "au_score"}
+    assert "synthetic" in meta["training_data"] and meta["training_config"]["epochs"] == 2
+    assert model.get_config()["stack_blocks"] == [1, 1, 1, 1] and model.image_shape == (32, 32, 3)
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert "val_abaw_total" in rows[0] and "expr_loss" in rows[0]
+    assert (out / "checkpoints" / "best.weights.h5").exists() and not (out / "backup").exists()
+    # The preset holds the best epoch's weights by the validation ABAW total.
+    best = max(rows, key=lambda r: float(r["val_abaw_total"]))
+    total = scores["va_score"] + scores["expr_score"] + scores["au_score"]
+    assert total == pytest.approx(float(best["val_abaw_total"]), abs=1e-4)
+
+
+def test_a_finished_run_folder_is_not_overwritten(run):
+    root, config, _ = run
+    with pytest.raises(DataError, match="already holds a trained preset"):
+        train.train(config, root / "data", "synthetic", root / "run", log=lambda *a: None)
+    with pytest.raises(DataError, match="nothing to resume"):
+        train.train(config, root / "data", "synthetic", root / "fresh", resume=True, log=lambda *a: None)
+
+
+def test_config_errors(tmp_path):
+    (tmp_path / "bad.json").write_text('{"epochs": 1, "learning_rat": 0.1}')
+    with pytest.raises(DataError, match="unknown config key.*learning_rat"):
+        train.load_config(tmp_path / "bad.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(DataError, match="broken.json: not valid JSON"):
+        train.load_config(tmp_path / "broken.json")
+    assert train.load_config(None, epochs=3)["epochs"] == 3
+    assert train.load_config(None)["optimizer"] == "sgd"  # the authors' recipe by default
+
+
+def test_au_pos_weight_by_hand():
+    au = np.array([[1, 0], [0, 0], [0, 0], [0, 1], [-1, -1]], "float32")
+    np.testing.assert_allclose(train.au_pos_weight(au), [np.sqrt(3 / 1), np.sqrt(3 / 1)])
+    assert zoo.DEFAULT_PRESET in zoo.list_presets()

@@ -1,0 +1,1 @@
+"""The preset registry (data): one folder per named preset. Installed as ``keras_mtanet.registry``."""
