@@ -51,7 +51,10 @@ def zoo_dirs():
     """Registry folders: the package's own, then those named in ``KERAS_MTANET_ZOO_PATH``."""
     from importlib import resources
 
-    dirs = [Path(str(resources.files("keras_mtanet.registry")))]
+    try:
+        dirs = [Path(str(resources.files("keras_mtanet.registry")))]
+    except ModuleNotFoundError:  # running from a source checkout, where zoo/ has not been installed
+        dirs = [Path(__file__).resolve().parents[1] / "zoo"]
     extra = os.environ.get(ZOO_PATH_VARIABLE, "")
     dirs += [Path(p) for p in extra.split(os.pathsep) if p]
     return dirs
