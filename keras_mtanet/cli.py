@@ -5,7 +5,6 @@ exit with status 2; no traceback.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -34,12 +33,28 @@ def build_parser():
     train.add_argument("--config", help="JSON training config (see zoo/*/train.json); flags override it")
     train.add_argument("--backbone", choices=("se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101"))
     train.add_argument("--input-size", type=int)
+    train.add_argument("--width", type=float, help="multiplier on the backbone's filter counts (1.0: standard)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--seed", type=int)
+    train.add_argument("--strategy", choices=("default", "mirrored"),
+                       help="mirrored: tf.distribute.MirroredStrategy over the local devices")
+    train.add_argument("--mixed-precision", action="store_true", default=None,
+                       help="bfloat16 compute on CPU, float16 with loss scaling on GPU")
     train.add_argument("--resume", action="store_true",
                        help="require an interrupted run to continue (one is always continued when present)")
     train.add_argument("--no-tensorboard", action="store_true")
+
+    evaluate = sub.add_parser("evaluate", help="score a preset on an Aff-Wild2-layout split, write ABAW files")
+    evaluate.add_argument("--model", help="run folder, preset name or hf://ORG/REPO[@REV] (default: embedded)")
+    evaluate.add_argument("--data", required=True, help="Aff-Wild2 root (annotations/ and cropped_aligned/)")
+    evaluate.add_argument("--format", default="affwild2", choices=("affwild2",))
+    evaluate.add_argument("--split", default="Validation_Set")
+    evaluate.add_argument("--predictions", help="write OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt here")
+    evaluate.add_argument("--metrics", help="write the scores to this JSON file")
+    evaluate.add_argument("--smooth", help="temporal smoothing window: seconds (0.5) or frames (15f)")
+    evaluate.add_argument("--fps", type=float, default=30.0, help="frame rate for --smooth in seconds")
+    evaluate.add_argument("--batch-size", type=int, default=64)
 
     publish = sub.add_parser("publish", help="publish a preset folder to the Hugging Face Hub")
     publish.add_argument("run_dir", help="a preset folder, e.g. a finished training run")
@@ -132,11 +147,32 @@ def run_presets(args):
 def run_train(args):
     from keras_mtanet import train
 
-    config = train.load_config(args.config, backbone=args.backbone, input_size=args.input_size,
-                               epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    config = train.load_config(args.config, backbone=args.backbone, input_size=args.input_size, width=args.width,
+                               epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                               strategy=args.strategy, mixed_precision=args.mixed_precision)
     train.train(config, args.data, args.format, args.output, resume=args.resume,
                 tensorboard=not args.no_tensorboard)
     print(f"preset written to {args.output}; load it with keras_mtanet.load_pretrained({args.output!r})")
+    return 0
+
+
+def run_evaluate(args):
+    from keras_mtanet import evaluate, load_pretrained
+
+    model = load_pretrained(args.model)
+    scores = evaluate.evaluate(model, args.data, args.split, args.predictions, smooth=args.smooth, fps=args.fps,
+                               batch_size=args.batch_size)
+    keys = ("ccc_valence", "ccc_arousal", "va_score", "expr_f1", "expr_acc", "expr_score", "au_f1", "au_acc",
+            "au_score")
+    print("scores: " + ", ".join(f"{k} {scores[k]:.4f}" for k in keys if k in scores))
+    if "unsmoothed" in scores:
+        print(f"without smoothing ({scores['smooth_frames']}-frame window off): "
+              + ", ".join(f"{k} {scores['unsmoothed'][k]:.4f}" for k in keys if k in scores["unsmoothed"]))
+    if args.metrics:
+        evaluate.write_metrics(args.metrics, scores)
+        print(f"metrics: {args.metrics}")
+    if args.predictions:
+        print(f"prediction files: {args.predictions}")
     return 0
 
 
@@ -151,7 +187,8 @@ def run_publish(args):
     return 0
 
 
-COMMANDS = {"demo": run_demo, "presets": run_presets, "train": run_train, "publish": run_publish}
+COMMANDS = {"demo": run_demo, "presets": run_presets, "train": run_train, "evaluate": run_evaluate,
+            "publish": run_publish}
 
 
 if __name__ == "__main__":

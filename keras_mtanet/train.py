@@ -6,6 +6,7 @@ it, e.g. the synthetic-data recipe of the embedded default preset.
 """
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -38,9 +39,12 @@ DEFAULTS = {
     "rand_augment": False,
     "balance_expressions": False,
     "seed": 0,
+    "mixed_precision": False,
+    "strategy": "default",
     "synthetic": {"train_videos": 14, "val_videos": 6, "frames": 90, "size": 112},
 }
 FORMATS = ("affwild2", "affectnet", "synthetic")
+STRATEGIES = ("default", "mirrored")
 SCORE_KEY = "val_abaw_total"
 CARD_KEYS = ("description", "intended_use", "limitations")  # model-card text a config may carry
 
@@ -160,6 +164,21 @@ class WarmupThen(keras.optimizers.schedules.LearningRateSchedule):
                    config["warmup_steps"])
 
 
+def make_strategy(name):
+    """``None`` (Keras's default) or ``tf.distribute.MirroredStrategy`` over the local devices.
+
+    Multi-worker training is not offered: with Keras 3.15 / TF 2.21, ``fit`` under
+    ``MultiWorkerMirroredStrategy`` fails inside Keras (see CHANGELOG.md).
+    """
+    import tensorflow as tf
+
+    if name == "default":
+        return None
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise DataError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
 class ABAWValidation(keras.callbacks.Callback):
     """Computes ``abaw_scores`` on a validation split after every epoch.
 
@@ -185,7 +204,24 @@ def train(config, data, data_format, output, resume=False, verbose=2, tensorboar
     ``metadata.json``, ``README.md`` (a loadable preset), plus ``train_config.json``, ``log.csv``,
     ``checkpoints/`` and ``tensorboard/``. A run that was killed continues from its last finished epoch when
     started again with the same command (``backup/``) and ends after the same number of epochs.
+    ``config["strategy"]``: ``"mirrored"`` runs ``tf.distribute.MirroredStrategy`` over the local devices
+    (the batch size is global).
+    ``config["mixed_precision"]``: bfloat16 compute on CPU, float16 with loss scaling on GPU.
     """
+    precision = keras.mixed_precision.dtype_policy().name
+    if config["mixed_precision"]:
+        import tensorflow as tf
+
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
+    try:
+        return _train(config, data, data_format, output, resume, verbose, tensorboard, log)
+    finally:
+        keras.mixed_precision.set_global_policy(precision)
+
+
+def _train(config, data, data_format, output, resume, verbose, tensorboard, log):
+    strategy = make_strategy(config["strategy"])
     output = Path(output)
     backup = output / "backup"
     if (output / zoo.METADATA_FILE).exists() and not backup.exists():
@@ -215,20 +251,37 @@ def train(config, data, data_format, output, resume=False, verbose=2, tensorboar
     val_ds = pipeline.make_dataset(val_index, size, batch_size=max(batch, 64))
     steps = -(-len(train_index) // batch)
 
-    model = build_model(config)
-    compile_model(model, config, train_index, steps)
+    if strategy is not None:
+        log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) in sync")
+        with strategy.scope():
+            model = build_model(config)
+            compile_model(model, config, train_index, steps)
+    else:
+        model = build_model(config)
+        compile_model(model, config, train_index, steps)
     best = output / "checkpoints" / "best.weights.h5"
     best.parent.mkdir(exist_ok=True)
     callbacks = [
         ABAWValidation(val_ds, val_index),
         keras.callbacks.ModelCheckpoint(str(best), monitor=SCORE_KEY, mode="max", save_best_only=True,
                                         save_weights_only=True),
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
         keras.callbacks.CSVLogger(str(output / "log.csv"), append=True),
+        # Two backups: a kill while one is being written leaves the other to resume from.
+        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
     ]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "tensorboard"), write_graph=False))
-    model.fit(train_ds, epochs=int(config["epochs"]), callbacks=callbacks, verbose=verbose, shuffle=False)
+    fit = lambda: model.fit(train_ds, epochs=int(config["epochs"]), callbacks=callbacks, verbose=verbose,  # noqa: E731
+                            shuffle=False)
+    try:
+        fit()
+    except OSError as error:
+        # Killed while writing the very first backup: nothing valid to resume from, and no step was taken.
+        if not backup.exists() or int(model.optimizer.iterations) != 0:
+            raise
+        log(f"the backup in {backup} is unreadable ({str(error).splitlines()[0]}); starting the run over")
+        shutil.rmtree(backup)
+        fit()
 
     if best.exists():
         model.load_weights(best)

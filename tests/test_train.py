@@ -67,3 +67,58 @@ def test_au_pos_weight_by_hand():
     au = np.array([[1, 0], [0, 0], [0, 0], [0, 1], [-1, -1]], "float32")
     np.testing.assert_allclose(train.au_pos_weight(au), [np.sqrt(3 / 1), np.sqrt(3 / 1)])
     assert zoo.DEFAULT_PRESET in zoo.list_presets()
+
+
+def test_killed_run_resumes_with_the_same_command_and_ends_after_the_same_epochs(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = {**TINY_RECIPE, "epochs": 6, "task_weighting": "fixed"}
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    command = [sys.executable, "-m", "keras_mtanet", "train", "--config", str(tmp_path / "recipe.json"), "--format",
+               "synthetic", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--no-tensorboard"]
+    log = tmp_path / "run" / "log.csv"
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None:
+            # Two finished epochs: the first one's backup is complete (the log row of an epoch is written just
+            # before its backup, so a kill right after one row can legitimately redo that epoch).
+            if log.exists() and len(log.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before it could be killed"
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert (tmp_path / "run" / "backup").exists() and not (tmp_path / "run" / "metadata.json").exists()
+    killed_after = len(log.read_text().splitlines()) - 1
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming the interrupted run" in second.stdout
+    with open(log) as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert sorted(set(epochs)) == list(range(6)) and epochs[-1] == 5
+    assert epochs[killed_after] >= 1  # the second run did not start over
+    assert not (tmp_path / "run" / "backup").exists()
+    assert load_pretrained(str(tmp_path / "run")).metadata["training_config"]["epochs"] == 6
+
+
+@pytest.mark.parametrize("overrides", [{"mixed_precision": True}, {"strategy": "mirrored"}])
+def test_mixed_precision_and_mirrored_strategy_train(tmp_path, overrides):
+    import keras
+
+    (tmp_path / "recipe.json").write_text(json.dumps({**TINY_RECIPE, "epochs": 1}))
+    config = train.load_config(tmp_path / "recipe.json", **overrides)
+    scores = train.train(config, tmp_path / "data", "synthetic", tmp_path / "run", verbose=0, tensorboard=False,
+                         log=lambda *a: None)
+    assert np.isfinite(scores["au_acc"])
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+    model = load_pretrained(str(tmp_path / "run"))
+    assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)["va"].dtype == np.float32

@@ -1,0 +1,178 @@
+"""Evaluate a preset on an Aff-Wild2-layout split and write ABAW prediction files.
+
+Prediction files follow the official format: ``OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt`` with the annotation
+file's header and one line for every annotation line (VA: ``valence,arousal`` floats; EXPR: a class id; AU:
+eight 0/1 values). Frames without a usable crop get the prediction of the nearest frame that has one. Scores
+are computed from exactly what is written, against every annotated line.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mtanet.data import affwild2, pipeline
+from keras_mtanet.data.errors import DataError
+from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
+from keras_mtanet.metrics import AU_THRESHOLD, abaw_scores
+
+TASK_FILES = {"va": ("VA_Set", VA_NAMES), "expr": ("EXPR_Set", EXPR_NAMES), "au": ("AU_Set", AU_NAMES)}
+
+
+def predict_frames(model, index, batch_size=64):
+    """Per-frame outputs for ``index`` as ``{"va", "au", "expr"}`` arrays aligned with it, and a boolean mask
+    of the frames that were predicted (an image that fails to decode is left out, not shifted)."""
+    size = int(model.input_shape[1])
+    positions = np.arange(len(index), dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(index.paths, dtype=str), positions))
+    ds = ds.map(lambda path, pos: (pipeline.decode_and_resize(path, size), pos),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    out = {"va": np.zeros((len(index), 2), np.float32), "au": np.zeros((len(index), len(AU_NAMES)), np.float32),
+           "expr": np.zeros((len(index), len(EXPR_NAMES)), np.float32)}
+    done = np.zeros(len(index), bool)
+    for images, pos in ds:
+        pred = model.predict_on_batch(images)
+        pos = pos.numpy()
+        for key in out:
+            out[key][pos] = np.asarray(pred[key])
+        done[pos] = True
+    return out, done
+
+
+def smoothing_window(smooth, fps):
+    """``--smooth`` value -> window length in frames: ``"0.5"`` is seconds (times fps), ``"15f"`` frames."""
+    if smooth in (None, "", "0"):
+        return 1
+    text = str(smooth).strip().lower()
+    try:
+        frames = int(text[:-1]) if text.endswith("f") else int(round(float(text) * fps))
+    except ValueError:
+        raise DataError(f"--smooth {smooth!r}: give seconds (0.5) or frames (15f)") from None
+    if frames < 1:
+        raise DataError(f"--smooth {smooth!r}: the window must be at least one frame")
+    return frames
+
+
+def smooth_series(values, window):
+    """Centred moving average along axis 0 (edges average over the frames available)."""
+    if window <= 1 or len(values) < 2:
+        return values
+    kernel = np.ones(window)
+    pad = window // 2
+    ones = np.ones(len(values))
+    counts = np.convolve(ones, kernel, mode="full")[pad:pad + len(values)]
+    smoothed = np.stack([np.convolve(values[:, j], kernel, mode="full")[pad:pad + len(values)]
+                         for j in range(values.shape[1])], axis=1)
+    return smoothed / counts[:, None]
+
+
+def fill_nearest(length, frame_numbers, values):
+    """Values for frames 1..length from the nearest frame in ``frame_numbers`` (1-based, sorted)."""
+    frame_numbers = np.asarray(frame_numbers)
+    targets = np.arange(1, length + 1)
+    right = np.clip(np.searchsorted(frame_numbers, targets), 0, len(frame_numbers) - 1)
+    left = np.clip(right - 1, 0, len(frame_numbers) - 1)
+    use_left = np.abs(targets - frame_numbers[left]) <= np.abs(frame_numbers[right] - targets)
+    return values[np.where(use_left, left, right)]
+
+
+def video_predictions(index, outputs, done, window):
+    """``{video: {"frames": frame numbers, "va", "au", "expr"}}`` from predicted frames, smoothed per video."""
+    videos = {}
+    for video in dict.fromkeys(index.videos):
+        rows = np.flatnonzero((np.asarray(index.videos) == video) & done)
+        if len(rows) == 0:
+            continue
+        order = rows[np.argsort(index.frames[rows])]
+        videos[video] = {"frames": index.frames[order]}
+        for key in ("va", "au", "expr"):
+            videos[video][key] = smooth_series(outputs[key][order], window)
+    return videos
+
+
+def prediction_rows(root, split, videos):
+    """The rows of every prediction file, as they are written: ``{task: {video: (labels, rows)}}``.
+
+    VA rows are clipped to [-1, 1] and rounded to 6 decimals, EXPR rows are class ids, AU rows 0/1.
+    """
+    per_task, missing = {}, set()
+    for task, (folder, _) in TASK_FILES.items():
+        ann_dir = Path(root) / "annotations" / folder / affwild2.resolve_split(split)
+        for ann_file in sorted(ann_dir.glob("*.txt")) if ann_dir.is_dir() else ():
+            video = ann_file.stem
+            if video not in videos:
+                missing.add(video)
+                continue
+            labels = affwild2.parse_annotation_file(ann_file, task)
+            v = videos[video]
+            values = fill_nearest(len(labels), v["frames"], v[task])
+            if task == "va":
+                rows = np.round(np.clip(values, -1.0, 1.0), 6)
+            elif task == "expr":
+                rows = values.argmax(axis=1).astype(np.int32)
+            else:
+                rows = (values > AU_THRESHOLD).astype(np.float32)
+            per_task.setdefault(task, {})[video] = (labels, rows)
+    if missing:
+        raise DataError(f"no frame could be predicted for video(s) {', '.join(sorted(missing))}: "
+                        "their crops are all missing or corrupt")
+    return per_task
+
+
+def scores_of(rows):
+    y_true = {t: np.concatenate([lab for lab, _ in v.values()]) for t, v in rows.items()}
+    y_pred = {t: np.concatenate([r for _, r in v.values()]) for t, v in rows.items()}
+    return abaw_scores(y_true, y_pred)
+
+
+def write_prediction_files(rows, out_dir):
+    """Write ``OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt`` in the annotation files' format."""
+    for task, videos in rows.items():
+        folder, header = TASK_FILES[task]
+        target_dir = Path(out_dir) / folder
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for video, (_, values) in videos.items():
+            with open(target_dir / f"{video}.txt", "w") as f:
+                f.write(",".join(header) + "\n")
+                for row in values:
+                    if task == "va":
+                        f.write(f"{row[0]:.6f},{row[1]:.6f}\n")
+                    elif task == "expr":
+                        f.write(f"{int(row)}\n")
+                    else:
+                        f.write(",".join(str(int(v)) for v in row) + "\n")
+
+
+def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=None, fps=30.0, batch_size=64,
+             log=print):
+    """Predict every frame of a split, write prediction files and return the scores.
+
+    Returns:
+        ``{**abaw_scores, "frames": n, "predicted_frames": m}`` for the written predictions; with smoothing,
+        also ``"unsmoothed": {...}`` (the same without it) and ``"smooth_frames"``.
+    """
+    index = affwild2.read_index(root, split)
+    if len(index) == 0:
+        raise DataError(f"{root}: split {split!r} has no usable frames")
+    outputs, done = predict_frames(model, index, batch_size)
+    window = smoothing_window(smooth, fps)
+    rows = prediction_rows(root, split, video_predictions(index, outputs, done, window))
+    scores = scores_of(rows)
+    if window > 1:
+        scores["unsmoothed"] = scores_of(prediction_rows(root, split, video_predictions(index, outputs, done, 1)))
+        scores["smooth_frames"] = window
+    if predictions_dir:
+        write_prediction_files(rows, predictions_dir)
+    scores["frames"] = int(index.stats["annotated_frames"])
+    scores["predicted_frames"] = int(done.sum())
+    log(f"{split}: {scores['predicted_frames']} frames predicted of {scores['frames']} annotated "
+        f"({index.stats['missing_crops']} without a crop, {index.stats['corrupt_crops']} corrupt: filled from the "
+        "nearest predicted frame)")
+    return scores
+
+
+def write_metrics(path, scores):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(scores, indent=2) + "\n")

@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tiny_model
+from keras_mtanet import abaw_scores, evaluate, zoo
+from keras_mtanet.cli import main
+from keras_mtanet.data import affwild2, synthetic
+from keras_mtanet.data.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aw")
+    synthetic.write_affwild2(root, train_videos=0, val_videos=3, frames=15, size=32, seed=3, missing_crop_rate=0.15)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    model = tiny_model()
+    rng = np.random.default_rng(5)
+    model.set_weights([w + rng.normal(0, 0.2, w.shape).astype(w.dtype) for w in model.get_weights()])
+    meta = zoo.preset_metadata(model, "random weights (test)")
+    from keras_mtanet import hub
+
+    return zoo.save_preset(model, tmp_path_factory.mktemp("m") / "run", meta, hub.model_card_text(meta, "t"))
+
+
+def read_back(root, out_dir):
+    """Annotations and the written prediction files, task by task, read independently of evaluate."""
+    y_true, y_pred = {}, {}
+    for task, folder in (("va", "VA_Set"), ("expr", "EXPR_Set"), ("au", "AU_Set")):
+        truths, preds = [], []
+        for ann in sorted((root / "annotations" / folder / "Validation_Set").glob("*.txt")):
+            pred_file = out_dir / folder / ann.name
+            ann_lines, pred_lines = ann.read_text().splitlines(), pred_file.read_text().splitlines()
+            assert pred_lines[0] == ann_lines[0] and len(pred_lines) == len(ann_lines), pred_file
+            truths.append(affwild2.parse_annotation_file(ann, task))
+            preds.append(affwild2.parse_annotation_file(pred_file, task))
+        if truths:
+            y_true[task], y_pred[task] = np.concatenate(truths), np.concatenate(preds)
+    return y_true, y_pred
+
+
+def test_cli_evaluate_writes_official_files_and_matching_scores(dataset, model_dir, tmp_path, capsys):
+    out, metrics = tmp_path / "pred", tmp_path / "scores.json"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(dataset), "--predictions", str(out),
+                 "--metrics", str(metrics)]) == 0
+    scores = json.loads(metrics.read_text())
+    recomputed = abaw_scores(*read_back(dataset, out))
+    for key, value in recomputed.items():
+        assert scores[key] == pytest.approx(value, abs=1e-9), key
+    index = affwild2.read_index(dataset, "val")
+    assert scores["frames"] == index.stats["annotated_frames"] and scores["predicted_frames"] == len(index)
+    assert index.stats["missing_crops"] > 0
+    assert "scores: ccc_valence" in capsys.readouterr().out
+
+
+def test_frames_without_crop_take_the_nearest_prediction():
+    values = np.array([[2.0], [5.0], [9.0]])
+    filled = evaluate.fill_nearest(10, [2, 5, 9], values)
+    # frame: 1->2, 2->2, 3->2, 4->5, 5->5, 6->5, 7->5 (tie goes to the earlier frame), 8->9, 9->9, 10->9
+    np.testing.assert_array_equal(filled[:, 0], [2, 2, 2, 5, 5, 5, 5, 9, 9, 9])
+
+
+def test_smoothing_window_and_moving_average():
+    assert evaluate.smoothing_window("0.5", 30) == 15 and evaluate.smoothing_window("9f", 30) == 9
+    assert evaluate.smoothing_window(None, 30) == 1
+    with pytest.raises(DataError, match="seconds"):
+        evaluate.smoothing_window("soon", 30)
+    x = np.arange(6, dtype=float)[:, None] ** 2
+    # window 3, centred, edges averaged over what exists
+    expected = [(0 + 1) / 2, (0 + 1 + 4) / 3, (1 + 4 + 9) / 3, (4 + 9 + 16) / 3, (9 + 16 + 25) / 3, (16 + 25) / 2]
+    np.testing.assert_allclose(evaluate.smooth_series(x, 3)[:, 0], expected)
+
+
+def test_smoothing_reports_both_and_a_corrupt_crop_keeps_alignment(dataset, model_dir, tmp_path):
+    from keras_mtanet import load_pretrained
+
+    model = load_pretrained(str(model_dir))
+    index = affwild2.read_index(dataset, "val")
+    victim = index.paths[4]
+    original = open(victim, "rb").read()
+    try:
+        with open(victim, "r+b") as f:  # passes the marker check, fails to decode
+            f.seek(4)
+            f.write(b"\0" * 300)
+        outputs, done = evaluate.predict_frames(model, affwild2.read_index(dataset, "val"), batch_size=4)
+        assert done.sum() == len(index) - 1 and not done[4]
+        direct = model.predict(np.stack([evaluate.pipeline.decode_and_resize(p, 32).numpy()
+                                         for p in index.paths[5:9]]), verbose=0)
+        np.testing.assert_allclose(outputs["va"][5:9], direct["va"], atol=1e-5)
+        scores = evaluate.evaluate(model, dataset, "val", tmp_path / "p", smooth="5f", log=lambda *a: None)
+    finally:
+        open(victim, "wb").write(original)
+    assert scores["smooth_frames"] == 5 and set(scores["unsmoothed"]) == set(abaw_scores(
+        *read_back(dataset, tmp_path / "p")))
+    assert scores["predicted_frames"] == len(index) - 1
