@@ -20,12 +20,14 @@ setup(
     package_dir={"keras_mtanet.registry": "zoo"},
     package_data={"keras_mtanet.registry": ["*/preset.json", "*/README.md", "*/config.json", "*/metadata.json",
                                        "*/model.weights.h5", "*/train.json"]},
+    # Lower bounds are the versions the package is tested with (Keras's BackupAndRestore double checkpoint,
+    # huggingface_hub's RemoteEntryNotFoundError are recent).
     install_requires=[
         "tensorflow>=2.21",
-        "keras>=3.10",
+        "keras>=3.15",
         "numpy>=1.26",
         "h5py>=3.10",
-        "huggingface_hub>=1.0",
+        "huggingface_hub>=2.4",
     ],
     extras_require={
         "test": ["pytest>=8", "scikit-learn>=1.4"],

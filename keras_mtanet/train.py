@@ -235,11 +235,12 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
 
     started = time.perf_counter()
     train_index, val_index, described = read_split_indexes(data, data_format, config)
+    def count(index, prefix):
+        return sum(v for k, v in index.stats.items() if k.startswith(prefix))
+
     log(f"data: {described}; {len(train_index)} training and {len(val_index)} validation frames "
-        f"({train_index.stats.get('missing_crops', train_index.stats.get('missing_images', 0))} + "
-        f"{val_index.stats.get('missing_crops', val_index.stats.get('missing_images', 0))} without an image, "
-        f"{train_index.stats.get('corrupt_crops', train_index.stats.get('corrupt_images', 0))} + "
-        f"{val_index.stats.get('corrupt_crops', val_index.stats.get('corrupt_images', 0))} corrupt, skipped)")
+        f"({count(train_index, 'missing_')} + {count(val_index, 'missing_')} without an image, "
+        f"{count(train_index, 'corrupt_')} + {count(val_index, 'corrupt_')} corrupt, skipped)")
 
     keras.utils.set_random_seed(int(config["seed"]))
     size, batch = int(config["input_size"]), int(config["batch_size"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import DataError, check_image_file
+from keras_mtanet.data.errors import DataError, screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
@@ -80,16 +80,8 @@ def read_index(root, split="train", check_images=True):
             if box[2] <= 0 or box[3] <= 0:
                 raise DataError(f"{csv_path}:{line}: face box {box} has no area")
             path = image_root / rel
-            if not path.is_file():
-                stats["missing_images"] += 1
-                skipped.append((str(path), "no image"))
+            if not screen_image(path, path.is_file(), check_images, stats, skipped, "images"):
                 continue
-            if check_images:
-                problem = check_image_file(path)
-                if problem:
-                    stats["corrupt_images"] += 1
-                    skipped.append((str(path), problem))
-                    continue
             mapped = AFFECTNET_TO_EXPR.get(code, UNANNOTATED_EXPR)
             stats["expression_unmapped"] += mapped == UNANNOTATED_EXPR
             rated = -1.0 <= valence <= 1.0 and -1.0 <= arousal <= 1.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import DataError, check_image_file
+from keras_mtanet.data.errors import DataError, screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.labels import (AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA,
                                  VA_NAMES)
@@ -152,16 +152,8 @@ def read_index(root, split="Training_Set", tasks=("va", "au", "expr"), check_ima
         for i in range(length):
             name = f"{i + 1:05d}.jpg"
             path = folder / name
-            if name not in existing:
-                stats["missing_crops"] += 1
-                skipped.append((str(path), "no crop"))
+            if not screen_image(path, name in existing, check_images, stats, skipped, "crops"):
                 continue
-            if check_images:
-                problem = check_image_file(path)
-                if problem:
-                    stats["corrupt_crops"] += 1
-                    skipped.append((str(path), problem))
-                    continue
             paths.append(str(path))
             video_of.append(video)
             frame_no.append(i + 1)

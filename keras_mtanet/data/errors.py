@@ -31,3 +31,21 @@ def check_image_file(path):
     if head.startswith(PNG_SIGNATURE):
         return None if PNG_IEND in tail else "truncated PNG (no IEND chunk)"
     return "not a JPEG or PNG image"
+
+
+def screen_image(path, present, check_images, stats, skipped, kind):
+    """Whether an annotated image can be used; if not, count it and record why.
+
+    A missing file is counted in ``stats[f"missing_{kind}"]``, a file failing ``check_image_file`` (when
+    ``check_images``) in ``stats[f"corrupt_{kind}"]``; ``skipped`` gets ``(path, reason)``.
+    """
+    if not present:
+        stats[f"missing_{kind}"] += 1
+        skipped.append((str(path), f"no {kind[:-1]}"))
+        return False
+    problem = check_image_file(path) if check_images else None
+    if problem:
+        stats[f"corrupt_{kind}"] += 1
+        skipped.append((str(path), problem))
+        return False
+    return True
