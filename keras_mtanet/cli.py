@@ -37,8 +37,8 @@ def build_parser():
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--seed", type=int)
-    train.add_argument("--strategy", choices=("default", "mirrored"),
-                       help="mirrored: tf.distribute.MirroredStrategy over the local devices")
+    train.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                       help="mirrored: local devices; multiworker: the cluster in TF_CONFIG")
     train.add_argument("--mixed-precision", action="store_true", default=None,
                        help="bfloat16 compute on CPU, float16 with loss scaling on GPU")
     train.add_argument("--resume", action="store_true",
@@ -152,7 +152,6 @@ def run_train(args):
                                strategy=args.strategy, mixed_precision=args.mixed_precision)
     train.train(config, args.data, args.format, args.output, resume=args.resume,
                 tensorboard=not args.no_tensorboard)
-    print(f"preset written to {args.output}; load it with keras_mtanet.load_pretrained({args.output!r})")
     return 0
 
 

@@ -156,6 +156,46 @@ class MTANet(keras.Model):
             total = total + ops.cast(ops.sum(extra), "float32")
         return total
 
+    # -- multi-worker training --------------------------------------------------------------------------
+    # Keras 3 (checked: 3.15 with TensorFlow 2.21) cannot fit under MultiWorkerMirroredStrategy as it is:
+    # (1) it builds the compiled state from the first batch passed through strategy.reduce, which takes single
+    # values only, not the nested (x, {"va", "au", "expr"}) batch; (2) it reduces every log with
+    # strategy.reduce("MEAN", v, axis=0), which fails for scalars. Under that strategy only, the model builds
+    # from this worker's local batch and returns its logs as 1-element vectors (the mean over workers of
+    # synchronised values is the value itself). Every other strategy takes Keras's own path.
+
+    def _multi_worker(self):
+        import tensorflow as tf
+
+        return isinstance(getattr(self, "_distribute_strategy", None), tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is None or not self._multi_worker():
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        import tensorflow as tf
+
+        strategy = self._distribute_strategy
+        for _, _, distributed in iterator:
+            batch = next(distributed)
+            break
+        local = tf.nest.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+        with strategy.scope():
+            self._symbolic_build(data_batch=local)
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        return self._vector_logs(logs) if self._multi_worker() else logs
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        return self._vector_logs(logs) if self._multi_worker() else logs
+
+    @staticmethod
+    def _vector_logs(logs):
+        return {k: ops.reshape(v, (1,)) if len(ops.shape(v)) == 0 else v for k, v in logs.items()}
+
     @property
     def metrics(self):
         return super().metrics + list(self._loss_trackers.metrics.values())

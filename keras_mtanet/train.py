@@ -6,6 +6,7 @@ it, e.g. the synthetic-data recipe of the embedded default preset.
 """
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ DEFAULTS = {
     "synthetic": {"train_videos": 14, "val_videos": 6, "frames": 90, "size": 112},
 }
 FORMATS = ("affwild2", "affectnet", "synthetic")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multiworker")
 SCORE_KEY = "val_abaw_total"
 CARD_KEYS = ("description", "intended_use", "limitations")  # model-card text a config may carry
 
@@ -165,18 +166,31 @@ class WarmupThen(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_strategy(name):
-    """``None`` (Keras's default) or ``tf.distribute.MirroredStrategy`` over the local devices.
-
-    Multi-worker training is not offered: with Keras 3.15 / TF 2.21, ``fit`` under
-    ``MultiWorkerMirroredStrategy`` fails inside Keras (see CHANGELOG.md).
-    """
+    """``None`` (Keras's default), ``tf.distribute.MirroredStrategy`` over the local devices, or
+    ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``."""
     import tensorflow as tf
 
     if name == "default":
         return None
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise DataError("--strategy multiworker needs TF_CONFIG (the cluster and this worker's task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     raise DataError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def cluster_role(strategy):
+    """``(is_chief, number of workers, task id)``; a single process is its own chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
+        return True, 1, 0
+    workers = sum(len(spec.get(kind, [])) for kind in ("chief", "worker"))
+    chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                              and "chief" not in spec)
+    return chief, workers, resolver.task_id
 
 
 class ABAWValidation(keras.callbacks.Callback):
@@ -204,8 +218,9 @@ def train(config, data, data_format, output, resume=False, verbose=2, tensorboar
     ``metadata.json``, ``README.md`` (a loadable preset), plus ``train_config.json``, ``log.csv``,
     ``checkpoints/`` and ``tensorboard/``. A run that was killed continues from its last finished epoch when
     started again with the same command (``backup/``) and ends after the same number of epochs.
-    ``config["strategy"]``: ``"mirrored"`` runs ``tf.distribute.MirroredStrategy`` over the local devices
-    (the batch size is global).
+    ``config["strategy"]``: ``"mirrored"`` runs ``tf.distribute.MirroredStrategy`` over the local devices,
+    ``"multiworker"`` ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG`` (the data are sharded
+    per worker, the batch size is global, only the chief writes ``output``).
     ``config["mixed_precision"]``: bfloat16 compute on CPU, float16 with loss scaling on GPU.
     """
     precision = keras.mixed_precision.dtype_policy().name
@@ -222,7 +237,12 @@ def train(config, data, data_format, output, resume=False, verbose=2, tensorboar
 
 def _train(config, data, data_format, output, resume, verbose, tensorboard, log):
     strategy = make_strategy(config["strategy"])
+    chief, workers, task = cluster_role(strategy)
     output = Path(output)
+    if not chief:  # only the chief writes the run folder; other workers keep theirs in a scratch folder
+        import tempfile
+
+        output = Path(tempfile.gettempdir()) / f"keras_mtanet_worker{task}_{os.getpid()}"
     backup = output / "backup"
     if (output / zoo.METADATA_FILE).exists() and not backup.exists():
         raise DataError(f"{output}: already holds a trained preset; choose another --output")
@@ -253,7 +273,8 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
     steps = -(-len(train_index) // batch)
 
     if strategy is not None:
-        log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) in sync")
+        log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) in sync, "
+            f"{workers} worker(s) joined" + ("" if chief else f"; this is worker {task}, writing to {output}"))
         with strategy.scope():
             model = build_model(config)
             compile_model(model, config, train_index, steps)
@@ -294,7 +315,11 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
                                       "validation_frames": len(val_index)})
     card = hub.model_card_text(meta, output.name, intended_use=config.get("intended_use"),
                                limitations=config.get("limitations"))
-    zoo.save_preset(model, output, meta, card)
     log(f"trained in {elapsed:.0f} s; validation: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    if chief:
+        zoo.save_preset(model, output, meta, card)
+        log(f"preset written to {output}; load it with keras_mtanet.load_pretrained({str(output)!r})")
+    else:
+        log(f"worker {task} done; the chief wrote the preset")
     return scores
 

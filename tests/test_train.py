@@ -122,3 +122,56 @@ def test_mixed_precision_and_mirrored_strategy_train(tmp_path, overrides):
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
     model = load_pretrained(str(tmp_path / "run"))
     assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0)["va"].dtype == np.float32
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    recipe = {**TINY_RECIPE, "epochs": 1, "task_weighting": "fixed"}
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    synthetic_root = tmp_path / "data"
+    train.read_split_indexes(synthetic_root, "synthetic", train.load_config(tmp_path / "recipe.json"))
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    command = [sys.executable, "-m", "keras_mtanet", "train", "--config", str(tmp_path / "recipe.json"), "--format",
+               "synthetic", "--data", str(synthetic_root), "--output", str(tmp_path / "run"), "--strategy",
+               "multiworker", "--no-tensorboard"]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                            "task": {"type": "worker", "index": i}})})
+               for i in range(2)]
+    outputs = []
+    try:
+        for worker in workers:
+            outputs.append(worker.communicate(timeout=300)[0])
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, out in zip(workers, outputs):
+        assert worker.returncode == 0, out[-3000:]
+        assert "2 replica(s) in sync, 2 worker(s) joined" in out
+    assert "preset written to" in outputs[0] and "worker 1 done; the chief wrote the preset" in outputs[1]
+    model = load_pretrained(str(tmp_path / "run"))
+    assert model.metadata["training_config"]["strategy"] == "multiworker"
+    with open(tmp_path / "run" / "log.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0"]  # one log, written by the chief alone
+
+
+def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from keras_mtanet.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert main(["train", "--data", str(tmp_path), "--format", "synthetic", "--output", str(tmp_path / "r"),
+                 "--strategy", "multiworker"]) == 2
+    assert capsys.readouterr().err.strip() == ("keras-mtanet: error: --strategy multiworker needs TF_CONFIG (the "
+                                              "cluster and this worker's task)")
