@@ -107,15 +107,11 @@ def download(repo_id, revision, files=None, cache_dir=None, token=None, endpoint
         _remove_partial_downloads(repo_id, cache_dir)
         raise PresetError(f"{where}: {filename} is not in the cache and the Hub cannot be reached (offline mode "
                           "or no network); connect once, or load a local preset folder") from None
-    except (errors.HfHubHTTPError, OSError, ValueError) as error:
+    except Exception as error:  # other HTTP errors, connection and transport errors, a full disk...
         _remove_partial_downloads(repo_id, cache_dir)
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PresetError(f"{where}: download of {filename} failed ({message}); nothing partial was kept, "
                           "try again") from None
-    except Exception as error:  # httpx transport errors and the like
-        _remove_partial_downloads(repo_id, cache_dir)
-        raise PresetError(f"{where}: download of {filename} failed ({type(error).__name__}: {error}); "
-                          "nothing partial was kept, try again") from None
     return folder
 
 

@@ -5,6 +5,7 @@ weight decay 1e-4, polynomial decay, batch 80, learned uncertainty task weights)
 it, e.g. the synthetic-data recipe of the embedded default preset.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -255,6 +256,7 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
 
     started = time.perf_counter()
     train_index, val_index, described = read_split_indexes(data, data_format, config)
+
     def count(index, prefix):
         return sum(v for k, v in index.stats.items() if k.startswith(prefix))
 
@@ -275,10 +277,7 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
     if strategy is not None:
         log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s) in sync, "
             f"{workers} worker(s) joined" + ("" if chief else f"; this is worker {task}, writing to {output}"))
-        with strategy.scope():
-            model = build_model(config)
-            compile_model(model, config, train_index, steps)
-    else:
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(config)
         compile_model(model, config, train_index, steps)
     best = output / "checkpoints" / "best.weights.h5"
