@@ -30,8 +30,9 @@ setup(
         "huggingface_hub>=2.4",
     ],
     extras_require={
-        "test": ["pytest>=8", "scikit-learn>=1.4"],
-        "dev": ["pytest>=8", "scikit-learn>=1.4", "ruff>=0.6"],
+        "test": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20"],
+        "dev": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "ruff>=0.6"],
+        "tensorboard": ["tensorboard>=2.20"],
     },
     entry_points={"console_scripts": ["keras-mtanet=keras_mtanet.cli:main"]},
     classifiers=[

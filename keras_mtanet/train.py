@@ -6,6 +6,7 @@ it, e.g. the synthetic-data recipe of the embedded default preset.
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -290,7 +291,9 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
         # Two backups: a kill while one is being written leaves the other to resume from.
         keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
     ]
-    if tensorboard:
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        log("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
+    elif tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(output / "tensorboard"), write_graph=False))
     fit = lambda: model.fit(train_ds, epochs=int(config["epochs"]), callbacks=callbacks, verbose=verbose,  # noqa: E731
                             shuffle=False)
