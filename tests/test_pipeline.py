@@ -93,3 +93,15 @@ def test_tfrecord_round_trip(tmp_path):
     np.testing.assert_allclose(images[order], direct[ref])
     with pytest.raises(ValueError, match="no TFRecord files"):
         pipeline.make_dataset(str(tmp_path / "none-*.tfrecord"))
+
+
+def test_rand_augment_option_changes_images_within_range(tmp_path):
+    index = make_index(tmp_path, n=8)
+    layer = pipeline.default_augmentation(seed=3, rand_augment=True)
+    assert layer.layers[-1].__class__.__name__ == "RandAugment"
+    images, labels = collect(pipeline.make_dataset(index, 16, 8, training=True, augment=layer, seed=3,
+                                                   deterministic=True))
+    plain, _ = collect(pipeline.make_dataset(index, 16, 8))
+    assert images.shape == plain.shape and images.min() >= 0 and images.max() <= 255
+    order = np.argsort(labels["va"][:, 0])
+    assert not np.allclose(images[order], plain[np.argsort(index.va[:, 0])], atol=1)
