@@ -33,10 +33,3 @@ class FrameIndex:
 
     def labels(self):
         return {"va": self.va, "au": self.au, "expr": self.expr}
-
-    def subset(self, mask):
-        """The frames where boolean ``mask`` is true (stats and skipped are kept as they were)."""
-        idx = np.flatnonzero(mask)
-        return FrameIndex([self.paths[i] for i in idx], [self.videos[i] for i in idx], self.frames[idx],
-                          self.va[idx], self.au[idx], self.expr[idx], dict(self.stats), list(self.skipped),
-                          None if self.boxes is None else self.boxes[idx])

@@ -17,7 +17,6 @@ exact Aff-Wild2 (ABAW 2020) on-disk layout, quirks included, so the real readers
 """
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -436,18 +435,3 @@ def write_affwild2(root, train_videos=14, val_videos=6, frames=90, size=112, see
                                       values)
             truth[split][video] = {"labels": labels, "tasks": tasks, "missing": missing}
     return truth
-
-
-def main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write synthetic faces in the Aff-Wild2 layout.")
-    parser.add_argument("root")
-    parser.add_argument("--train-videos", type=int, default=14)
-    parser.add_argument("--val-videos", type=int, default=6)
-    parser.add_argument("--frames", type=int, default=90)
-    parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_affwild2(args.root, args.train_videos, args.val_videos, args.frames, args.size, args.seed)
-    print(f"wrote {os.path.abspath(args.root)}")
