@@ -81,8 +81,9 @@ def fill_nearest(length, frame_numbers, values):
 def video_predictions(index, outputs, done, window):
     """``{video: {"frames": frame numbers, "va", "au", "expr"}}`` from predicted frames, smoothed per video."""
     videos = {}
+    names = np.asarray(index.videos)
     for video in dict.fromkeys(index.videos):
-        rows = np.flatnonzero((np.asarray(index.videos) == video) & done)
+        rows = np.flatnonzero((names == video) & done)
         if len(rows) == 0:
             continue
         order = rows[np.argsort(index.frames[rows])]
@@ -92,20 +93,27 @@ def video_predictions(index, outputs, done, window):
     return videos
 
 
-def prediction_rows(root, split, videos):
+def read_annotations(root, split):
+    """``{task: {video: labels}}`` for every annotation file of a split (the lines predictions must cover)."""
+    annotations = {}
+    for task, (folder, _) in TASK_FILES.items():
+        ann_dir = Path(root) / "annotations" / folder / affwild2.resolve_split(split)
+        for ann_file in sorted(ann_dir.glob("*.txt")) if ann_dir.is_dir() else ():
+            annotations.setdefault(task, {})[ann_file.stem] = affwild2.parse_annotation_file(ann_file, task)
+    return annotations
+
+
+def prediction_rows(annotations, videos):
     """The rows of every prediction file, as they are written: ``{task: {video: (labels, rows)}}``.
 
     VA rows are clipped to [-1, 1] and rounded to 6 decimals, EXPR rows are class ids, AU rows 0/1.
     """
     per_task, missing = {}, set()
-    for task, (folder, _) in TASK_FILES.items():
-        ann_dir = Path(root) / "annotations" / folder / affwild2.resolve_split(split)
-        for ann_file in sorted(ann_dir.glob("*.txt")) if ann_dir.is_dir() else ():
-            video = ann_file.stem
+    for task, per_video in annotations.items():
+        for video, labels in per_video.items():
             if video not in videos:
                 missing.add(video)
                 continue
-            labels = affwild2.parse_annotation_file(ann_file, task)
             v = videos[video]
             values = fill_nearest(len(labels), v["frames"], v[task])
             if task == "va":
@@ -158,10 +166,11 @@ def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=N
         raise DataError(f"{root}: split {split!r} has no usable frames")
     outputs, done = predict_frames(model, index, batch_size)
     window = smoothing_window(smooth, fps)
-    rows = prediction_rows(root, split, video_predictions(index, outputs, done, window))
+    annotations = read_annotations(root, split)
+    rows = prediction_rows(annotations, video_predictions(index, outputs, done, window))
     scores = scores_of(rows)
     if window > 1:
-        scores["unsmoothed"] = scores_of(prediction_rows(root, split, video_predictions(index, outputs, done, 1)))
+        scores["unsmoothed"] = scores_of(prediction_rows(annotations, video_predictions(index, outputs, done, 1)))
         scores["smooth_frames"] = window
     if predictions_dir:
         write_prediction_files(rows, predictions_dir)

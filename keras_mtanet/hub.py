@@ -163,9 +163,7 @@ def publish(model_or_dir, repo_id, tag=None, private=None, token=None, endpoint=
                                      commit_message=commit_message or f"Upload keras_mtanet preset {repo_id}")
             if tag:
                 api.create_tag(repo_id, tag=tag, revision=info.oid)
-        except errors.HfHubHTTPError as error:
-            raise PresetError(f"publish to {repo_id} failed: {str(error).splitlines()[0]}") from None
-        except ValueError as error:
+        except (errors.HfHubHTTPError, ValueError) as error:  # ValueError: the Hub rejected the model card
             raise PresetError(f"publish to {repo_id} failed: {str(error).splitlines()[0]}") from None
         return info.oid
     finally:

@@ -182,10 +182,11 @@ def load_preset_folder(folder, expected_files=None, delete_bad=False, compile=Fa
     folder = Path(folder)
     if not folder.is_dir():
         raise PresetError(f"{folder}: no such preset folder")
-    if expected_files:
-        verify_files(folder, {k: v for k, v in expected_files.items() if k == METADATA_FILE}, delete_bad)
+    expected_files = dict(expected_files or {})
+    if METADATA_FILE in expected_files:  # checked before it is trusted for the other files' hashes
+        verify_files(folder, {METADATA_FILE: expected_files.pop(METADATA_FILE)}, delete_bad)
     metadata = read_metadata(folder)
-    verify_files(folder, {**metadata.get("files", {}), **(expected_files or {})}, delete_bad)
+    verify_files(folder, {**metadata.get("files", {}), **expected_files}, delete_bad)
     try:
         config = json.loads((folder / CONFIG_FILE).read_text())
         model = MTANet.from_config(config)
