@@ -28,11 +28,19 @@ setup(
         "numpy>=1.26",
         "h5py>=3.10",
         "huggingface_hub>=2.4",
+        # Video, alignment and the Haar fallback; OpenCV 5 dropped the Haar cascades.
+        "opencv-python-headless>=4.8,<5",
+        # Ships its weights (no download at run time); 1.0.0 is the release tested with TF 2.21 / Keras 3.
+        "mtcnn>=1.0.0,<2",
     ],
     extras_require={
-        "test": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20"],
-        "dev": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "ruff>=0.6"],
+        "test": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "scikit-image>=0.22", "matplotlib>=3.8",
+                 "pandas>=2.1"],
+        "dev": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "scikit-image>=0.22", "matplotlib>=3.8",
+                "pandas>=2.1", "ruff>=0.6"],
         "tensorboard": ["tensorboard>=2.20"],
+        "plot": ["matplotlib>=3.8"],
+        "pandas": ["pandas>=2.1"],
     },
     entry_points={"console_scripts": ["keras-mtanet=keras_mtanet.cli:main"]},
     classifiers=[

@@ -7,9 +7,10 @@ from keras_mtanet.version import __version__
 from keras_mtanet import labels, losses, metrics
 from keras_mtanet.backbone import SEResNet
 from keras_mtanet.hub import load_pretrained, publish
+from keras_mtanet.inference import Predictor
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
 from keras_mtanet.zoo import PresetError, list_presets
 
-__all__ = ["MTANet", "SEResNet", "abaw_scores", "load_pretrained", "publish", "list_presets", "PresetError",
+__all__ = ["MTANet", "Predictor", "SEResNet", "abaw_scores", "load_pretrained", "publish", "list_presets", "PresetError",
            "labels", "losses", "metrics", "__version__"]

@@ -26,6 +26,27 @@ def build_parser():
 
     sub.add_parser("presets", help="list the named presets")
 
+    predict = sub.add_parser("predict", help="predict affect for every face in images, folders, videos or a webcam",
+                             description="Exit status: 0 when every input was read, 1 when some failed (they are "
+                                         "named on stderr; the others are still written), 2 on a usage error.")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image, folder, glob, video file (mp4/avi/mov...) or webcam index (0)")
+    predict.add_argument("--model", help="preset name, hf://ORG/REPO[@REV] or folder (default: embedded preset)")
+    predict.add_argument("--output", required=True, help="FILE.csv or FILE.json: one row per face per frame")
+    predict.add_argument("--plot", help="also draw VA, AUs, expressions and the circumplex into this PNG")
+    predict.add_argument("--smooth", help="smooth each face over time: seconds (0.5) or frames (15f); videos only")
+    predict.add_argument("--batch-size", type=int, default=32, help="face crops per model call (default 32)")
+    predict.add_argument("--no-detect", action="store_true",
+                         help="inputs are already aligned face crops (e.g. Aff-Wild2 cropped_aligned)")
+    predict.add_argument("--detector", choices=("mtcnn", "haar"), default="mtcnn",
+                         help="mtcnn: box + 5 landmarks (default); haar: OpenCV cascade, faster, rougher")
+    predict.add_argument("--every", type=int, default=1, metavar="N",
+                         help="run the detector on every N-th video frame, tracking faces in between")
+    predict.add_argument("--stride", type=int, default=1, metavar="K", help="predict only every K-th video frame")
+    predict.add_argument("--max-frames", type=int, help="stop each video or webcam after this many frames")
+    predict.add_argument("--min-face", type=int, default=40, help="smallest face side in pixels (default 40)")
+    predict.add_argument("--quiet", action="store_true", help="no progress line")
+
     train = sub.add_parser("train", help="train MTANet with model.fit and write a preset to --output")
     train.add_argument("--data", required=True, help="data root (synthetic: created if missing)")
     train.add_argument("--format", required=True, choices=("affwild2", "affectnet", "synthetic"))
@@ -73,12 +94,16 @@ def main(argv=None):
         parser.print_help()
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Bad frames and missing webcams are reported once by keras-mtanet; silence OpenCV's and FFmpeg's logs.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from keras_mtanet.data.errors import DataError
+    from keras_mtanet.inference.detection import DependencyError
     from keras_mtanet.zoo import PresetError
 
     try:
         return COMMANDS[args.command](args)
-    except (DataError, PresetError) as error:
+    except (DataError, PresetError, DependencyError) as error:
         print(f"keras-mtanet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -144,6 +169,59 @@ def run_presets(args):
     return 0
 
 
+def run_predict(args):
+    from keras_mtanet.data.errors import DataError
+    from keras_mtanet.inference import output, predictor, progress, sources
+
+    for flag, value in (("--batch-size", args.batch_size), ("--every", args.every), ("--stride", args.stride),
+                        ("--max-frames", args.max_frames or 1), ("--min-face", args.min_face)):
+        if value < 1:
+            raise DataError(f"{flag} must be at least 1")
+    output.check_output_path(args.output)
+    if args.smooth:
+        predictor.smoothing_window(args.smooth, 30.0)  # reject a bad value before any work
+    found, problems = sources.expand_inputs(args.inputs)
+    if not found:
+        raise DataError("; ".join(problems) or "no input")
+    for problem in problems:
+        print(f"keras-mtanet: error: {problem}", file=sys.stderr)
+    runner = predictor.Predictor(args.model, detector=None if args.no_detect else args.detector,
+                                 batch_size=args.batch_size, detect_every=args.every, min_face_size=args.min_face)
+    bar = progress.ProgressLine(enabled=not args.quiet)
+    unreadable, done_records, buffered = 0, [], {}
+    with output.RecordWriter(args.output) as writer:
+        for kind, source, payload in runner.stream(found, args.stride, args.max_frames, progress=bar.update):
+            if kind == "records":
+                if args.smooth and source.kind != "image":
+                    buffered.setdefault(id(source), []).extend(payload)
+                else:
+                    writer.write(payload)
+                    done_records.extend(payload)
+            elif kind == "error":
+                unreadable += 1
+                bar.clear()
+                print(f"keras-mtanet: error: {payload}", file=sys.stderr)
+            elif kind == "done" and id(source) in buffered:
+                records = predictor.smooth_records(buffered.pop(id(source)), args.smooth, source.fps)
+                writer.write(records)
+                done_records.extend(records)
+    bar.close()
+    counts, corrupt = runner.counts, sum(s.corrupt_frames for s in found)
+    failed = unreadable + len(problems)
+    print(f"{counts['frames']} frames from {len(found) - unreadable} of {len(found) + len(problems)} inputs: "
+          f"{counts['faces']} faces, {counts['frames_without_face']} frames without a face"
+          + (f", {corrupt} corrupt video frames skipped" if corrupt else ""))
+    if args.plot and done_records:
+        from keras_mtanet.inference import plots
+        plots.plot_records(done_records, args.plot, title=", ".join(args.inputs)[:80])
+        print(f"plot: {args.plot}")
+    print(f"predictions: {args.output}")
+    if failed:
+        print(f"keras-mtanet: {failed} input(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_train(args):
     from keras_mtanet import train
 
@@ -186,7 +264,7 @@ def run_publish(args):
     return 0
 
 
-COMMANDS = {"demo": run_demo, "presets": run_presets, "train": run_train, "evaluate": run_evaluate,
+COMMANDS = {"demo": run_demo, "presets": run_presets, "predict": run_predict, "train": run_train, "evaluate": run_evaluate,
             "publish": run_publish}
 
 

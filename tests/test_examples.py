@@ -67,3 +67,23 @@ def test_training_on_affectnet_layout(tmp_path):
         row = next(csv.DictReader(f))
     assert float(row["au_loss"]) == 0.0  # AffectNet has no AU labels: the masked loss contributes nothing
     assert load_pretrained(str(tmp_path / "run")).metadata["training_data"].startswith("AffectNet")
+
+
+def test_predict_video_example_summarises_each_face(tmp_path):
+    from skimage import data as skdata
+
+    from keras_mtanet.inference import scenes
+
+    patch, box = scenes.face_patch(skdata.astronaut(), (182, 64, 83, 107), margin=0.35)
+    frames, _ = scenes.compose(6, [(patch, box, (20, 20), (5, 0))], size=(240, 320), faceless=(5,))
+    scenes.write_video(tmp_path / "clip.avi", frames, 25.0)
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "predict_video.py"), str(tmp_path / "clip.avi"),
+                             "--output", str(tmp_path / "faces.csv"), "--plot", str(tmp_path / "faces.png"),
+                             "--smooth", "3f"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{tmp_path / 'clip.avi'}: 6 frames, 1 face(s)" in result.stdout
+    assert "face 0: 5 frames, mean valence" in result.stdout
+    with open(tmp_path / "faces.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["face_detected"] for r in rows] == ["1"] * 5 + ["0"]
+    assert (tmp_path / "faces.png").stat().st_size > 10_000

@@ -1,0 +1,62 @@
+"""Five-point face alignment to the model's square crop.
+
+The template is the widely used 112 x 112 five-point layout (eyes, nose tip, mouth corners; as in ArcFace and
+Aff-Wild2-style aligned crops), stored in unit coordinates so it scales to any crop size. The package's
+synthetic faces are drawn with the same geometry, so the embedded preset sees aligned real faces the way it
+saw its training crops.
+"""
+
+import cv2
+import numpy as np
+
+# Image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner; unit coords.
+TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+                     [70.7299, 92.2041]], np.float64) / 112.0
+
+
+def similarity_transform(src, dst):
+    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` points onto ``dst``.
+
+    Umeyama's closed form (IEEE PAMI 13(4), 1991) without reflections. Returns a 2 x 3 matrix for
+    ``cv2.warpAffine``.
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1] = -1.0
+    rotation = u @ np.diag(d) @ vt
+    var = (src_c ** 2).sum() / len(src)
+    scale = (s * d).sum() / var if var > 0 else 1.0
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
+    return matrix
+
+
+def align_face(image, landmarks, size, template=TEMPLATE):
+    """Warp ``image`` (H x W x 3 uint8) so the five ``landmarks`` land on ``template`` in a ``size`` crop.
+
+    Pixels outside the image repeat the border, as a tight crop near the frame edge would look.
+    """
+    matrix = similarity_transform(landmarks, np.asarray(template) * size)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_box(image, box, size):
+    """The box (x, y, w, h) resized to ``size`` x ``size``, for faces without landmarks."""
+    x, y, w, h = box
+    matrix = np.array([[size / max(w, 1e-6), 0.0, -x * size / max(w, 1e-6)],
+                       [0.0, size / max(h, 1e-6), -y * size / max(h, 1e-6)]])
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def resize_whole(image, size):
+    """The whole image resized to ``size`` x ``size`` (area averaging when shrinking), for ``--no-detect``."""
+    h, w = image.shape[:2]
+    interpolation = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)

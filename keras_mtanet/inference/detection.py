@@ -1,0 +1,129 @@
+"""Face detectors that work offline: MTCNN (box, score, five landmarks; weights ship in the ``mtcnn``
+package) and OpenCV's Haar cascade (box only; fast; the cascade ships in ``opencv-python-headless``).
+
+Both return, per image, a list of ``Face`` with the box as (x, y, w, h) in pixels and the landmarks in the
+order of ``alignment.TEMPLATE``: image-left eye, image-right eye, nose tip, image-left and image-right mouth
+corners.
+"""
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+DETECTORS = ("mtcnn", "haar")
+
+# Where the five landmarks sit inside a Haar frontal-face box, as fractions of its width and height
+# (MTCNN's landmarks on scikit-image's astronaut() photograph relative to the Haar box found there, made
+# left-right symmetric; the cascade's boxes are square and cover brows to chin). Haar faces are aligned with these estimates.
+HAAR_LANDMARKS = np.array([[0.275, 0.367], [0.725, 0.367], [0.500, 0.639], [0.271, 0.780], [0.729, 0.780]])
+
+
+class DependencyError(RuntimeError):
+    """An optional package a feature needs is not installed; the message says which and how to get it."""
+
+
+@dataclasses.dataclass
+class Face:
+    """One detected face: ``box`` (x, y, w, h) in pixels, ``score`` in [0, 1] (NaN when the detector gives
+    none), ``landmarks`` (5 x 2 pixels) and whether they were measured (False: estimated from the box)."""
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    measured_landmarks: bool = True
+
+
+class MTCNNDetector:
+    """MTCNN (Zhang et al., 2016) from the ``mtcnn`` package; several same-sized frames run as one batch.
+
+    Args:
+        min_face_size: smallest face side in pixels to look for.
+        min_score: faces with a lower ONet score are dropped.
+    """
+    name = "mtcnn"
+
+    def __init__(self, min_face_size=40, min_score=0.9):
+        try:
+            from mtcnn import MTCNN
+        except ImportError as error:  # pragma: no cover - a declared dependency
+            raise DependencyError(f"the mtcnn detector needs the mtcnn package ({error}); "
+                                  "pip install 'mtcnn==1.0.0' or use --detector haar") from None
+        self._mtcnn = MTCNN()
+        self.min_face_size = int(min_face_size)
+        self.min_score = float(min_score)
+
+    def detect(self, images):
+        """Faces in each of ``images`` (a list of H x W x 3 uint8 RGB arrays, any sizes)."""
+        if not images:
+            return []
+        # MTCNN's smallest face is 20 px, so frames are shrunk until a min_face_size face is 20 px: the same
+        # faces are found with 1/scale^2 fewer pixels. (mtcnn 1.0.0's own min_face_size option loses large
+        # faces: the 512 px astronaut's 83 px face is missed at 30.)
+        scale = min(1.0, 20.0 / self.min_face_size)
+        small = [_shrink(image, scale) for image in images]
+        found = [[] for _ in images]
+        groups = {}  # batches must share a shape; frames of one video do
+        for i, image in enumerate(small):
+            groups.setdefault(image.shape, []).append(i)
+        for members in groups.values():
+            rows = self._mtcnn.detect_faces([small[i] for i in members], box_format="xyxy", output_type="numpy")
+            # A numpy row: image index, x0, y0, x1, y1, score, the five landmark x, then the five y.
+            for row in np.asarray(rows, np.float64).reshape(-1, 16):
+                x0, y0, x1, y1 = row[1:5] / scale
+                score = float(row[5])
+                if score < self.min_score or min(x1 - x0, y1 - y0) < self.min_face_size:
+                    continue
+                landmarks = np.column_stack([row[6:11], row[11:16]]) / scale
+                found[members[int(row[0])]].append(Face(np.array([x0, y0, x1 - x0, y1 - y0]), score, landmarks))
+        return found
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade; landmarks are estimated from the box (``HAAR_LANDMARKS``)."""
+    name = "haar"
+
+    def __init__(self, min_face_size=40, min_neighbors=5, scale_factor=1.1):
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise DependencyError(f"OpenCV could not load its Haar cascade {path}; "
+                                  "install opencv-python-headless<5 (5.0 dropped the cascades)")
+        self.min_face_size = int(min_face_size)
+        self.min_neighbors = int(min_neighbors)
+        self.scale_factor = float(scale_factor)
+
+    def detect(self, images):
+        # The cascade's window is 24 px: shrink frames until a min_face_size face is 24 px.
+        scale = min(1.0, 24.0 / self.min_face_size)
+        found = []
+        for image in images:
+            gray = cv2.equalizeHist(cv2.cvtColor(_shrink(image, scale), cv2.COLOR_RGB2GRAY))
+            side = int(round(self.min_face_size * scale))
+            boxes = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor,
+                                                   minNeighbors=self.min_neighbors, minSize=(side, side))
+            faces = []
+            for box in np.asarray(boxes, np.float64).reshape(-1, 4) / scale:
+                faces.append(Face(box, float("nan"), landmarks_from_box(box), measured_landmarks=False))
+            found.append(faces)
+        return found
+
+
+def _shrink(image, scale):
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def landmarks_from_box(box):
+    """Five landmarks estimated from a face box (x, y, w, h) with the ``HAAR_LANDMARKS`` fractions."""
+    x, y, w, h = box
+    return np.column_stack([x + HAAR_LANDMARKS[:, 0] * w, y + HAAR_LANDMARKS[:, 1] * h])
+
+
+def make_detector(name, min_face_size=40):
+    """``"mtcnn"`` or ``"haar"`` -> a detector object with ``detect(images) -> [[Face, ...], ...]``."""
+    if name == "mtcnn":
+        return MTCNNDetector(min_face_size=min_face_size)
+    if name == "haar":
+        return HaarDetector(min_face_size=min_face_size)
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")

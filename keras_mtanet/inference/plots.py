@@ -1,0 +1,105 @@
+"""One PNG summarising predictions over time: valence and arousal, an AU heat map, the expression timeline
+and a valence-arousal circumplex scatter. Needs matplotlib (``pip install keras-mtanet[plot]``)."""
+
+import os
+
+import numpy as np
+
+from keras_mtanet.inference.detection import DependencyError
+from keras_mtanet.inference.output import AU_PROB_COLUMNS
+from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+
+
+def _time_axis(records):
+    """x values and label: seconds when every record has a timestamp from one source, else the row order."""
+    sources = {r["source"] for r in records}
+    stamps = [r["timestamp"] for r in records]
+    if len(sources) == 1 and all(t is not None and t == t for t in stamps):
+        return np.array(stamps, np.float64), "time (s)"
+    # Number the frames in the order they were read (several sources or still images).
+    order = {}
+    for r in records:
+        order.setdefault((r["source"], r["frame"]), len(order))
+    return np.array([order[(r["source"], r["frame"])] for r in records], np.float64), "frame (input order)"
+
+
+def plot_records(records, path, title=None):
+    """Write the four-panel summary of ``records`` (dicts as from ``Predictor``) to ``path`` (PNG).
+
+    Each face id gets its own line in the VA panel and its own points in the circumplex; the AU heat map
+    and the expression timeline show the face seen in the most frames.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DependencyError("--plot needs matplotlib: pip install 'keras-mtanet[plot]'") from None
+    records = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+    x_all, x_label = _time_axis(records)
+    faces = {}  # (source, face id) -> [(x, record), ...]
+    for x, r in zip(x_all, records):
+        if r["face_detected"]:
+            faces.setdefault((r["source"], int(r["face_id"])), []).append((x, r))
+    one_source = len({source for source, _ in faces}) <= 1
+
+    def name(key):
+        return f"face {key[1]}" if one_source else f"{os.path.basename(key[0])} face {key[1]}"
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8), gridspec_kw={"width_ratios": [2.2, 1]})
+    (ax_va, ax_circ), (ax_au, ax_expr) = axes
+    if title:
+        fig.suptitle(title)
+
+    first = min(faces) if faces else None
+    for key, rows in sorted(faces.items()):
+        xs = [x for x, _ in rows]
+        suffix = f" ({name(key)})" if len(faces) > 1 else ""
+        ax_va.plot(xs, [r["valence"] for _, r in rows], label="valence" + suffix)
+        ax_va.plot(xs, [r["arousal"] for _, r in rows], "--", label="arousal" + suffix)
+        ax_circ.scatter([r["valence"] for _, r in rows], [r["arousal"] for _, r in rows], c=xs, cmap="viridis",
+                        s=12, marker="o" if key == first else "^")
+    missing = [x for x, r in zip(x_all, records) if not r["face_detected"]]
+    if missing:
+        ax_va.plot(missing, np.zeros(len(missing)), "|", color="grey", label="no face")
+    ax_va.set_ylim(-1.05, 1.05)
+    ax_va.axhline(0.0, color="black", linewidth=0.5)
+    ax_va.set_xlabel(x_label)
+    ax_va.set_title("valence and arousal")
+    if len(faces) <= 6:
+        ax_va.legend(loc="upper right", fontsize="small")
+
+    circle = np.linspace(0, 2 * np.pi, 200)
+    ax_circ.plot(np.cos(circle), np.sin(circle), color="grey", linewidth=0.7)
+    ax_circ.axhline(0.0, color="grey", linewidth=0.5)
+    ax_circ.axvline(0.0, color="grey", linewidth=0.5)
+    ax_circ.set_xlim(-1.1, 1.1)
+    ax_circ.set_ylim(-1.1, 1.1)
+    ax_circ.set_aspect("equal")
+    ax_circ.set_xlabel("valence")
+    ax_circ.set_ylabel("arousal")
+    ax_circ.set_title("circumplex (colour: time)")
+
+    main = max(faces, key=lambda k: len(faces[k])) if faces else None
+    rows = faces.get(main, [])
+    xs = np.array([x for x, _ in rows])
+    if rows:
+        heat = np.array([[r[c] for c in AU_PROB_COLUMNS] for _, r in rows]).T
+        extent = (xs.min(), xs.max() if xs.max() > xs.min() else xs.min() + 1, len(AU_NAMES) - 0.5, -0.5)
+        image = ax_au.imshow(heat, aspect="auto", cmap="magma", vmin=0.0, vmax=1.0, extent=extent,
+                             interpolation="nearest")
+        fig.colorbar(image, ax=ax_au, fraction=0.03, label="probability")
+        expr = np.array([EXPR_NAMES.index(r["expression"]) for _, r in rows])
+        ax_expr.scatter(xs, expr, c=expr, cmap="tab10", vmin=0, vmax=9, s=10)
+    ax_au.set_yticks(range(len(AU_NAMES)))
+    ax_au.set_yticklabels(AU_NAMES)
+    ax_au.set_xlabel(x_label)
+    ax_au.set_title("action units" + (f" ({name(main)})" if len(faces) > 1 else ""))
+    ax_expr.set_yticks(range(len(EXPR_NAMES)))
+    ax_expr.set_yticklabels(EXPR_NAMES)
+    ax_expr.set_ylim(-0.5, len(EXPR_NAMES) - 0.5)
+    ax_expr.set_xlabel(x_label)
+    ax_expr.set_title("expression" + (f" ({name(main)})" if len(faces) > 1 else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,337 @@
+"""``Predictor``: MTANet on real images and video.
+
+Decoding, detection and prediction run as a three-stage pipeline: a reader thread decodes frames, a detector
+thread finds, tracks and aligns faces, and the calling thread runs the model on batches of aligned crops.
+OpenCV and TensorFlow release the GIL, so the stages overlap. Records come out in frame order.
+"""
+
+import collections
+import queue
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from keras_mtanet.data.errors import DataError
+from keras_mtanet.evaluate import smooth_series, smoothing_window
+from keras_mtanet.inference import alignment, output, tracking
+from keras_mtanet.inference.detection import Face, make_detector
+from keras_mtanet.inference.sources import Source, expand_inputs
+
+_STOP = object()
+DEFAULT_FPS = 30.0
+
+
+class Predictor:
+    """Valence/arousal, AU and expression predictions for every face in images and videos.
+
+    Args:
+        model: an ``MTANet``, a preset name / ``hf://`` address / folder for ``load_pretrained``, or None for
+            the embedded default preset.
+        detector: ``"mtcnn"`` (box, score and five landmarks), ``"haar"`` (OpenCV cascade; faster, landmarks
+            estimated from the box), None to treat each whole image as an aligned face crop (Aff-Wild2's
+            ``cropped_aligned``), or an object with ``detect(images) -> [[Face, ...], ...]``.
+        batch_size: the most face crops per model call.
+        detect_every: run the detector on every N-th frame of a video and track faces by optical flow in
+            between.
+        min_face_size: smallest face side, in pixels, to report.
+        template: five-point alignment template in unit coordinates (default: the preset's
+            ``alignment_template`` metadata, else ``alignment.TEMPLATE``).
+        max_latency: seconds a partial batch of crops waits for more faces before the model runs on it
+            (bounds the delay for webcams and slow detectors).
+
+    Example:
+        >>> predictor = keras_mtanet.Predictor()          # embedded preset, MTCNN
+        >>> table = predictor.predict_image("photo.jpg")  # DataFrame if pandas is installed
+        >>> table[["face_id", "valence", "arousal", "expression"]]
+    """
+
+    def __init__(self, model=None, detector="mtcnn", batch_size=32, detect_every=1, min_face_size=40,
+                 template=None, max_latency=0.5):
+        if model is None or isinstance(model, str):
+            from keras_mtanet.hub import load_pretrained
+            model = load_pretrained(model)
+        self.model = model
+        self.size = int(model.input_shape[1])
+        meta = getattr(model, "metadata", None) or {}
+        self.template = np.asarray(template if template is not None
+                                   else meta.get("alignment_template", alignment.TEMPLATE), np.float64)
+        if isinstance(detector, str):
+            detector = make_detector(detector, min_face_size=min_face_size)
+        self.detector = detector
+        self.batch_size = max(1, int(batch_size))
+        self.detect_every = max(1, int(detect_every))
+        self.max_latency = float(max_latency)
+        self.timings = collections.Counter()  # busy seconds per stage: decode, detect, track, align, predict
+        self.counts = collections.Counter()   # frames, faces, frames_without_face, detector_calls
+
+    # ----------------------------------------------------------------------------------------------- API
+    def predict_image(self, image, name=None):
+        """Records for one image: a path, or an H x W x 3 RGB array (0-255). Raises ``DataError`` if the file
+        cannot be read. Returns a DataFrame when pandas is installed, else a list of dicts."""
+        if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+            source = Source(str(image), "image", str(image))
+        else:
+            source = Source(name or "image", "array", image)
+        return output.as_table(self.predict_source(source))
+
+    def predict_video(self, path, stride=1, max_frames=None, smooth=None):
+        """Records for every ``stride``-th frame of a video file (or a webcam index), optionally smoothed over
+        ``smooth`` (seconds, or ``"15f"`` frames). Raises ``DataError`` if it cannot be read."""
+        text = str(path)
+        source = (Source(f"webcam:{text}", "webcam", int(text)) if text.isdigit()
+                  else Source(text, "video", text))
+        return output.as_table(self.predict_source(source, stride, max_frames, smooth))
+
+    def predict_files(self, inputs, stride=1, max_frames=None, smooth=None):
+        """Records for image/video files, folders and globs; an unreadable input raises ``DataError``."""
+        sources, problems = expand_inputs(inputs)
+        if problems:
+            raise DataError(problems[0])
+        records = []
+        for source in sources:
+            records.extend(self.predict_source(source, stride, max_frames, smooth))
+        return output.as_table(records)
+
+    def predict_source(self, source, stride=1, max_frames=None, smooth=None):
+        """The list of records for one ``Source``, smoothed if asked."""
+        records = []
+        for kind, src, payload in self.stream([source], stride, max_frames):
+            if kind == "error":
+                raise DataError(payload)
+            if kind == "records":
+                records.extend(payload)
+        return smooth_records(records, smooth, source.fps) if smooth else records
+
+    def stream(self, sources, stride=1, max_frames=None, progress=None):
+        """Run the pipeline over ``sources``; yields, in order:
+
+        - ``("records", source, [record, ...])`` for each decoded frame (one record per face, or one
+          ``face_detected=0`` record),
+        - ``("error", source, message)`` for a source that could not be read (the others go on),
+        - ``("done", source, None)`` after each source.
+
+        ``progress(frames, faces)`` is called after each model batch.
+        """
+        stop = threading.Event()
+        frames_q, jobs_q = queue.Queue(maxsize=4 * self.batch_size), queue.Queue(maxsize=4 * self.batch_size)
+        errors = []
+        threads = [threading.Thread(target=self._guard, args=(self._read, errors, jobs_q, stop, sources, stride,
+                                                               max_frames, frames_q), daemon=True),
+                   threading.Thread(target=self._guard, args=(self._detect, errors, jobs_q, stop, frames_q,
+                                                               jobs_q), daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            yield from self._predict(jobs_q, errors, progress)
+        finally:
+            stop.set()
+            for q in (frames_q, jobs_q):
+                _drain(q)
+            for thread in threads:
+                thread.join(timeout=5)
+
+    # ------------------------------------------------------------------------------------------ stages
+    @staticmethod
+    def _guard(stage, errors, jobs_q, stop, *args):
+        """Run a stage thread; an unexpected exception is handed to the consumer and ends the stream."""
+        try:
+            stage(stop, *args)
+        except BaseException as error:  # re-raised in the consumer thread
+            errors.append(error)
+            _put(jobs_q, _STOP, stop)
+
+    def _read(self, stop, sources, stride, max_frames, frames_q):
+        for source in sources:
+            frames = source.frames(stride, max_frames)
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except DataError as error:
+                    _put(frames_q, ("error", source, str(error)), stop)
+                    break
+                finally:
+                    self.timings["decode"] += time.perf_counter() - start
+                _put(frames_q, ("frame", source, frame), stop)
+            _put(frames_q, ("done", source, None), stop)
+        _put(frames_q, _STOP, stop)
+
+    def _detect(self, stop, frames_q, jobs_q):
+        state, carry = None, None
+        while not stop.is_set():
+            item, carry = (carry if carry is not None else _get(frames_q, stop)), None
+            if item is _STOP:
+                break
+            kind, source, frame = item
+            if kind != "frame":
+                state = None
+                _put(jobs_q, item, stop)
+                continue
+            if state is None:
+                state = _TrackState()
+            # Take the frames of this source already decoded (up to 8) to run the detector on them at once.
+            batch = [frame]
+            while self.detector is not None and len(batch) < 8:
+                try:
+                    nxt = frames_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is not _STOP and nxt[0] == "frame" and nxt[1] is source:
+                    batch.append(nxt[2])
+                else:
+                    carry = nxt
+                    break
+            for job in self._faces_of(batch, state):
+                _put(jobs_q, ("frame", source, job), stop)
+        _put(jobs_q, _STOP, stop)
+
+    def _faces_of(self, frames, state):
+        """(frame, faces, ids, crops) for consecutive ``frames`` of one source: detected, or tracked from the
+        previous frame, then aligned."""
+        if self.detector is None:
+            for frame in frames:
+                start = time.perf_counter()
+                crop = alignment.resize_whole(frame.image, self.size)
+                self.timings["align"] += time.perf_counter() - start
+                h, w = frame.image.shape[:2]
+                yield frame, [Face(np.array([0.0, 0.0, w, h]), float("nan"), None, False)], [0], [crop]
+            return
+        needs = [(state.since_detection + i) % self.detect_every == 0 for i in range(len(frames))]
+        to_detect = [f.image for f, need in zip(frames, needs) if need]
+        start = time.perf_counter()
+        detected = iter(self.detector.detect(to_detect) if to_detect else ())
+        self.timings["detect"] += time.perf_counter() - start
+        self.counts["detector_calls"] += len(to_detect)
+        for frame, need in zip(frames, needs):
+            start = time.perf_counter()
+            gray = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY) if self.detect_every > 1 else None
+            if need:
+                faces = next(detected)
+            else:
+                faces = tracking.propagate(state.gray, gray, state.faces)
+            faces = sorted(faces, key=lambda f: (f.box[0], f.box[1]))
+            ids = state.tracker.update(faces)
+            state.gray, state.faces = gray, faces
+            state.since_detection += 1
+            self.timings["track"] += time.perf_counter() - start
+            start = time.perf_counter()
+            crops = [alignment.align_face(frame.image, face.landmarks, self.size, self.template) for face in faces]
+            self.timings["align"] += time.perf_counter() - start
+            yield frame, faces, ids, crops
+
+    def _predict(self, jobs_q, errors, progress):
+        pending, crops, finished, since = [], [], False, None
+        while not finished:
+            # Batches fill up to batch_size; a partial batch waits at most max_latency for more faces.
+            wait = None if since is None else max(0.0, self.max_latency - (time.perf_counter() - since))
+            try:
+                item = jobs_q.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                finished = True
+            elif item is not None:
+                pending.append(item)
+                since = since or time.perf_counter()
+                if item[0] == "frame":
+                    crops.extend(item[2][3])
+            late = since is not None and time.perf_counter() - since >= self.max_latency
+            if pending and (finished or late or len(crops) >= self.batch_size):
+                yield from self._flush(pending, crops)
+                pending, crops, since = [], [], None
+                if progress is not None:
+                    progress(self.counts["frames"], self.counts["faces"])
+        if errors:
+            raise errors[0]
+
+    def _flush(self, pending, crops):
+        outputs = None
+        if crops:
+            start = time.perf_counter()
+            outputs = {}
+            for lo in range(0, len(crops), self.batch_size):
+                batch = np.stack(crops[lo:lo + self.batch_size]).astype(np.float32)
+                pred = self.model.predict_on_batch(batch)
+                for key in ("va", "au", "expr"):
+                    outputs.setdefault(key, []).append(np.asarray(pred[key]))
+            outputs = {key: np.concatenate(parts) for key, parts in outputs.items()}
+            self.timings["predict"] += time.perf_counter() - start
+        k = 0
+        for kind, source, payload in pending:
+            if kind != "frame":
+                yield kind, source, payload
+                continue
+            frame, faces, ids, _ = payload
+            self.counts["frames"] += 1
+            if not faces:
+                self.counts["frames_without_face"] += 1
+                yield "records", source, [output.empty_record(frame)]
+                continue
+            records = []
+            for face, face_id in zip(faces, ids):
+                records.append(output.face_record(frame, face_id, face.box, face.score, outputs["va"][k],
+                                                  outputs["au"][k], outputs["expr"][k]))
+                k += 1
+            self.counts["faces"] += len(faces)
+            yield "records", source, records
+
+
+def smooth_records(records, smooth, fps=None):
+    """Records with each face's VA, AU and expression probabilities smoothed over time (centred moving
+    average of ``smooth``: seconds, or ``"15f"`` frames), the AU decisions and expression recomputed."""
+    window = smoothing_window(smooth, fps or DEFAULT_FPS)
+    if window <= 1:
+        return records
+    tracks = collections.defaultdict(list)
+    for record in records:
+        if record["face_detected"]:
+            tracks[(record["source"], record["face_id"])].append(record)
+    columns = ("valence", "arousal") + output.AU_PROB_COLUMNS + output.EXPR_PROB_COLUMNS
+    n_va, n_au = 2, len(output.AU_PROB_COLUMNS)
+    smoothed = {}
+    for track in tracks.values():
+        track.sort(key=lambda r: r["frame"])
+        values = smooth_series(np.array([[r[c] for c in columns] for r in track], np.float64), window)
+        for record, row in zip(track, values):
+            new = dict(record)
+            output.set_predictions(new, row[:n_va], row[n_va:n_va + n_au], row[n_va + n_au:])
+            smoothed[id(record)] = new
+    return [smoothed.get(id(r), r) for r in records]
+
+
+class _TrackState:
+    """Per-source detector-thread state: face ids, and the last frame's faces for optical-flow tracking."""
+
+    def __init__(self):
+        self.tracker = tracking.IoUTracker()
+        self.gray, self.faces, self.since_detection = None, [], 0
+
+
+def _get(q, stop):
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return _STOP
+
+
+def _put(q, item, stop):
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _drain(q):
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
