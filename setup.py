@@ -35,12 +35,13 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "scikit-image>=0.22", "matplotlib>=3.8",
-                 "pandas>=2.1"],
+                 "pandas>=2.1", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
         "dev": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "scikit-image>=0.22", "matplotlib>=3.8",
-                "pandas>=2.1", "ruff>=0.6"],
+                "pandas>=2.1", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ruff>=0.6"],
         "tensorboard": ["tensorboard>=2.20"],
         "plot": ["matplotlib>=3.8"],
         "pandas": ["pandas>=2.1"],
+        "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
     },
     entry_points={"console_scripts": ["keras-mtanet=keras_mtanet.cli:main"]},
     classifiers=[

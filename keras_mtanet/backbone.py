@@ -26,7 +26,7 @@ def backbone_spec(name, stack_blocks=None):
     return spec
 
 
-def se_resnet_features(x, name="se_resnet50", stack_blocks=None, se_ratio=16, width=1.0):
+def se_resnet_features(x, name="se_resnet50", stack_blocks=None, se_ratio=16, width=1.0, folded=False):
     """Apply the SE-ResNet ``name`` to tensor ``x`` and return the last stack's feature map (stride 32).
 
     Args:
@@ -35,12 +35,13 @@ def se_resnet_features(x, name="se_resnet50", stack_blocks=None, se_ratio=16, wi
         stack_blocks: optional four block counts replacing the standard ones (tiny test models).
         se_ratio: SE reduction ratio; 0 gives a plain ResNet.
         width: multiplier on every stack's filter count (1.0 is the standard network).
+        folded: batch norms folded into the convolutions (the inference form; see ``blocks.conv_bn``).
     """
     spec = backbone_spec(name, stack_blocks)
-    x = blocks.stem(x, filters=_scaled(64, width))
+    x = blocks.stem(x, filters=_scaled(64, width), folded=folded)
     for i, (filters, count) in enumerate(zip(STACK_FILTERS, spec["stacks"])):
         x = blocks.stack(x, spec["block"], _scaled(filters, width), count, strides=1 if i == 0 else 2,
-                         se_ratio=se_ratio, name=f"stack{i + 1}")
+                         se_ratio=se_ratio, name=f"stack{i + 1}", folded=folded)
     return x
 
 

@@ -45,6 +45,8 @@ def build_parser():
     predict.add_argument("--stride", type=int, default=1, metavar="K", help="predict only every K-th video frame")
     predict.add_argument("--max-frames", type=int, help="stop each video or webcam after this many frames")
     predict.add_argument("--min-face", type=int, default=40, help="smallest face side in pixels (default 40)")
+    predict.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                         help="bfloat16: about twice as fast on CPUs with AMX / AVX-512 BF16 (default float32)")
     predict.add_argument("--quiet", action="store_true", help="no progress line")
 
     train = sub.add_parser("train", help="train MTANet with model.fit and write a preset to --output")
@@ -76,6 +78,14 @@ def build_parser():
     evaluate.add_argument("--smooth", help="temporal smoothing window: seconds (0.5) or frames (15f)")
     evaluate.add_argument("--fps", type=float, default=30.0, help="frame rate for --smooth in seconds")
     evaluate.add_argument("--batch-size", type=int, default=64)
+
+    export = sub.add_parser("export", help="export a preset as a SavedModel, TFLite or ONNX file")
+    export.add_argument("--model", help="preset name, hf://ORG/REPO[@REV] or folder (default: embedded preset)")
+    export.add_argument("--format", required=True, choices=("savedmodel", "tflite", "onnx"))
+    export.add_argument("--output", required=True, help="SavedModel folder, or .tflite / .onnx file")
+    export.add_argument("--int8", action="store_true", help="TFLite with int8 weights and activations")
+    export.add_argument("--calibration", help="folder of aligned face crops to calibrate --int8 (default: "
+                                              "generated synthetic faces, right only for synthetic presets)")
 
     publish = sub.add_parser("publish", help="publish a preset folder to the Hugging Face Hub")
     publish.add_argument("run_dir", help="a preset folder, e.g. a finished training run")
@@ -186,7 +196,8 @@ def run_predict(args):
     for problem in problems:
         print(f"keras-mtanet: error: {problem}", file=sys.stderr)
     runner = predictor.Predictor(args.model, detector=None if args.no_detect else args.detector,
-                                 batch_size=args.batch_size, detect_every=args.every, min_face_size=args.min_face)
+                                 batch_size=args.batch_size, detect_every=args.every, min_face_size=args.min_face,
+                                 precision=args.precision)
     bar = progress.ProgressLine(enabled=not args.quiet)
     unreadable, done_records, buffered = 0, [], {}
     with output.RecordWriter(args.output) as writer:
@@ -253,6 +264,23 @@ def run_evaluate(args):
     return 0
 
 
+def run_export(args):
+    from keras_mtanet import export, load_pretrained
+
+    model = load_pretrained(args.model)
+    calibration = None
+    if args.int8:
+        calibration = export.calibration_images(model, args.calibration)
+        if args.calibration is None:
+            print("int8 calibration: generated synthetic faces (use --calibration with aligned crops of real "
+                  "faces for a model trained on real data)")
+    path = export.export(model, args.output, args.format, int8=args.int8, calibration=calibration)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    print(f"{args.format}{' int8' if args.int8 else ''}: {path} ({size / 1e6:.1f} MB); input 'image' "
+          f"(N, {model.input_shape[1]}, {model.input_shape[2]}, 3) float32 RGB in [0, 255]; outputs va, au, expr")
+    return 0
+
+
 def run_publish(args):
     from keras_mtanet import hub
 
@@ -264,8 +292,8 @@ def run_publish(args):
     return 0
 
 
-COMMANDS = {"demo": run_demo, "presets": run_presets, "predict": run_predict, "train": run_train, "evaluate": run_evaluate,
-            "publish": run_publish}
+COMMANDS = {"demo": run_demo, "presets": run_presets, "predict": run_predict, "train": run_train,
+            "evaluate": run_evaluate, "publish": run_publish, "export": run_export}
 
 
 if __name__ == "__main__":

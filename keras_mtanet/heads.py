@@ -2,6 +2,8 @@
 
 from keras import layers
 
+from keras_mtanet import fused
+
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
 
 
@@ -14,7 +16,7 @@ def pooled_features(x, filters=512, dropout=0.5, negative_slope=0.3, name="head"
     for branch, pool in (("gap", layers.GlobalAveragePooling2D), ("gmp", layers.GlobalMaxPooling2D)):
         y = layers.Dropout(dropout, name=f"{name}_{branch}_dropout")(x)
         y = layers.Conv2D(filters, 1, name=f"{name}_{branch}_conv")(y)
-        y = layers.LeakyReLU(negative_slope=negative_slope, name=f"{name}_{branch}_lrelu")(y)
+        y = fused.LeakyReLU(negative_slope=negative_slope, name=f"{name}_{branch}_lrelu")(y)
         pooled.append(pool(name=f"{name}_{branch}_pool")(y))
     return layers.Concatenate(name=f"{name}_concat")(pooled)
 

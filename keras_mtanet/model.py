@@ -5,6 +5,7 @@ Network", arXiv:2002.00606 (ABAW 2020 at FG 2020).
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from keras_mtanet import backbone as backbone_lib
@@ -32,6 +33,8 @@ class MTANet(keras.Model):
         dropout: dropout rate before the head convolutions.
         negative_slope: LeakyReLU slope in the head.
         num_aus, num_expressions: sizes of the AU and expression outputs.
+        fold_batchnorm: build the inference form, with each batch norm folded into its convolution (made by
+            ``inference_model()``; not for training).
 
     Outputs:
         ``"va"`` (N, 2) valence and arousal in [-1, 1] (tanh); ``"au"`` (N, num_aus) AU probabilities
@@ -47,7 +50,7 @@ class MTANet(keras.Model):
 
     def __init__(self, backbone="se_resnet50", input_shape=(112, 112, 3), stack_blocks=None, width=1.0,
                  se_ratio=16, head_filters=512, dropout=0.5, negative_slope=0.3, num_aus=len(AU_NAMES),
-                 num_expressions=len(EXPR_NAMES), name="mtanet", **kwargs):
+                 num_expressions=len(EXPR_NAMES), fold_batchnorm=False, name="mtanet", **kwargs):
         input_shape = tuple(int(d) for d in input_shape)
         if len(input_shape) != 3 or input_shape[-1] != 3:
             raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}.")
@@ -56,7 +59,7 @@ class MTANet(keras.Model):
         inputs = keras.Input(shape=input_shape, name="image")
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inputs)
         x = backbone_lib.se_resnet_features(x, backbone, stack_blocks=stack_blocks, se_ratio=se_ratio,
-                                            width=width)
+                                            width=width, folded=fold_batchnorm)
         x = heads.pooled_features(x, filters=head_filters, dropout=dropout, negative_slope=negative_slope)
         outputs = heads.task_outputs(x, num_aus=num_aus, num_expressions=num_expressions)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
@@ -71,6 +74,7 @@ class MTANet(keras.Model):
         self.negative_slope = float(negative_slope)
         self.num_aus = int(num_aus)
         self.num_expressions = int(num_expressions)
+        self.fold_batchnorm = bool(fold_batchnorm)
 
         # Always present so weight files have one layout; trainable only under uncertainty weighting.
         self.task_uncertainty = losses_lib.TaskUncertainty(TASKS, name="task_uncertainty")
@@ -91,6 +95,7 @@ class MTANet(keras.Model):
             "negative_slope": self.negative_slope,
             "num_aus": self.num_aus,
             "num_expressions": self.num_expressions,
+            "fold_batchnorm": self.fold_batchnorm,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -98,6 +103,46 @@ class MTANet(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+    def inference_model(self, precision="float32"):
+        """A copy for fast prediction: batch norms folded into the convolutions, optionally in bfloat16.
+
+        Folding turns conv -> batch norm (-> ReLU) into one convolution with a bias, which TensorFlow runs as
+        a single fused oneDNN kernel. The copy has this model's current weights and ``metadata``; it is not
+        for training, and later changes to this model's weights do not reach it.
+
+        Args:
+            precision: ``"float32"``, or ``"bfloat16"`` (``mixed_bfloat16`` policy: bfloat16 compute with
+                float32 weights and outputs; fast on CPUs with AVX-512 BF16 / AMX).
+
+        Example:
+            >>> fast = model.inference_model("bfloat16")
+            >>> out = fast.predict_on_batch(images)
+        """
+        policies = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+        if precision not in policies:
+            raise ValueError(f"precision must be one of {', '.join(policies)}, got {precision!r}")
+        config = {**self.get_config(), "fold_batchnorm": True}
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(policies[precision])
+        try:
+            fast = MTANet.from_config(config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        source = {layer.name: layer for layer in self.layers}
+        for layer in fast.layers:
+            if not layer.weights:
+                continue
+            bn = source.get(layer.name[:-len("_conv")] + "_bn") if layer.name.endswith("_conv") else None
+            if self.fold_batchnorm or bn is None:
+                layer.set_weights(source[layer.name].get_weights())
+                continue
+            gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in bn.get_weights())
+            kernel = np.asarray(source[layer.name].get_weights()[0], np.float64)
+            scale = gamma / np.sqrt(variance + bn.epsilon)
+            layer.set_weights([(kernel * scale).astype(np.float32), (beta - mean * scale).astype(np.float32)])
+        fast.metadata = getattr(self, "metadata", None)
+        return fast
 
     # -- training ---------------------------------------------------------------------------------------
 

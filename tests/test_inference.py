@@ -122,9 +122,9 @@ def test_mtcnn_finds_the_astronaut_and_predicts_values_in_range(predictor, photo
     # The pipeline's numbers are the model's on the aligned crop.
     face = detection.MTCNNDetector().detect([photo])[0][0]
     crop = alignment.align_face(photo, face.landmarks, predictor.size)
-    direct = predictor.model.predict_on_batch(crop[None].astype("float32"))
-    assert record["valence"] == pytest.approx(float(direct["va"][0, 0]), abs=1e-5)
-    np.testing.assert_allclose([record[f"{a}_prob"] for a in AU_NAMES], direct["au"][0], atol=1e-5)
+    direct = predictor_model().predict_on_batch(crop[None].astype("float32"))  # not batch-norm-folded
+    assert record["valence"] == pytest.approx(float(direct["va"][0, 0]), abs=1e-4)
+    np.testing.assert_allclose([record[f"{a}_prob"] for a in AU_NAMES], direct["au"][0], atol=1e-4)
 
 
 def test_haar_fallback_finds_the_same_face(photo):
@@ -298,9 +298,9 @@ def test_no_detect_on_aligned_crops_equals_the_model_on_the_images(tmp_path, cap
     records = json.loads(out.read_text())
     expected = model.predict_on_batch(crops.astype("float32"))
     assert [r["source"].rsplit("/", 1)[-1] for r in records] == [f"{i + 1:05d}.png" for i in range(6)]
-    np.testing.assert_allclose([[r["valence"], r["arousal"]] for r in records], expected["va"], atol=1e-5)
+    np.testing.assert_allclose([[r["valence"], r["arousal"]] for r in records], expected["va"], atol=1e-4)
     np.testing.assert_allclose([[r[f"{e}_prob"] for e in EXPR_NAMES] for r in records], expected["expr"],
-                               atol=1e-5)
+                               atol=1e-4)
     assert all(r["w"] == 64 and r["h"] == 64 and r["face_detected"] == 1 for r in records)
 
 

@@ -1,0 +1,117 @@
+"""Export a model for serving: TensorFlow SavedModel, TFLite (float32 or int8) and ONNX.
+
+Every format takes RGB face crops with values in [0, 255] (float32, N x H x W x 3; normalisation is inside
+the model) and returns ``va`` (N, 2), ``au`` (N, 8) and ``expr`` (N, 7), as ``MTANet.predict`` does. The
+exported graph is the batch-norm-folded inference form (``MTANet.inference_model``).
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_mtanet.data.errors import DataError
+from keras_mtanet.inference.detection import DependencyError
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+OUTPUT_NAMES = ("va", "au", "expr")
+
+
+def _inference_form(model):
+    fast = model.inference_model() if hasattr(model, "inference_model") else model
+    fast.predict_on_batch(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32))  # ONNX export needs a call
+    return fast
+
+
+def export_savedmodel(model, path):
+    """A SavedModel whose ``serving_default`` (and ``serve``) signature maps ``image`` to the three outputs."""
+    _inference_form(model).export(str(path), format="tf_saved_model", verbose=False)
+    return Path(path)
+
+
+def calibration_images(model, source=None, count=200):
+    """Images for int8 calibration at the model's input size: aligned face crops from ``source`` (a folder
+    of images), or, without one, the package's generated synthetic faces (right only for models trained on
+    them)."""
+    size = int(model.input_shape[1])
+    if source is None:
+        from keras_mtanet.data import synthetic
+
+        images, _ = synthetic.generate(count, size=size, seed=12345)
+        return images.astype(np.float32)
+    from keras_mtanet.inference.alignment import resize_whole
+    from keras_mtanet.inference.sources import IMAGE_SUFFIXES, read_image
+
+    files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    if not files:
+        raise DataError(f"{source}: no calibration images (expected aligned face crops)")
+    return np.stack([resize_whole(read_image(p), size) for p in files]).astype(np.float32)
+
+
+def export_tflite(model, path, int8=False, calibration=None):
+    """A TFLite flat buffer; ``int8``: weights and activations in int8 (float32 input and outputs), the
+    activation ranges calibrated on ``calibration`` images (N x H x W x 3, 0-255)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = export_savedmodel(model, os.path.join(tmp, "saved"))
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if int8:
+            images = calibration_images(model) if calibration is None else np.asarray(calibration, np.float32)
+
+            def representative():
+                for image in images:
+                    yield [image[None]]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+        flat = converter.convert()
+    Path(path).write_bytes(flat)
+    return Path(path)
+
+
+def export_onnx(model, path, opset=None):
+    """An ONNX model (via tf2onnx, the ``[onnx]`` extra) with input ``image`` and outputs va, au, expr."""
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise DependencyError("ONNX export needs tf2onnx: pip install 'keras-mtanet[onnx]'") from None
+    kwargs = {} if opset is None else {"opset_version": int(opset)}
+    _inference_form(model).export(str(path), format="onnx", verbose=False, **kwargs)
+    return Path(path)
+
+
+def export(model, path, format, int8=False, calibration=None):
+    """Export ``model`` to ``path`` in ``format`` (one of ``FORMATS``); ``int8`` is for TFLite only."""
+    if format not in FORMATS:
+        raise DataError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if int8 and format != "tflite":
+        raise DataError("--int8 applies to --format tflite only")
+    path = Path(path)
+    if not path.parent.exists():
+        raise DataError(f"{path}: folder {path.parent} does not exist")
+    if format == "savedmodel":
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return export_savedmodel(model, path)
+    if format == "tflite":
+        return export_tflite(model, path, int8=int8, calibration=calibration)
+    return export_onnx(model, path)
+
+
+class TFLiteRunner:
+    """Run an exported TFLite model like ``predict_on_batch``: images (N, H, W, 3) 0-255 -> output dict."""
+
+    def __init__(self, path, threads=None):
+        import tensorflow as tf
+
+        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self._runner = self.interpreter.get_signature_runner("serving_default")
+
+    def __call__(self, images):
+        out = self._runner(image=np.asarray(images, np.float32))
+        return {key: np.asarray(out[key]) for key in OUTPUT_NAMES}
