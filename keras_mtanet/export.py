@@ -107,9 +107,13 @@ class TFLiteRunner:
     """Run an exported TFLite model like ``predict_on_batch``: images (N, H, W, 3) 0-255 -> output dict."""
 
     def __init__(self, path, threads=None):
+        import warnings
+
         import tensorflow as tf
 
-        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        with warnings.catch_warnings():  # TF 2.21 still ships tf.lite.Interpreter but warns of LiteRT on creation
+            warnings.simplefilter("ignore", UserWarning)
+            self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
         self._runner = self.interpreter.get_signature_runner("serving_default")
 
     def __call__(self, images):

@@ -12,6 +12,7 @@ import time
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.evaluate import smooth_series, smoothing_window
@@ -57,6 +58,9 @@ class Predictor:
         # The batch-norm-folded copy predicts the same numbers faster (see MTANet.inference_model).
         self.model = model.inference_model(precision) if hasattr(model, "inference_model") else model
         self.size = int(model.input_shape[1])
+        # One graph for every batch size (predict_on_batch would trace again for each new size).
+        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+        self._forward = tf.function(lambda images: self.model(images, training=False), input_signature=[spec])
         meta = getattr(model, "metadata", None) or {}
         self.template = np.asarray(template if template is not None
                                    else meta.get("alignment_template", alignment.TEMPLATE), np.float64)
@@ -258,9 +262,9 @@ class Predictor:
             outputs = {}
             for lo in range(0, len(crops), self.batch_size):
                 batch = np.stack(crops[lo:lo + self.batch_size]).astype(np.float32)
-                pred = self.model.predict_on_batch(batch)
+                pred = self._forward(batch)
                 for key in ("va", "au", "expr"):
-                    outputs.setdefault(key, []).append(np.asarray(pred[key]))
+                    outputs.setdefault(key, []).append(pred[key].numpy())
             outputs = {key: np.concatenate(parts) for key, parts in outputs.items()}
             self.timings["predict"] += time.perf_counter() - start
         k = 0
