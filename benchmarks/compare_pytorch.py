@@ -9,7 +9,8 @@ batch-norm-folded ``inference_model()`` (what ``Predictor`` and ``export`` use) 
 
 Each measurement runs in a fresh child process so thread pools and caches do not carry over, ``--repeats`` times,
 alternating; speed differs between processes on this machine (the same script gives two distinct levels from
-run to run, in PyTorch too), so the parent prints medians with the range, and ratios of medians. PyTorch and timm are needed for the baseline only (not package dependencies):
+run to run, in PyTorch too), so the parent prints medians with the range, and ratios of medians.
+PyTorch and timm are needed for the baseline only (not package dependencies):
 
     pip install torch==2.14.1 torchvision==0.29.1 timm   # the versions on this project's machines
     python benchmarks/compare_pytorch.py [--backbones se_resnet50 se_resnet18] [--batch-size 32]
@@ -168,8 +169,8 @@ def main():
             print(f"  {label:<46} {_spread(runs['keras'], name)}")
         best_torch = theirs["compile_channels_last"]
         print(f"  inference float32 vs torch.compile+channels_last: predict_on_batch "
-              f"{ours['predict_on_batch'] / best_torch:.2f}x, inference_model {ours['predict_on_batch_folded'] / best_torch:.2f}x"
-              f" (target 1.2x)")
+              f"{ours['predict_on_batch'] / best_torch:.2f}x, "
+              f"inference_model {ours['predict_on_batch_folded'] / best_torch:.2f}x (target 1.2x)")
         print(f"  inference bfloat16 vs our float32 inference_model: "
               f"{ours['predict_on_batch_bf16'] / ours['predict_on_batch_folded']:.2f}x (target 1.8x); "
               f"vs torch.compile: {ours['predict_on_batch_bf16'] / best_torch:.2f}x")

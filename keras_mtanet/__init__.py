@@ -12,5 +12,6 @@ from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
 from keras_mtanet.zoo import PresetError, list_presets
 
-__all__ = ["MTANet", "Predictor", "SEResNet", "abaw_scores", "load_pretrained", "publish", "list_presets", "PresetError",
+__all__ = ["MTANet", "Predictor", "SEResNet", "abaw_scores", "load_pretrained", "publish", "list_presets",
+           "PresetError",
            "labels", "losses", "metrics", "__version__"]

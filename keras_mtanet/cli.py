@@ -104,8 +104,8 @@ def main(argv=None):
         parser.print_help()
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Bad frames and missing webcams are reported once by keras-mtanet; silence OpenCV's and FFmpeg's logs.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # Bad frames and missing webcams are reported once by keras-mtanet; silence FFmpeg's own log lines (read
+    # when OpenCV first opens a video).
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from keras_mtanet.data.errors import DataError
     from keras_mtanet.inference.detection import DependencyError
@@ -180,8 +180,12 @@ def run_presets(args):
 
 
 def run_predict(args):
+    import cv2
+
     from keras_mtanet.data.errors import DataError
     from keras_mtanet.inference import output, predictor, progress, sources
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its warnings repeat our error lines
 
     for flag, value in (("--batch-size", args.batch_size), ("--every", args.every), ("--stride", args.stride),
                         ("--max-frames", args.max_frames or 1), ("--min-face", args.min_face)):

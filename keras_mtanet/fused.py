@@ -4,15 +4,15 @@ Keras addresses weights in ``.weights.h5`` files by class name (``batch_normaliz
 replacements used in the trainable model keep their parents' names: weight files stay interchangeable with
 models built from stock Keras layers.
 
-``BatchNormalization``: Keras 3's ``BatchNormalization`` computes with separate moment, multiply and add ops, upcasting bfloat16 /
-float16 inputs to float32 around each of them. On the TensorFlow backend, NHWC feature maps can go through
-one ``FusedBatchNormV3`` op instead (one gradient op in training), which oneDNN also fuses with the preceding
-convolution and the following ReLU at inference. Same variables, names, config and numbers (to float
-rounding) as ``keras.layers.BatchNormalization``, so weight files are interchangeable.
+``BatchNormalization``: Keras 3's ``BatchNormalization`` computes with separate moment, multiply and add
+ops, upcasting bfloat16 / float16 inputs to float32 around each of them. On the TensorFlow backend, NHWC
+feature maps can go through one ``FusedBatchNormV3`` op instead (one gradient op in training), which
+TensorFlow's oneDNN graph passes can also merge with the preceding convolution and a following ReLU.
+Same variables, config and numbers (to float rounding) as ``keras.layers.BatchNormalization``.
 
-``BiasConv2D``: a ``Conv2D`` whose bias is added with ``tf.nn.bias_add`` (Keras adds it with a plain add),
-the pattern TensorFlow's graph optimizer fuses with the convolution and a following ReLU into one kernel.
-Used by the batch-norm-folded inference form.
+``BiasConv2D``: a ``Conv2D`` whose bias is added with ``tf.nn.bias_add`` and its activation applied in the
+same layer: the Conv2D + BiasAdd + Relu form that TensorFlow's graph optimizer knows how to fuse. Used by
+the batch-norm-folded inference form.
 
 ``LeakyReLU``: computed as ``max(x, slope * x)``. TensorFlow 2.21's graph optimizer fails on the
 training graph of conv + bias + ``LeakyRelu`` ("remapper failed: ... LeakyReluGrad ... missing node") and

@@ -302,6 +302,13 @@ def test_no_detect_on_aligned_crops_equals_the_model_on_the_images(tmp_path, cap
     np.testing.assert_allclose([[r[f"{e}_prob"] for e in EXPR_NAMES] for r in records], expected["expr"],
                                atol=1e-4)
     assert all(r["w"] == 64 and r["h"] == 64 and r["face_detected"] == 1 for r in records)
+    # bfloat16 computes the same predictions to bfloat16's precision.
+    out16 = tmp_path / "crops16.json"
+    assert main(["predict", str(folder / "*.png"), "--no-detect", "--precision", "bfloat16", "--output",
+                 str(out16), "--quiet"]) == 0
+    half = json.loads(out16.read_text())
+    np.testing.assert_allclose([[r["valence"], r["arousal"]] for r in half], expected["va"], atol=0.05)
+    np.testing.assert_allclose([[r[f"{e}_prob"] for e in EXPR_NAMES] for r in half], expected["expr"], atol=0.05)
 
 
 @pytest.mark.parametrize("args, message", [

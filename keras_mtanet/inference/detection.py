@@ -15,7 +15,8 @@ DETECTORS = ("mtcnn", "haar")
 
 # Where the five landmarks sit inside a Haar frontal-face box, as fractions of its width and height
 # (MTCNN's landmarks on scikit-image's astronaut() photograph relative to the Haar box found there, made
-# left-right symmetric; the cascade's boxes are square and cover brows to chin). Haar faces are aligned with these estimates.
+# left-right symmetric; the cascade's boxes are square and cover brows to chin). Haar faces are aligned with
+# these estimates.
 HAAR_LANDMARKS = np.array([[0.275, 0.367], [0.725, 0.367], [0.500, 0.639], [0.271, 0.780], [0.729, 0.780]])
 
 
