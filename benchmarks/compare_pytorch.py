@@ -24,18 +24,10 @@ import subprocess
 import sys
 import time
 
+from timing import rate  # benchmarks/timing.py: the script's folder is on sys.path
+
 SIZE = 112
 OUTPUTS = 17
-
-
-def _rate(fn, batch, warmup=3, min_seconds=4.0, min_repeats=5):
-    for _ in range(warmup):
-        fn()
-    repeats, start = 0, time.perf_counter()
-    while repeats < min_repeats or time.perf_counter() - start < min_seconds:
-        fn()
-        repeats += 1
-    return repeats * batch / (time.perf_counter() - start)
 
 
 def torch_infer(backbone, batch, threads):
@@ -47,12 +39,12 @@ def torch_infer(backbone, batch, threads):
     results = {}
     model = timm.create_model(TIMM_NAMES[backbone], pretrained=False, num_classes=OUTPUTS).eval()
     with torch.inference_mode():
-        results["eager"] = _rate(lambda: model(x), batch)
+        results["eager"] = rate(lambda: model(x), batch)
         model_cl = model.to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
-        results["channels_last"] = _rate(lambda: model_cl(x_cl), batch)
+        results["channels_last"] = rate(lambda: model_cl(x_cl), batch)
         compiled = torch.compile(model_cl)
-        results["compile_channels_last"] = _rate(lambda: compiled(x_cl), batch, warmup=3)
+        results["compile_channels_last"] = rate(lambda: compiled(x_cl), batch, warmup=3)
     results["versions"] = f"torch {torch.__version__}, timm {timm.__version__}"
     return results
 
@@ -73,7 +65,7 @@ def torch_train(backbone, batch, threads):
         loss.backward()
         optimizer.step()
 
-    return {"train_eager": _rate(step, batch, warmup=2, min_seconds=8.0, min_repeats=3)}
+    return {"train_eager": rate(step, batch, warmup=2, min_seconds=8.0, min_repeats=3)}
 
 
 def keras_infer(backbone, batch, threads):
@@ -86,11 +78,11 @@ def keras_infer(backbone, batch, threads):
     results = {}
     x = np.random.default_rng(0).uniform(0, 255, (batch, SIZE, SIZE, 3)).astype("float32")
     model = MTANet(backbone, input_shape=(SIZE, SIZE, 3))
-    results["predict_on_batch"] = _rate(lambda: model.predict_on_batch(x), batch)
+    results["predict_on_batch"] = rate(lambda: model.predict_on_batch(x), batch)
     folded = model.inference_model()
-    results["predict_on_batch_folded"] = _rate(lambda: folded.predict_on_batch(x), batch)
+    results["predict_on_batch_folded"] = rate(lambda: folded.predict_on_batch(x), batch)
     half = model.inference_model("bfloat16")
-    results["predict_on_batch_bf16"] = _rate(lambda: half.predict_on_batch(x), batch)
+    results["predict_on_batch_bf16"] = rate(lambda: half.predict_on_batch(x), batch)
     results["versions"] = f"tensorflow {tf.__version__}, keras {keras.__version__}"
     return results
 

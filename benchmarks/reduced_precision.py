@@ -11,7 +11,6 @@ weights; speed does not depend on them), batch 32.
 import argparse
 import os
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,24 +18,16 @@ import numpy as np  # noqa: E402
 
 from keras_mtanet import MTANet, abaw_scores, export, load_pretrained  # noqa: E402
 from keras_mtanet.data import synthetic  # noqa: E402
+from keras_mtanet.labels import TASKS  # noqa: E402
+from timing import rate  # noqa: E402  (benchmarks/timing.py: the script's folder is on sys.path)
 
 KEYS = ("ccc_valence", "ccc_arousal", "va_score", "expr_f1", "expr_acc", "expr_score", "au_f1", "au_acc",
         "au_score")
 
 
-def rate(fn, batch, min_seconds=4.0):
-    for _ in range(3):
-        fn()
-    repeats, start = 0, time.perf_counter()
-    while repeats < 5 or time.perf_counter() - start < min_seconds:
-        fn()
-        repeats += 1
-    return repeats * batch / (time.perf_counter() - start)
-
-
 def batched(fn, images, batch=64):
     parts = [fn(images[i:i + batch]) for i in range(0, len(images), batch)]
-    return {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in ("va", "au", "expr")}
+    return {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in TASKS}
 
 
 def paths(model, tmp, calibration):

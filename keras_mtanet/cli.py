@@ -159,12 +159,12 @@ def run_demo(args):
 def write_demo_csv(path, out):
     import csv
 
-    from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+    from keras_mtanet.inference.output import AU_PROB_COLUMNS, EXPR_PROB_COLUMNS
+    from keras_mtanet.labels import EXPR_NAMES
 
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["frame", "valence", "arousal"] + [f"{a}_prob" for a in AU_NAMES]
-                        + [f"{e}_prob" for e in EXPR_NAMES] + ["expression"])
+        writer.writerow(["frame", "valence", "arousal", *AU_PROB_COLUMNS, *EXPR_PROB_COLUMNS, "expression"])
         for i in range(len(out["va"])):
             writer.writerow([i, *(f"{v:.5f}" for v in out["va"][i]), *(f"{v:.5f}" for v in out["au"][i]),
                              *(f"{v:.5f}" for v in out["expr"][i]), EXPR_NAMES[int(out["expr"][i].argmax())]])
@@ -193,7 +193,7 @@ def run_predict(args):
             raise DataError(f"{flag} must be at least 1")
     output.check_output_path(args.output)
     if args.smooth:
-        predictor.smoothing_window(args.smooth, 30.0)  # reject a bad value before any work
+        predictor.smoothing_window(args.smooth, predictor.DEFAULT_FPS)  # reject a bad value before any work
     found, problems = sources.expand_inputs(args.inputs)
     if not found:
         raise DataError("; ".join(problems) or "no input")

@@ -14,15 +14,13 @@ import numpy as np
 
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.inference.detection import DependencyError
+from keras_mtanet.labels import TASKS
 
 FORMATS = ("savedmodel", "tflite", "onnx")
-OUTPUT_NAMES = ("va", "au", "expr")
 
 
 def _inference_form(model):
-    fast = model.inference_model() if hasattr(model, "inference_model") else model
-    fast.predict_on_batch(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32))  # ONNX export needs a call
-    return fast
+    return model.inference_model() if hasattr(model, "inference_model") else model
 
 
 def export_savedmodel(model, path):
@@ -81,7 +79,9 @@ def export_onnx(model, path, opset=None):
     except ImportError:
         raise DependencyError("ONNX export needs tf2onnx: pip install 'keras-mtanet[onnx]'") from None
     kwargs = {} if opset is None else {"opset_version": int(opset)}
-    _inference_form(model).export(str(path), format="onnx", verbose=False, **kwargs)
+    fast = _inference_form(model)
+    fast.predict_on_batch(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32))  # Keras's ONNX export needs a call
+    fast.export(str(path), format="onnx", verbose=False, **kwargs)
     return Path(path)
 
 
@@ -118,4 +118,4 @@ class TFLiteRunner:
 
     def __call__(self, images):
         out = self._runner(image=np.asarray(images, np.float32))
-        return {key: np.asarray(out[key]) for key in OUTPUT_NAMES}
+        return {key: np.asarray(out[key]) for key in TASKS}

@@ -108,7 +108,7 @@ class MTANet(keras.Model):
         """A copy for fast prediction: batch norms folded into the convolutions, optionally in bfloat16.
 
         Folding turns conv -> batch norm (-> ReLU) into one convolution with a bias (fewer ops and memory
-        passes; outputs equal to about 1e-5), and the SE gates run as matrix products. The copy has this
+        passes; outputs equal to 1e-4), and the SE gates run as matrix products. The copy has this
         model's current weights and ``metadata``; it is not for training, and later changes to this model's
         weights do not reach it.
 
@@ -135,7 +135,7 @@ class MTANet(keras.Model):
             if not layer.weights:
                 continue
             bn = source.get(layer.name[:-len("_conv")] + "_bn") if layer.name.endswith("_conv") else None
-            if self.fold_batchnorm or bn is None:
+            if bn is None:  # no batch norm to fold (or this model is folded already)
                 layer.set_weights(source[layer.name].get_weights())
                 continue
             gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in bn.get_weights())

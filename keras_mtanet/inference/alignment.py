@@ -46,15 +46,6 @@ def align_face(image, landmarks, size, template=TEMPLATE):
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def crop_box(image, box, size):
-    """The box (x, y, w, h) resized to ``size`` x ``size``, for faces without landmarks."""
-    x, y, w, h = box
-    matrix = np.array([[size / max(w, 1e-6), 0.0, -x * size / max(w, 1e-6)],
-                       [0.0, size / max(h, 1e-6), -y * size / max(h, 1e-6)]])
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-
-
 def resize_whole(image, size):
     """The whole image resized to ``size`` x ``size`` (area averaging when shrinking), for ``--no-detect``."""
     h, w = image.shape[:2]

@@ -18,7 +18,8 @@ from keras_mtanet.data.errors import DataError
 from keras_mtanet.evaluate import smooth_series, smoothing_window
 from keras_mtanet.inference import alignment, output, tracking
 from keras_mtanet.inference.detection import Face, make_detector
-from keras_mtanet.inference.sources import Source, expand_inputs
+from keras_mtanet.inference.sources import Source, expand_inputs, webcam_source
+from keras_mtanet.labels import TASKS
 
 _STOP = object()
 DEFAULT_FPS = 30.0
@@ -87,8 +88,7 @@ class Predictor:
         """Records for every ``stride``-th frame of a video file (or a webcam index), optionally smoothed over
         ``smooth`` (seconds, or ``"15f"`` frames). Raises ``DataError`` if it cannot be read."""
         text = str(path)
-        source = (Source(f"webcam:{text}", "webcam", int(text)) if text.isdigit()
-                  else Source(text, "video", text))
+        source = webcam_source(text) if text.isdigit() else Source(text, "video", text)
         return output.as_table(self.predict_source(source, stride, max_frames, smooth))
 
     def predict_files(self, inputs, stride=1, max_frames=None, smooth=None):
@@ -263,7 +263,7 @@ class Predictor:
             for lo in range(0, len(crops), self.batch_size):
                 batch = np.stack(crops[lo:lo + self.batch_size]).astype(np.float32)
                 pred = self._forward(batch)
-                for key in ("va", "au", "expr"):
+                for key in TASKS:
                     outputs.setdefault(key, []).append(pred[key].numpy())
             outputs = {key: np.concatenate(parts) for key, parts in outputs.items()}
             self.timings["predict"] += time.perf_counter() - start

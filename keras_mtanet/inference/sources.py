@@ -63,9 +63,10 @@ class Source:
             total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             index, produced, failures = 0, 0, 0
             while max_frames is None or produced < max_frames:
+                wanted = index % stride == 0
                 ok = capture.grab()
-                bgr = capture.retrieve()[1] if ok and index % stride == 0 else None
-                if not ok or (index % stride == 0 and bgr is None):
+                bgr = capture.retrieve()[1] if ok and wanted else None
+                if not ok or (wanted and bgr is None):
                     if index >= total or failures + 1 >= MAX_CONSECUTIVE_FAILURES:
                         break
                     self.corrupt_frames += 1
@@ -115,6 +116,11 @@ def as_rgb(image, name="image"):
     return np.ascontiguousarray(image[..., :3])
 
 
+def webcam_source(index):
+    """The webcam with this index (an int, or its decimal text)."""
+    return Source(f"webcam:{index}", "webcam", int(index))
+
+
 def _source_for(path):
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
@@ -123,9 +129,8 @@ def _source_for(path):
 
 
 def _media_in(folder):
-    files = sorted(p for p in Path(folder).rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-    return files
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
 
 
 def expand_inputs(inputs):
@@ -139,7 +144,7 @@ def expand_inputs(inputs):
     for raw in inputs:
         text = str(raw)
         if text.isdigit() and not os.path.exists(text):
-            sources.append(Source(f"webcam:{text}", "webcam", int(text)))
+            sources.append(webcam_source(text))
             continue
         path = Path(text).expanduser()
         if path.is_dir():
