@@ -28,8 +28,16 @@ def photo():
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    return Predictor(batch_size=8)
+def preset():
+    """The embedded default preset, loaded once for the module."""
+    from keras_mtanet import load_pretrained
+
+    return load_pretrained()
+
+
+@pytest.fixture(scope="module")
+def predictor(preset):
+    return Predictor(preset, batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +118,7 @@ def test_tracker_keeps_ids_as_faces_move_and_retires_lost_ones():
 
 
 # ---------------------------------------------------------------------------------- a real photograph
-def test_mtcnn_finds_the_astronaut_and_predicts_values_in_range(predictor, photo):
+def test_mtcnn_finds_the_astronaut_and_predicts_values_in_range(predictor, preset, photo):
     table = predictor.predict_image(photo, name="astronaut")
     assert len(table) == 1
     record = table.iloc[0].to_dict()
@@ -122,25 +130,19 @@ def test_mtcnn_finds_the_astronaut_and_predicts_values_in_range(predictor, photo
     # The pipeline's numbers are the model's on the aligned crop.
     face = detection.MTCNNDetector().detect([photo])[0][0]
     crop = alignment.align_face(photo, face.landmarks, predictor.size)
-    direct = predictor_model().predict_on_batch(crop[None].astype("float32"))  # not batch-norm-folded
+    direct = preset.predict_on_batch(crop[None].astype("float32"))  # not batch-norm-folded
     assert record["valence"] == pytest.approx(float(direct["va"][0, 0]), abs=1e-4)
     np.testing.assert_allclose([record[f"{a}_prob"] for a in AU_NAMES], direct["au"][0], atol=1e-4)
 
 
-def test_haar_fallback_finds_the_same_face(photo):
-    haar = Predictor(predictor_model(), detector="haar")
+def test_haar_fallback_finds_the_same_face(preset, photo):
+    haar = Predictor(preset, detector="haar")
     records = haar.predict_image(photo).to_dict("records")
     assert len(records) == 1
     box = (records[0]["x"], records[0]["y"], records[0]["w"], records[0]["h"])
     assert tracking.iou(box, ASTRONAUT_BOX) > 0.5
     assert math.isnan(records[0]["score"])
     check_record_ranges(records[0])
-
-
-def predictor_model():
-    from keras_mtanet import load_pretrained
-
-    return load_pretrained()
 
 
 def test_records_are_plain_dicts_without_pandas(predictor, photo, monkeypatch):
@@ -200,9 +202,9 @@ def test_predict_cli_on_a_video_with_two_faces_and_faceless_frames(two_face_vide
             assert obj["valence"] is None and obj["face_detected"] == 0
 
 
-def test_detection_every_n_frames_tracks_in_between(two_face_video):
+def test_detection_every_n_frames_tracks_in_between(preset, two_face_video):
     path, frames, boxes = two_face_video
-    tracked = Predictor(predictor_model(), detect_every=3)
+    tracked = Predictor(preset, detect_every=3)
     records = tracked.predict_video(path).to_dict("records")
     assert tracked.counts["detector_calls"] == 4  # frames 0, 3, 6, 9
     for record in records:
@@ -282,11 +284,9 @@ def test_mixed_folder_processes_good_files_and_names_bad_ones(photo, tmp_path, c
     assert "3 frames from 3 of 8 inputs: 2 faces, 1 frames without a face" in captured.out
 
 
-def test_no_detect_on_aligned_crops_equals_the_model_on_the_images(tmp_path, capsys):
-    from keras_mtanet import load_pretrained
+def test_no_detect_on_aligned_crops_equals_the_model_on_the_images(preset, tmp_path, capsys):
     from keras_mtanet.data import synthetic
 
-    model = load_pretrained()
     crops, _ = synthetic.render_video(np.random.SeedSequence([5, 7]), 6, 64)
     crops = crops.astype(np.uint8)
     folder = tmp_path / "cropped_aligned" / "video1"
@@ -296,7 +296,7 @@ def test_no_detect_on_aligned_crops_equals_the_model_on_the_images(tmp_path, cap
     out = tmp_path / "crops.json"
     assert main(["predict", str(folder / "*.png"), "--no-detect", "--output", str(out), "--quiet"]) == 0
     records = json.loads(out.read_text())
-    expected = model.predict_on_batch(crops.astype("float32"))
+    expected = preset.predict_on_batch(crops.astype("float32"))
     assert [r["source"].rsplit("/", 1)[-1] for r in records] == [f"{i + 1:05d}.png" for i in range(6)]
     np.testing.assert_allclose([[r["valence"], r["arousal"]] for r in records], expected["va"], atol=1e-4)
     np.testing.assert_allclose([[r[f"{e}_prob"] for e in EXPR_NAMES] for r in records], expected["expr"],
