@@ -33,9 +33,8 @@ def make_video(path, n_frames, faces):
     patch, box = scenes.face_patch(photo, (182, 64, 83, 107), margin=0.35)
     moving = [(patch, box, (30, 60), (3, 1))]
     if faces > 1:
-        flipped = patch[:, ::-1].copy()
-        moving.append((flipped, np.array([patch.shape[1] - box[0] - box[2], box[1], box[2], box[3]]), (460, 250),
-                       (-2, -1)))
+        flipped, flipped_box = scenes.mirrored(patch, box)
+        moving.append((flipped, flipped_box, (460, 250), (-2, -1)))
     faceless = range(n_frames // 2, n_frames // 2 + n_frames // 10)
     frames, _ = scenes.compose(n_frames, moving, size=(480, 640), faceless=faceless)
     scenes.write_video(path, frames, fps=25.0)

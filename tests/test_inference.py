@@ -46,8 +46,7 @@ def two_face_video(photo, tmp_path_factory):
     patch, box = scenes.face_patch(photo, ASTRONAUT_BOX, margin=0.35)
     patch = cv2.resize(patch, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
     box = box * 0.6
-    flipped = patch[:, ::-1].copy()
-    flipped_box = np.array([patch.shape[1] - box[0] - box[2], box[1], box[2], box[3]])
+    flipped, flipped_box = scenes.mirrored(patch, box)
     frames, boxes = scenes.compose(10, [(patch, box, (10, 40), (4, 1)), (flipped, flipped_box, (210, 90), (-3, -2))],
                                    size=(240, 320), faceless=(3, 4))
     path = tmp_path_factory.mktemp("video") / "two.avi"

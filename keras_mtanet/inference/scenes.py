@@ -21,6 +21,12 @@ def face_patch(photo, box, margin=0.6):
     return photo[y0:y1, x0:x1].copy(), np.array([x - x0, y - y0, w, h], np.float64)
 
 
+def mirrored(patch, box):
+    """The patch flipped left-right (a second, different-looking face) and its face box in the flipped patch."""
+    x, y, w, h = box
+    return patch[:, ::-1].copy(), np.array([patch.shape[1] - x - w, y, w, h], np.float64)
+
+
 def background(height, width, seed=0):
     """A smooth, textured background that contains no face."""
     rng = np.random.default_rng(seed)
