@@ -7,10 +7,21 @@ from keras_mtanet.version import __version__
 from keras_mtanet import labels, losses, metrics
 from keras_mtanet.backbone import SEResNet
 from keras_mtanet.hub import load_pretrained, publish
-from keras_mtanet.inference import Predictor
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
 from keras_mtanet.zoo import PresetError, list_presets
+
+
+
+def __getattr__(name):
+    # The inference stack (OpenCV, TensorFlow, the detectors) loads on first use of ``Predictor``, so that
+    # ``import keras_mtanet`` stays light and works on backends without TensorFlow.
+    if name == "Predictor":
+        from keras_mtanet.inference import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'keras_mtanet' has no attribute {name!r}")
+
 
 __all__ = ["MTANet", "Predictor", "SEResNet", "abaw_scores", "load_pretrained", "publish", "list_presets",
            "PresetError",

@@ -20,15 +20,17 @@ from keras_mtanet.metrics import AU_THRESHOLD, abaw_scores
 TASK_FILES = {"va": ("VA_Set", VA_NAMES), "expr": ("EXPR_Set", EXPR_NAMES), "au": ("AU_Set", AU_NAMES)}
 
 
-def predict_frames(model, index, batch_size=64):
+def predict_frames(model, index, batch_size=64, log=None):
     """Per-frame outputs for ``index`` as ``{"va", "au", "expr"}`` arrays aligned with it, and a boolean mask
-    of the frames that were predicted (an image that fails to decode is left out, not shifted)."""
+    of the frames that were predicted (an image that fails to decode is left out, not shifted). The images
+    that failed to decode are counted and named in one ``log`` line."""
     size = int(model.input_shape[1])
     positions = np.arange(len(index), dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(index.paths, dtype=str), positions))
     ds = ds.map(lambda path, pos: (pipeline.decode_and_resize(path, size), pos),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.ignore_errors(log_warning=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Undecodable images drop out here; the positions never seen name them below.
+    ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
     out = {"va": np.zeros((len(index), 2), np.float32), "au": np.zeros((len(index), len(AU_NAMES)), np.float32),
            "expr": np.zeros((len(index), len(EXPR_NAMES)), np.float32)}
     done = np.zeros(len(index), bool)
@@ -38,17 +40,28 @@ def predict_frames(model, index, batch_size=64):
         for key in out:
             out[key][pos] = np.asarray(pred[key])
         done[pos] = True
+    undecodable = np.flatnonzero(~done)
+    if len(undecodable) and log is not None:
+        named = ", ".join(str(index.paths[i]) for i in undecodable[:10])
+        more = f" and {len(undecodable) - 10} more" if len(undecodable) > 10 else ""
+        log(f"{len(undecodable)} crop(s) passed the file check but could not be decoded (left out, filled from "
+            f"the nearest predicted frame): {named}{more}")
     return out, done
 
 
 def smoothing_window(smooth, fps):
-    """``--smooth`` value -> window length in frames: ``"0.5"`` is seconds (times fps), ``"15f"`` frames."""
+    """``--smooth`` value -> window length in frames: ``"0.5"`` is seconds (times fps), ``"15f"`` frames.
+
+    Any length is accepted (``smooth_series`` caps it at what a track needs); ``fps`` must be positive."""
     if smooth in (None, "", "0"):
         return 1
     text = str(smooth).strip().lower()
+    if not text.endswith("f") and not (fps is not None and np.isfinite(fps) and fps > 0):
+        raise DataError(f"frame rate {fps!r}: must be a positive number of frames per second to smooth over "
+                        "seconds")
     try:
         frames = int(text[:-1]) if text.endswith("f") else int(round(float(text) * fps))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DataError(f"--smooth {smooth!r}: give seconds (0.5) or frames (15f)") from None
     if frames < 1:
         raise DataError(f"--smooth {smooth!r}: the window must be at least one frame")
@@ -56,16 +69,21 @@ def smoothing_window(smooth, fps):
 
 
 def smooth_series(values, window):
-    """Centred moving average along axis 0 (edges average over the frames available)."""
-    if window <= 1 or len(values) < 2:
+    """Centred moving average along axis 0 (edges average over the frames available): frame ``k`` averages
+    frames ``k + window // 2 - window + 1`` to ``k + window // 2``.
+
+    Running sums make it O(length) for any window; a window of ``2 * length - 1`` frames or more covers the
+    whole series from every frame, so each frame gets the series mean."""
+    values = np.asarray(values)
+    n = len(values)
+    if window <= 1 or n < 2:
         return values
-    kernel = np.ones(window)
+    window = int(min(window, 2 * n - 1))
     pad = window // 2
-    ones = np.ones(len(values))
-    counts = np.convolve(ones, kernel, mode="full")[pad:pad + len(values)]
-    smoothed = np.stack([np.convolve(values[:, j], kernel, mode="full")[pad:pad + len(values)]
-                         for j in range(values.shape[1])], axis=1)
-    return smoothed / counts[:, None]
+    k = np.arange(n)
+    lo, hi = np.clip(k + pad - window + 1, 0, n), np.clip(k + pad + 1, 0, n)
+    sums = np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(values, axis=0, dtype=np.float64)])
+    return (sums[hi] - sums[lo]) / (hi - lo).reshape((n,) + (1,) * (values.ndim - 1))
 
 
 def fill_nearest(length, frame_numbers, values):
@@ -137,12 +155,15 @@ def scores_of(rows):
 
 def write_prediction_files(rows, out_dir):
     """Write ``OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt`` in the annotation files' format."""
+    from keras_mtanet.inference.output import AtomicFile
+
     for task, videos in rows.items():
         folder, header = TASK_FILES[task]
         target_dir = Path(out_dir) / folder
         target_dir.mkdir(parents=True, exist_ok=True)
         for video, (_, values) in videos.items():
-            with open(target_dir / f"{video}.txt", "w") as f:
+            # Each file is written under a temporary name and renamed: a failed run leaves no half file.
+            with AtomicFile(target_dir / f"{video}.txt", "w") as f:
                 f.write(",".join(header) + "\n")
                 for row in values:
                     if task == "va":
@@ -164,7 +185,7 @@ def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=N
     index = affwild2.read_index(root, split)
     if len(index) == 0:
         raise DataError(f"{root}: split {split!r} has no usable frames")
-    outputs, done = predict_frames(model, index, batch_size)
+    outputs, done = predict_frames(model, index, batch_size, log=log)
     window = smoothing_window(smooth, fps)
     annotations = read_annotations(root, split)
     rows = prediction_rows(annotations, video_predictions(index, outputs, done, window))
@@ -183,5 +204,9 @@ def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=N
 
 
 def write_metrics(path, scores):
+    """Write the scores as JSON (to a temporary name, then renamed onto ``path``)."""
+    from keras_mtanet.inference.output import AtomicFile
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(scores, indent=2) + "\n")
+    with AtomicFile(path, "w") as f:
+        f.write(json.dumps(scores, indent=2) + "\n")

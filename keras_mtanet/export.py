@@ -85,22 +85,58 @@ def export_onnx(model, path, opset=None):
     return Path(path)
 
 
-def export(model, path, format, int8=False, calibration=None):
-    """Export ``model`` to ``path`` in ``format`` (one of ``FORMATS``); ``int8`` is for TFLite only."""
+def check_export_path(path, format, overwrite=False):
+    """``DataError`` unless ``path`` can receive an export: its folder exists and nothing is there (an empty
+    folder for a SavedModel), or ``overwrite`` was asked for. Nothing is touched."""
     if format not in FORMATS:
         raise DataError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise DataError(f"{path}: folder {path.parent} is not writable")
+    if path.is_symlink() or path.exists():
+        empty_folder = format == "savedmodel" and path.is_dir() and not path.is_symlink() and \
+            not any(path.iterdir())
+        if not empty_folder and not overwrite:
+            raise DataError(f"{path}: already exists; choose another --output or pass --overwrite to replace it")
+        if path.is_dir() and format != "savedmodel":
+            raise DataError(f"{path}: is a folder; a {format} export is a file")
+    return path
+
+
+def export(model, path, format, int8=False, calibration=None, overwrite=False):
+    """Export ``model`` to ``path`` in ``format`` (one of ``FORMATS``); ``int8`` is for TFLite only.
+
+    The export is written beside ``path`` under a temporary name and renamed into place when complete, so a
+    failed export leaves nothing half-written. An existing ``path`` is refused unless ``overwrite`` (an empty
+    folder is fine for a SavedModel); it is replaced only once the new export is complete.
+    """
     if int8 and format != "tflite":
         raise DataError("--int8 applies to --format tflite only")
-    path = Path(path)
-    if not path.parent.exists():
-        raise DataError(f"{path}: folder {path.parent} does not exist")
-    if format == "savedmodel":
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        return export_savedmodel(model, path)
-    if format == "tflite":
-        return export_tflite(model, path, int8=int8, calibration=calibration)
-    return export_onnx(model, path)
+    path = check_export_path(path, format, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        staged = tmp / path.name
+        if format == "savedmodel":
+            export_savedmodel(model, staged)
+        elif format == "tflite":
+            export_tflite(model, staged, int8=int8, calibration=calibration)
+        else:
+            export_onnx(model, staged)
+        if path.is_dir() and not path.is_symlink():
+            # A folder cannot be swapped in one step: move the old one aside, put the new one in place, then
+            # remove the old one (asked for with overwrite, or empty).
+            old = tmp / "replaced"
+            os.replace(path, old)
+            os.replace(staged, path)
+        else:
+            if path.is_symlink() and format == "savedmodel":
+                path.unlink()  # the link itself, never what it points to
+            os.replace(staged, path)  # atomic for files (and replaces a link, never its target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 class TFLiteRunner:

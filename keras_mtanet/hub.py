@@ -57,6 +57,8 @@ def load_pretrained(name=None, revision=None, cache_dir=None, token=None, endpoi
     presets = zoo.list_presets()
     if name in presets:
         entry = presets[name]
+        if "error" in entry:
+            raise PresetError(entry["error"])
         if entry.get("embedded"):
             if revision is not None:
                 raise PresetError(f"preset {name!r} is embedded in the package and has no revisions")
@@ -64,11 +66,12 @@ def load_pretrained(name=None, revision=None, cache_dir=None, token=None, endpoi
         folder = download(entry["repo_id"], revision or entry["revision"], entry["files"], cache_dir, token,
                           endpoint)
         expected = entry["files"] if revision is None or revision == entry["revision"] else None
-        return zoo.load_preset_folder(folder, expected_files=expected, delete_bad=True, compile=compile)
+        return zoo.load_preset_folder(folder, expected_files=expected, cache_root=folder.parents[1],
+                                      compile=compile)
     if name.startswith(HF_SCHEME):
         repo_id, uri_revision = parse_hf_uri(name)
         folder = download(repo_id, revision or uri_revision or "main", None, cache_dir, token, endpoint)
-        return zoo.load_preset_folder(folder, delete_bad=True, compile=compile)
+        return zoo.load_preset_folder(folder, cache_root=folder.parents[1], compile=compile)
     path = Path(name).expanduser()
     if path.is_dir():
         return zoo.load_preset_folder(path, compile=compile)
@@ -84,7 +87,7 @@ def download(repo_id, revision, files=None, cache_dir=None, token=None, endpoint
     import huggingface_hub
     from huggingface_hub import errors
 
-    names = list(files) if files else list(zoo.PRESET_FILES)
+    names = list(zoo.check_file_map(files, f"{repo_id}@{revision}")) if files else list(zoo.PRESET_FILES)
     where = f"{repo_id}@{revision}"
     folder = None
     try:
@@ -165,6 +168,10 @@ def publish(model_or_dir, repo_id, tag=None, private=None, token=None, endpoint=
                 api.create_tag(repo_id, tag=tag, revision=info.oid)
         except (errors.HfHubHTTPError, ValueError) as error:  # ValueError: the Hub rejected the model card
             raise PresetError(f"publish to {repo_id} failed: {str(error).splitlines()[0]}") from None
+        except Exception as error:  # connection refused, DNS, TLS, timeouts...
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PresetError(f"publish to {repo_id} failed: the Hub could not be reached ({message[:200]})") \
+                from None
         return info.oid
     finally:
         if cleanup:

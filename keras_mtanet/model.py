@@ -15,6 +15,23 @@ from keras_mtanet import metrics as metrics_lib
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, TASKS
 
 TASK_WEIGHTINGS = ("fixed", "uncertainty")
+COLOR_MODES = ("rgb", "grayscale")
+# ITU-R BT.601 luma, as OpenCV's and PIL's RGB -> grey conversions use.
+LUMA = (0.299, 0.587, 0.114)
+
+
+@keras.saving.register_keras_serializable(package="keras_mtanet")
+class Grayscale(layers.Layer):
+    """RGB -> grey (BT.601 luma) repeated over three channels: a model trained on grey faces sees colour input
+    the way it saw its training images; grey input (three equal channels) passes unchanged."""
+
+    def call(self, inputs):
+        weights = ops.convert_to_tensor(LUMA, dtype=inputs.dtype)
+        grey = ops.sum(inputs * weights, axis=-1, keepdims=True)
+        return ops.repeat(grey, 3, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_mtanet")
@@ -33,6 +50,8 @@ class MTANet(keras.Model):
         dropout: dropout rate before the head convolutions.
         negative_slope: LeakyReLU slope in the head.
         num_aus, num_expressions: sizes of the AU and expression outputs.
+        color_mode: ``"rgb"``, or ``"grayscale"``: the model converts its input to grey first (for models
+            trained on grey faces, such as FER+; weights are the same shape either way).
         fold_batchnorm: build the inference form, with each batch norm folded into its convolution (made by
             ``inference_model()``; not for training).
 
@@ -50,14 +69,17 @@ class MTANet(keras.Model):
 
     def __init__(self, backbone="se_resnet50", input_shape=(112, 112, 3), stack_blocks=None, width=1.0,
                  se_ratio=16, head_filters=512, dropout=0.5, negative_slope=0.3, num_aus=len(AU_NAMES),
-                 num_expressions=len(EXPR_NAMES), fold_batchnorm=False, name="mtanet", **kwargs):
+                 num_expressions=len(EXPR_NAMES), fold_batchnorm=False, color_mode="rgb", name="mtanet", **kwargs):
         input_shape = tuple(int(d) for d in input_shape)
         if len(input_shape) != 3 or input_shape[-1] != 3:
             raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}.")
+        if color_mode not in COLOR_MODES:
+            raise ValueError(f"color_mode must be one of {', '.join(COLOR_MODES)}, got {color_mode!r}.")
         backbone_lib.backbone_spec(backbone, stack_blocks)  # validates the name and block counts
 
         inputs = keras.Input(shape=input_shape, name="image")
-        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inputs)
+        x = Grayscale(name="grayscale")(inputs) if color_mode == "grayscale" else inputs
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
         x = backbone_lib.se_resnet_features(x, backbone, stack_blocks=stack_blocks, se_ratio=se_ratio,
                                             width=width, folded=fold_batchnorm)
         x = heads.pooled_features(x, filters=head_filters, dropout=dropout, negative_slope=negative_slope)
@@ -75,6 +97,7 @@ class MTANet(keras.Model):
         self.num_aus = int(num_aus)
         self.num_expressions = int(num_expressions)
         self.fold_batchnorm = bool(fold_batchnorm)
+        self.color_mode = color_mode
 
         # Always present so weight files have one layout; trainable only under uncertainty weighting.
         self.task_uncertainty = losses_lib.TaskUncertainty(TASKS, name="task_uncertainty")
@@ -96,6 +119,7 @@ class MTANet(keras.Model):
             "num_aus": self.num_aus,
             "num_expressions": self.num_expressions,
             "fold_batchnorm": self.fold_batchnorm,
+            "color_mode": self.color_mode,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -211,6 +235,8 @@ class MTANet(keras.Model):
     # synchronised values is the value itself). Every other strategy takes Keras's own path.
 
     def _multi_worker(self):
+        if keras.backend.backend() != "tensorflow":
+            return False
         import tensorflow as tf
 
         return isinstance(getattr(self, "_distribute_strategy", None), tf.distribute.MultiWorkerMirroredStrategy)
@@ -230,12 +256,13 @@ class MTANet(keras.Model):
         with strategy.scope():
             self._symbolic_build(data_batch=local)
 
-    def train_step(self, data):
-        logs = super().train_step(data)
+    # ``*args``: TensorFlow's and PyTorch's trainers call ``train_step(data)``, JAX's ``train_step(state, data)``.
+    def train_step(self, *args):
+        logs = super().train_step(*args)
         return self._vector_logs(logs) if self._multi_worker() else logs
 
-    def test_step(self, data):
-        logs = super().test_step(data)
+    def test_step(self, *args):
+        logs = super().test_step(*args)
         return self._vector_logs(logs) if self._multi_worker() else logs
 
     @staticmethod

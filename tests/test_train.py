@@ -37,17 +37,24 @@ def test_training_writes_a_loadable_preset_with_its_metrics(run):
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert "val_abaw_total" in rows[0] and "expr_loss" in rows[0]
-    assert (out / "checkpoints" / "best.weights.h5").exists() and not (out / "backup").exists()
-    # The preset holds the best epoch's weights by the validation ABAW total.
     best = max(rows, key=lambda r: float(r["val_abaw_total"]))
+    kept = [p.name for p in (out / "checkpoints").iterdir()]
+    assert kept == [f"best-e{int(best['epoch']):04d}.weights.h5"] and not (out / "backup").exists()
+    # The preset holds the best epoch's weights by the validation ABAW total.
     total = scores["va_score"] + scores["expr_score"] + scores["au_score"]
     assert total == pytest.approx(float(best["val_abaw_total"]), abs=1e-4)
 
 
-def test_a_finished_run_folder_is_not_overwritten(run):
-    root, config, _ = run
-    with pytest.raises(DataError, match="already holds a trained preset"):
-        train.train(config, root / "data", "synthetic", root / "run", log=lambda *a: None)
+def test_a_finished_run_is_not_trained_again_or_overwritten(run):
+    root, config, scores = run
+    before = {p: p.stat().st_mtime_ns for p in (root / "run").rglob("*")}
+    said = []
+    again = train.train(config, root / "data", "synthetic", root / "run", log=said.append)
+    assert again == {k: round(float(v), 4) for k, v in scores.items()}
+    assert len(said) == 1 and "already finished" in said[0]
+    assert {p: p.stat().st_mtime_ns for p in (root / "run").rglob("*")} == before
+    with pytest.raises(DataError, match=r"used other settings \(epochs 2 -> 3\)"):
+        train.train({**config, "epochs": 3}, root / "data", "synthetic", root / "run", log=lambda *a: None)
     with pytest.raises(DataError, match="nothing to resume"):
         train.train(config, root / "data", "synthetic", root / "fresh", resume=True, log=lambda *a: None)
 
@@ -104,7 +111,7 @@ def test_killed_run_resumes_with_the_same_command_and_ends_after_the_same_epochs
     assert "resuming the interrupted run" in second.stdout
     with open(log) as f:
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
-    assert sorted(set(epochs)) == list(range(6)) and epochs[-1] == 5
+    assert epochs == list(range(6))  # every epoch once, none repeated
     assert epochs[killed_after] >= 1  # the second run did not start over
     assert not (tmp_path / "run" / "backup").exists()
     assert load_pretrained(str(tmp_path / "run")).metadata["training_config"]["epochs"] == 6
@@ -175,3 +182,44 @@ def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path, capsys, mon
                  "--strategy", "multiworker"]) == 2
     assert capsys.readouterr().err.strip() == ("keras-mtanet: error: --strategy multiworker needs TF_CONFIG (the "
                                               "cluster and this worker's task)")
+
+
+def test_init_copies_every_matching_layer_and_adopts_the_architecture(run, tmp_path):
+    from conftest import tiny_model
+
+    source = tiny_model(color_mode="grayscale")
+    target = tiny_model(num_aus=5, input_shape=(48, 48, 3))
+    copied, skipped = train.init_weights(target, source)
+    assert skipped == ["au"]  # 5 AUs cannot take the 8-AU head; everything else can
+    assert copied == sum(1 for layer in target.layers if layer.weights) - 1
+    for layer in target.layers:
+        if layer.weights and layer.name != "au":
+            for a, b in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+
+    root, config, _ = run
+    said = []
+    train.train({**config, "epochs": 1, "width": 1.0, "learning_rate": 1e-9}, root / "data", "synthetic",
+                tmp_path / "ft", verbose=0, tensorboard=False, log=said.append, init=str(root / "run"))
+    assert "architecture from the --init preset: width 0.25" in said
+    assert any(line.startswith(f"initialised from {root / 'run'}: ") and "layers copied" in line for line in said)
+    tuned, original = load_pretrained(str(tmp_path / "ft")), load_pretrained(str(root / "run"))
+    assert tuned.get_config()["width"] == 0.25
+    # lr 1e-9: one epoch barely moves the trained weights (batch-norm statistics do move), so the copied weights
+    # are what the new preset holds; an untrained start would differ everywhere.
+    for name in ("stem_conv", "stack4_block1_2_conv", "va", "expr"):
+        for a, b in zip(tuned.get_layer(name).get_weights(), original.get_layer(name).get_weights()):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_grayscale_models_see_colour_input_as_grey():
+    from conftest import tiny_model
+
+    model = tiny_model(color_mode="grayscale")
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    grey = (colour @ np.array([0.299, 0.587, 0.114], "float32"))[..., None].repeat(3, axis=-1)
+    a, b = model.predict(colour, verbose=0), model.predict(grey, verbose=0)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5)
+    assert type(model).from_config(model.get_config()).color_mode == "grayscale"

@@ -7,11 +7,15 @@ corners.
 """
 
 import dataclasses
+import math
 
 import cv2
 import numpy as np
 
 DETECTORS = ("mtcnn", "haar")
+# MTCNN's memory grows with the pixels it scans (about 2 GB at 10 megapixels): a frame still larger after the
+# min-face shrink is shrunk to this size, so there the smallest face found grows by the same factor.
+MAX_DETECT_PIXELS = 10_000_000
 
 # Where the five landmarks sit inside a Haar frontal-face box, as fractions of its width and height
 # (MTCNN's landmarks on scikit-image's astronaut() photograph relative to the Haar box found there, made
@@ -38,7 +42,8 @@ class MTCNNDetector:
     """MTCNN (Zhang et al., 2016) from the ``mtcnn`` package; several same-sized frames run as one batch.
 
     Args:
-        min_face_size: smallest face side in pixels to look for.
+        min_face_size: smallest face side in pixels to look for (in a frame over ``MAX_DETECT_PIXELS`` after
+            the shrink to find such faces, proportionally larger).
         min_score: faces with a lower ONet score are dropped.
     """
     name = "mtcnn"
@@ -60,22 +65,27 @@ class MTCNNDetector:
         # MTCNN's smallest face is 20 px, so frames are shrunk until a min_face_size face is 20 px: the same
         # faces are found with 1/scale^2 fewer pixels. (mtcnn 1.0.0's own min_face_size option loses large
         # faces: the 512 px astronaut's 83 px face is missed at 30.)
-        scale = min(1.0, 20.0 / self.min_face_size)
-        small = [_shrink(image, scale) for image in images]
         found = [[] for _ in images]
-        groups = {}  # batches must share a shape; frames of one video do
-        for i, image in enumerate(small):
-            groups.setdefault(image.shape, []).append(i)
+        scales, small, groups = {}, {}, {}  # batches must share a shape; frames of one video do
+        for i, image in enumerate(images):
+            h, w = image.shape[:2]
+            scale = min(1.0, 20.0 / self.min_face_size, math.sqrt(MAX_DETECT_PIXELS / max(1, h * w)))
+            # An image smaller than the smallest face to look for has none (and MTCNN needs 20 px).
+            if not _fits(image, self.min_face_size, scale, 20):
+                continue
+            scales[i], small[i] = scale, _shrink(image, scale)
+            groups.setdefault(small[i].shape, []).append(i)
         for members in groups.values():
             rows = self._mtcnn.detect_faces([small[i] for i in members], box_format="xyxy", output_type="numpy")
             # A numpy row: image index, x0, y0, x1, y1, score, the five landmark x, then the five y.
             for row in np.asarray(rows, np.float64).reshape(-1, 16):
-                x0, y0, x1, y1 = row[1:5] / scale
+                i = members[int(row[0])]
+                x0, y0, x1, y1 = row[1:5] / scales[i]
                 score = float(row[5])
                 if score < self.min_score or min(x1 - x0, y1 - y0) < self.min_face_size:
                     continue
-                landmarks = np.column_stack([row[6:11], row[11:16]]) / scale
-                found[members[int(row[0])]].append(Face(np.array([x0, y0, x1 - x0, y1 - y0]), score, landmarks))
+                landmarks = np.column_stack([row[6:11], row[11:16]]) / scales[i]
+                found[i].append(Face(np.array([x0, y0, x1 - x0, y1 - y0]), score, landmarks))
         return found
 
 
@@ -98,6 +108,9 @@ class HaarDetector:
         scale = min(1.0, 24.0 / self.min_face_size)
         found = []
         for image in images:
+            if not _fits(image, self.min_face_size, scale, 24):
+                found.append([])
+                continue
             gray = cv2.equalizeHist(cv2.cvtColor(_shrink(image, scale), cv2.COLOR_RGB2GRAY))
             side = int(round(self.min_face_size * scale))
             boxes = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor,
@@ -109,9 +122,21 @@ class HaarDetector:
         return found
 
 
+def _fits(image, min_face_size, scale, window):
+    """Whether a face of ``min_face_size`` fits in ``image``, and the image shrunk by ``scale`` still holds the
+    detector's smallest ``window``."""
+    side = min(image.shape[:2])
+    return side >= min_face_size and side * scale >= window - 1e-6
+
+
 def _shrink(image, scale):
+    """``image`` scaled by ``scale`` (at most 1); never below 1 pixel a side."""
     if scale >= 1.0:
         return image
+    h, w = image.shape[:2]
+    if round(w * scale) < 1 or round(h * scale) < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 

@@ -2,11 +2,22 @@
 
 One record per face per frame. A frame where no face was found gives one record with ``face_detected`` 0 and
 empty (NaN) prediction fields, so every decoded frame is accounted for.
+
+Files are written under a temporary name beside the target (``AtomicFile``) and renamed onto it when done, so
+a failed run leaves an earlier file intact and a reader never sees half a file.
+
+File names that are not valid UTF-8 (on Linux Python holds their stray bytes as lone surrogates) are written
+with each such byte as a ``\\xNN`` escape (``printable``), in the CSV and JSON files and in messages alike:
+the files stay valid UTF-8 for every reader, at the price of not round-tripping those bytes.
 """
 
 import csv
+import io
 import json
 import math
+import os
+import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +35,9 @@ OUTPUT_SUFFIXES = (".csv", ".json")
 
 
 def face_record(frame, face_id, box, score, va, au, expr):
-    """A record for one face: ``box`` (x, y, w, h), model outputs ``va`` (2,), ``au`` (8,), ``expr`` (7,)."""
+    """A record for one face: ``box`` (x, y, w, h) in the decoded frame's pixels (reported in the original
+    image's: times ``frame.scale``), model outputs ``va`` (2,), ``au`` (8,), ``expr`` (7,)."""
+    box = np.asarray(box, np.float64) * getattr(frame, "scale", 1.0)
     record = dict.fromkeys(COLUMNS)
     record.update({"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, "face_id": face_id,
                    "face_detected": 1, "x": float(box[0]), "y": float(box[1]), "w": float(box[2]),
@@ -54,13 +67,166 @@ def empty_record(frame):
     return record
 
 
+def printable(text):
+    """``text`` with the undecodable bytes of a file name (lone surrogates, as ``os.fsdecode`` gives them) as
+    ``\\xNN`` escapes, so it can be written as UTF-8 and printed anywhere."""
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _strerror(error):
+    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+
+
+def check_writable(path, what="output"):
+    """``DataError`` (naming ``path``) unless a file can be written at ``path``: its folder exists and takes a
+    new file, and ``path`` is not a folder or a read-only file. Probes by creating and removing a temporary
+    file, so read-only mounts and folders root cannot write either are caught before any work."""
+    path = Path(path)
+    shown = printable(path)
+    if path.is_dir():
+        raise DataError(f"{shown}: is a folder; give the {what} file's name")
+    target = _target(path)
+    if not target.parent.is_dir():
+        raise DataError(f"{shown}: folder {printable(target.parent)} does not exist")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise DataError(f"{shown}: the file is read-only")
+    if not _special(target):  # a device or pipe is written directly (AtomicFile)
+        _probe(target.parent, shown)
+
+
+def _probe(folder, shown):
+    """``DataError`` (naming ``shown``) unless a new file can be created in ``folder``."""
+    try:
+        fd, temp = _create_temp(Path(folder) / "probe")
+        os.close(fd)
+        os.unlink(temp)
+    except OSError as error:
+        raise DataError(f"{shown}: cannot write in folder {printable(folder)} ({_strerror(error)})") from None
+
+
+def check_writable_folder(folder, what="output"):
+    """``DataError`` unless ``folder`` is, or can be created as, a folder that takes new files."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{printable(folder)}: is a file; the {what} must be a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(f"{printable(folder)}: {printable(existing)} is a file, not a folder")
+    _probe(existing, printable(folder))
+
+
 def check_output_path(path):
-    """``DataError`` unless ``path`` ends in .csv or .json and its folder exists."""
+    """``DataError`` unless ``path`` ends in .csv or .json and can be written (``check_writable``)."""
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise DataError(f"{path}: the output must be a .csv or .json file")
-    if not path.parent.exists():
-        raise DataError(f"{path}: folder {path.parent} does not exist")
+        raise DataError(f"{printable(path)}: the output must be a .csv or .json file")
+    check_writable(path)
+
+
+def _target(path):
+    """Where writing ``path`` lands: a symbolic link's target, so renaming onto it keeps the link."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _special(target):
+    """Whether ``target`` exists and is not a regular file (a device or a named pipe): written in place."""
+    return target.exists() and not target.is_file()
+
+
+def _create_temp(target):
+    """A new file beside ``target``: ``(descriptor, path)``; created with mode 0666 less the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        temp = target.parent / f".{target.name[:80]}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+
+
+class AtomicFile:
+    """A file written under a temporary name beside ``path`` (a hidden ``.NAME.XXXXXXXX.tmp``) and renamed onto
+    ``path`` by ``commit``; ``discard`` removes it and leaves ``path`` as it was. An existing file keeps its
+    permissions. Write errors (a full disk) become ``DataError`` naming ``path``.
+
+    A path that is (or links to) a device or a named pipe is written directly instead. As a context manager
+    it commits on success and discards on an exception.
+    """
+
+    def __init__(self, path, mode="w", **open_args):
+        self.path = Path(path)
+        self.target = _target(self.path)
+        self.temp = None
+        try:
+            if _special(self.target):
+                self.file = open(self.target, mode, **open_args)
+            else:
+                fd, self.temp = _create_temp(self.target)
+                self.file = os.fdopen(fd, mode, **open_args)
+        except OSError as error:
+            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+        self.done = False
+
+    def write(self, data):
+        try:
+            self.file.write(data)
+        except OSError as error:
+            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+
+    def flush(self):
+        try:
+            self.file.flush()
+        except OSError as error:
+            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+
+    def commit(self):
+        """Finish the file and rename it onto ``path``."""
+        if self.done:
+            return
+        try:
+            self.file.flush()
+            if self.temp is not None:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if self.temp is not None:
+                if self.target.exists():
+                    shutil.copymode(self.target, self.temp)
+                os.replace(self.temp, self.target)
+        except OSError as error:
+            self.discard()
+            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+        self.done = True
+
+    def discard(self):
+        """Remove the temporary file; ``path`` is left as it was."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            if self.temp is not None:
+                os.unlink(self.temp)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 def _csv_value(value):
@@ -68,51 +234,100 @@ def _csv_value(value):
         return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6g}"
+    if isinstance(value, str):
+        return printable(value)
     return value
 
 
 def _json_value(value):
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, str):
+        return printable(value)
     return value
 
 
 class RecordWriter:
-    """Writes records as they come, so a run stopped half-way keeps what it finished: CSV rows are flushed
-    per call; JSON (one array of objects) is completed on ``close``."""
+    """Writes records as they come into a temporary file beside ``path``; ``close`` completes it (JSON: one
+    array of objects) and renames it onto ``path``.
+
+    ``close`` moves the file into place only when it holds at least one record: a run where every input failed
+    leaves an earlier ``path`` untouched. As a context manager: closed on success and on ``KeyboardInterrupt``
+    (a stopped run keeps what it finished, as valid CSV / JSON); discarded on any other exception. A write
+    error (a full disk) is a ``DataError`` naming ``path``.
+    """
 
     def __init__(self, path):
         check_output_path(path)
         self.path = Path(path)
         self.json = self.path.suffix.lower() == ".json"
-        self._file = open(self.path, "w", newline="", encoding="utf-8")
+        self._file = AtomicFile(self.path, "w", newline="", encoding="utf-8")
         self.count = 0
-        if self.json:
-            self._file.write("[")
-        else:
-            self._csv = csv.writer(self._file)
-            self._csv.writerow(COLUMNS)
+        self.written = False  # whether close moved the file into place
+        header = "[" if self.json else _csv_line(COLUMNS)
+        self._header_bytes = len(header.encode("utf-8"))
+        try:
+            self._file.write(header)
+            self._file.flush()
+        except BaseException:
+            self._file.discard()
+            raise
+
+    def _holds_records(self):
+        """Whether the file holds a record, from its size: right even when an interrupt landed between a write
+        and the count's update (a device or pipe falls back on the count)."""
+        try:
+            return self._file.file.tell() > self._header_bytes
+        except (OSError, ValueError):
+            return self.count > 0
 
     def write(self, records):
-        for record in records:
-            if self.json:
-                self._file.write(("," if self.count else "") + "\n"
-                                 + json.dumps({c: _json_value(record[c]) for c in COLUMNS}))
-            else:
-                self._csv.writerow([_csv_value(record[c]) for c in COLUMNS])
-            self.count += 1
+        if not records:
+            return
+        # One write call per batch of records: an interrupt lands between records, never inside one.
+        if self.json:
+            first = not self._holds_records()
+            text = "".join(("" if first and i == 0 else ",") + "\n"
+                           + json.dumps({c: _json_value(record[c]) for c in COLUMNS})
+                           for i, record in enumerate(records))
+        else:
+            text = "".join(_csv_line([_csv_value(record[c]) for c in COLUMNS]) for record in records)
+        self._file.write(text)
         self._file.flush()
+        self.count += len(records)
 
     def close(self):
+        """Complete the file and move it onto ``path`` if it holds a record (else remove it); returns whether
+        it was moved."""
+        if self._file.done:
+            return self.written
+        if not self._holds_records():
+            self._file.discard()
+            return False
         if self.json:
             self._file.write("\n]\n")
-        self._file.close()
+        self._file.commit()
+        self.written = True
+        return True
+
+    def discard(self):
+        """Remove the temporary file; ``path`` is left as it was."""
+        self._file.discard()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
+            self.close()
+        else:
+            self.discard()
+
+
+def _csv_line(values):
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue()
 
 
 def as_table(records):

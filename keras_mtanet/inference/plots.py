@@ -2,12 +2,43 @@
 and a valence-arousal circumplex scatter. Needs matplotlib (``pip install keras-mtanet[plot]``)."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 
+from keras_mtanet.data.errors import DataError
 from keras_mtanet.inference.detection import DependencyError
-from keras_mtanet.inference.output import AU_PROB_COLUMNS
+from keras_mtanet.inference.output import AU_PROB_COLUMNS, AtomicFile, check_writable, printable
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DependencyError("--plot needs matplotlib: pip install 'keras-mtanet[plot]'") from None
+    return plt
+
+
+def plot_formats():
+    """The file suffixes matplotlib can write (png, pdf, svg, jpg, ...), without the dot."""
+    _matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_plot_path(path):
+    """``DataError`` unless ``path`` has a suffix matplotlib writes and can be written (before any work);
+    ``DependencyError`` without matplotlib."""
+    formats = plot_formats()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise DataError(f"{printable(path)}: the plot's suffix must be one of "
+                        f"{', '.join('.' + f for f in formats)}")
+    check_writable(path, "plot")
 
 
 def _time_axis(records):
@@ -24,17 +55,16 @@ def _time_axis(records):
 
 
 def plot_records(records, path, title=None):
-    """Write the four-panel summary of ``records`` (dicts as from ``Predictor``) to ``path`` (PNG).
+    """Write the four-panel summary of ``records`` (dicts as from ``Predictor``) to ``path`` (PNG, or any
+    suffix of ``plot_formats``), under a temporary name renamed onto ``path`` when complete.
 
     Each face id gets its own line in the VA panel and its own points in the circumplex; the AU heat map
     and the expression timeline show the face seen in the most frames.
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise DependencyError("--plot needs matplotlib: pip install 'keras-mtanet[plot]'") from None
+    plt = _matplotlib()
+    file_format = Path(path).suffix.lower().lstrip(".")
+    if file_format not in plot_formats():
+        check_plot_path(path)  # raises the one-line error
     records = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
     x_all, x_label = _time_axis(records)
     faces = {}  # (source, face id) -> [(x, record), ...]
@@ -44,12 +74,12 @@ def plot_records(records, path, title=None):
     one_source = len({source for source, _ in faces}) <= 1
 
     def name(key):
-        return f"face {key[1]}" if one_source else f"{os.path.basename(key[0])} face {key[1]}"
+        return f"face {key[1]}" if one_source else f"{printable(os.path.basename(key[0]))} face {key[1]}"
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8), gridspec_kw={"width_ratios": [2.2, 1]})
     (ax_va, ax_circ), (ax_au, ax_expr) = axes
     if title:
-        fig.suptitle(title)
+        fig.suptitle(printable(title))
 
     first = min(faces) if faces else None
     for key, rows in sorted(faces.items()):
@@ -101,5 +131,11 @@ def plot_records(records, path, title=None):
     ax_expr.set_xlabel(x_label)
     ax_expr.set_title("expression" + (f" ({name(main)})" if len(faces) > 1 else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        with AtomicFile(path, "wb") as f:
+            try:
+                fig.savefig(f.file, dpi=90, format=file_format)
+            except OSError as error:
+                raise DataError(f"{printable(path)}: cannot write ({error.strerror or error})") from None
+    finally:
+        plt.close(fig)

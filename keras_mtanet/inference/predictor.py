@@ -9,6 +9,7 @@ import collections
 import queue
 import threading
 import time
+import warnings
 
 import cv2
 import numpy as np
@@ -109,6 +110,8 @@ class Predictor:
                 raise DataError(payload)
             if kind == "records":
                 records.extend(payload)
+        if source.truncated_at is not None:
+            warnings.warn(source.truncation_message(), stacklevel=2)
         return smooth_records(records, smooth, source.fps) if smooth else records
 
     def stream(self, sources, stride=1, max_frames=None, progress=None):
@@ -116,8 +119,10 @@ class Predictor:
 
         - ``("records", source, [record, ...])`` for each decoded frame (one record per face, or one
           ``face_detected=0`` record),
-        - ``("error", source, message)`` for a source that could not be read (the others go on),
-        - ``("done", source, None)`` after each source.
+        - ``("error", source, message)`` for a source that could not be read, or where face detection or
+          alignment failed (a one-line message naming it; the rest of that source is skipped, the other
+          sources go on),
+        - ``("done", source, None)`` after each source (``source.truncated_at`` then tells a truncated video).
 
         ``progress(frames, faces)`` is called after each model batch.
         """
@@ -161,6 +166,10 @@ class Predictor:
                 except DataError as error:
                     _put(frames_q, ("error", source, str(error)), stop)
                     break
+                except Exception as error:  # e.g. out of memory, or an OpenCV error: this input fails alone
+                    _put(frames_q, ("error", source, f"{source.name}: could not be read ({_one_line(error)})"),
+                         stop)
+                    break
                 finally:
                     self.timings["decode"] += time.perf_counter() - start
                 _put(frames_q, ("frame", source, frame), stop)
@@ -168,7 +177,7 @@ class Predictor:
         _put(frames_q, _STOP, stop)
 
     def _detect(self, stop, frames_q, jobs_q):
-        state, carry = None, None
+        state, carry, failed = None, None, None
         while not stop.is_set():
             item, carry = (carry if carry is not None else _get(frames_q, stop)), None
             if item is _STOP:
@@ -176,8 +185,12 @@ class Predictor:
             kind, source, frame = item
             if kind != "frame":
                 state = None
+                if kind == "done":
+                    failed = None
                 _put(jobs_q, item, stop)
                 continue
+            if source is failed:
+                continue  # detection failed earlier in this source: its error was reported
             if state is None:
                 state = _TrackState()
             # Take the frames of this source already decoded (up to 8) to run the detector on them at once.
@@ -192,8 +205,14 @@ class Predictor:
                 else:
                     carry = nxt
                     break
-            for job in self._faces_of(batch, state):
-                _put(jobs_q, ("frame", source, job), stop)
+            try:
+                for job in self._faces_of(batch, state):
+                    _put(jobs_q, ("frame", source, job), stop)
+            except Exception as error:  # one input's failure, not the run's
+                failed = source
+                where = f" at frame {batch[0].index}, the rest skipped" if source.kind in ("video", "webcam") else ""
+                _put(jobs_q, ("error", source, f"{source.name}: face detection or alignment failed{where} "
+                                               f"({_one_line(error)})"), stop)
         _put(jobs_q, _STOP, stop)
 
     def _faces_of(self, frames, state):
@@ -316,6 +335,12 @@ class _TrackState:
     def __init__(self):
         self.tracker = tracking.IoUTracker()
         self.gray, self.faces, self.since_detection = None, [], 0
+
+
+def _one_line(error, limit=300):
+    """An exception as one short line (OpenCV's messages span several)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _get(q, stop):

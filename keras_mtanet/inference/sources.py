@@ -2,32 +2,50 @@
 
 ``expand_inputs`` turns command-line inputs into ``Source`` objects (one per image, video or webcam) and a
 list of one-line problems for the inputs that name nothing usable. ``Source.frames()`` yields ``Frame``
-objects; a video frame that fails to decode is skipped and counted in ``Source.corrupt_frames``.
+objects; a video frame that fails to decode is skipped and counted in ``Source.corrupt_frames``; a video file
+that ends before the frame count in its header is marked (``Source.truncated_at``) with every missing frame
+counted.
+
+Memory is bounded per input: an image's size is read from its header before it is decoded, and decoded
+images are kept at most ``MAX_IMAGE_PIXELS``. A larger JPEG is decoded at 1/2, 1/4 or 1/8 size (libjpeg
+scales while decoding, so the full image is never in memory) and its face boxes are reported in the original
+image's pixels (``Frame.scale``); a larger image of another format, a JPEG still too large at 1/8 size, or a
+video with larger frames is refused with a one-line ``DataError``.
 """
 
 import dataclasses
 import glob
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from keras_mtanet.data.errors import DataError, check_image_file
+from keras_mtanet.data.errors import JPEG_SOI, DataError, check_image_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
-# A video that yields this many undecodable frames in a row is treated as ended.
+# A video that yields this many undecodable frames in a row before the end its header announces is truncated.
 MAX_CONSECUTIVE_FAILURES = 25
+# The most pixels of a decoded image or video frame: 40 megapixels is 120 MB as RGB, and bounds the detector's
+# working memory too (see the module docstring for what happens above it).
+MAX_IMAGE_PIXELS = 40_000_000
+# OpenCV takes a webcam index as a C int.
+MAX_WEBCAM_INDEX = 2 ** 31 - 1
+_REDUCED_JPEG = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 @dataclasses.dataclass
 class Frame:
-    """One decoded frame: ``image`` is H x W x 3 uint8 RGB; ``timestamp`` is seconds (None for images)."""
+    """One decoded frame: ``image`` is H x W x 3 uint8 RGB; ``timestamp`` is seconds (None for images);
+    ``scale`` is original pixels per decoded pixel (above 1 for a large JPEG decoded reduced)."""
     source: str
     index: int
     timestamp: float | None
     image: np.ndarray
+    scale: float = 1.0
 
 
 @dataclasses.dataclass
@@ -39,12 +57,22 @@ class Source:
     location: object
     fps: float | None = None
     corrupt_frames: int = 0
+    frame_count: int | None = None   # a video file's frame count from its header
+    truncated_at: int | None = None  # set when the file ends before that count: the first missing frame
+
+    def truncation_message(self):
+        """One line naming a truncated video and its missing frames, or None."""
+        if self.truncated_at is None:
+            return None
+        return (f"{self.name}: truncated video: frames {self.truncated_at} to {self.frame_count - 1} of the "
+                f"{self.frame_count} in its header could not be read")
 
     def frames(self, stride=1, max_frames=None):
         """Decoded frames; every ``stride``-th frame, at most ``max_frames``. Raises ``DataError`` when the
         source cannot be read at all."""
         if self.kind == "image":
-            yield Frame(self.name, 0, None, read_image(self.location))
+            image, factor = _decode_image(self.location)
+            yield Frame(self.name, 0, None, image, float(factor))
             return
         if self.kind == "array":
             yield Frame(self.name, 0, None, as_rgb(self.location, self.name))
@@ -59,15 +87,25 @@ class Source:
                 raise DataError(f"{self.name}: cannot open as a {what} (unsupported, corrupt or missing)")
             fps = capture.get(cv2.CAP_PROP_FPS)
             self.fps = float(fps) if fps and fps > 0 else None
+            width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{self.name}: frames of {width:.0f} x {height:.0f} pixels are over the "
+                                f"{MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit")
             # The container's frame count (0 for webcams and streams) tells a bad frame from the end.
-            total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            total = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+            self.frame_count = total or None
             index, produced, failures = 0, 0, 0
             while max_frames is None or produced < max_frames:
                 wanted = index % stride == 0
                 ok = capture.grab()
                 bgr = capture.retrieve()[1] if ok and wanted else None
                 if not ok or (wanted and bgr is None):
-                    if index >= total or failures + 1 >= MAX_CONSECUTIVE_FAILURES:
+                    if index >= total:
+                        break
+                    if failures + 1 >= MAX_CONSECUTIVE_FAILURES:
+                        # The file ends early: every frame from this run of failures to the end is missing.
+                        self.corrupt_frames += total - index
+                        self.truncated_at = index - failures
                         break
                     self.corrupt_frames += 1
                     failures += 1
@@ -86,22 +124,71 @@ class Source:
 
 
 def read_image(path):
-    """An image file as H x W x 3 uint8 RGB; ``DataError`` naming the file when it is empty, truncated or not
-    an image."""
+    """An image file as H x W x 3 uint8 RGB; ``DataError`` naming the file when it is empty, truncated, not
+    an image or too large (a JPEG over ``MAX_IMAGE_PIXELS`` comes back reduced, see the module docstring)."""
+    return _decode_image(path)[0]
+
+
+def image_header(path):
+    """``(format, width, height)`` from an image file's header, without decoding its pixels (Pillow reads
+    headers lazily). ``DataError`` when the file is not an image Pillow can identify."""
+    from PIL import Image, JpegImagePlugin
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) == JPEG_SOI:
+                f.seek(0)
+                # The JPEG parser itself: Image.open's decompression-bomb check would refuse exactly the large
+                # images this size is read for.
+                with JpegImagePlugin.JpegImageFile(f) as image:
+                    return "JPEG", *image.size
+            f.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f) as image:
+                    return image.format, *image.size
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, far over the "
+                        f"{MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit (only JPEGs are decoded reduced)") from None
+    except OSError as error:
+        if error.strerror:  # a file system error rather than an unknown format
+            raise DataError(f"{path}: unreadable ({error.strerror})") from None
+        raise DataError(f"{path}: not a readable image") from None
+    except (SyntaxError, ValueError, EOFError):
+        raise DataError(f"{path}: not a readable image") from None
+
+
+def _decode_image(path):
+    """``(H x W x 3 uint8 RGB, reduction factor)``: the image decoded at 1/factor size, factor 1, 2, 4 or 8 the
+    smallest that keeps it within ``MAX_IMAGE_PIXELS``."""
     path = str(path)
     suffix = Path(path).suffix.lower()
     if suffix in {".jpg", ".jpeg", ".png"}:
         problem = check_image_file(path)
         if problem:
             raise DataError(f"{path}: {problem}")
+    kind, width, height = image_header(path)
+    factor = 1
+    while kind == "JPEG" and factor < 8 and _ceil(width, factor) * _ceil(height, factor) > MAX_IMAGE_PIXELS:
+        factor *= 2
+    if _ceil(width, factor) * _ceil(height, factor) > MAX_IMAGE_PIXELS:
+        how = "even at 1/8 size" if kind == "JPEG" else "(only JPEGs are decoded reduced)"
+        raise DataError(f"{path}: {width} x {height} pixels is over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel "
+                        f"limit {how}")
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as error:
         raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    flags = _REDUCED_JPEG[factor] if kind == "JPEG" else cv2.IMREAD_COLOR
+    bgr = cv2.imdecode(data, flags) if data.size else None
+    del data
     if bgr is None:
         raise DataError(f"{path}: not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr), factor
+
+
+def _ceil(size, factor):
+    return -(-int(size) // factor)
 
 
 def as_rgb(image, name="image"):
@@ -144,7 +231,11 @@ def expand_inputs(inputs):
     for raw in inputs:
         text = str(raw)
         if text.isdigit() and not os.path.exists(text):
-            sources.append(webcam_source(text))
+            if int(text) > MAX_WEBCAM_INDEX:
+                problems.append(f"{text}: no such file or folder, and too large for a webcam index "
+                                f"(at most {MAX_WEBCAM_INDEX})")
+            else:
+                sources.append(webcam_source(text))
             continue
         path = Path(text).expanduser()
         if path.is_dir():

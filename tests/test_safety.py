@@ -1,0 +1,389 @@
+"""Presets, configs, run folders and export paths are untrusted input: nothing outside what the user handed over is
+read, deleted or replaced, and every problem is one line."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import tiny_model
+from hub_server import HubServer
+from keras_mtanet import PresetError, export, hub, load_pretrained, train, zoo
+from keras_mtanet.cli import main
+from keras_mtanet.data.errors import DataError
+
+
+def one_line(info):
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    return message
+
+
+def make_preset(folder, **model_overrides):
+    model = tiny_model(**model_overrides)
+    meta = zoo.preset_metadata(model, "nothing (test)")
+    return zoo.save_preset(model, folder, meta, hub.model_card_text(meta, "t"))
+
+
+def rewrite(folder, name, content, rehash=True):
+    """Replace a preset file (text or JSON-able) and, with ``rehash``, list its new sha256 in metadata.json, as
+    a hostile publisher would."""
+    path = folder / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    if rehash and name != zoo.METADATA_FILE:
+        meta = json.loads((folder / zoo.METADATA_FILE).read_text())
+        meta["files"][name] = zoo.sha256_file(path)
+        (folder / zoo.METADATA_FILE).write_text(json.dumps(meta))
+
+
+# --------------------------------------------------------------------------------------------- hostile presets
+
+@pytest.fixture(scope="module")
+def server():
+    srv = HubServer().start()
+    yield srv
+    srv.stop()
+
+
+HOSTILE_NAMES = ["../../../../victim.txt", "/abs/victim.txt", "/dev/zero", ".", "..", "sub/config.json", ""]
+
+
+@pytest.mark.parametrize("key", HOSTILE_NAMES)
+def test_a_hub_preset_cannot_name_files_outside_its_folder(server, tmp_path, key):
+    from huggingface_hub import HfApi
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's data")
+    folder = make_preset(tmp_path / "upload")
+    meta = json.loads((folder / zoo.METADATA_FILE).read_text())
+    target = str(victim) if key == "/abs/victim.txt" else key
+    meta["files"][target] = "0" * 64  # a mismatch: the old loader deleted the file it named as "corrupt"
+    (folder / zoo.METADATA_FILE).write_text(json.dumps(meta))
+    repo = f"evil/preset{abs(hash(key)) % 10**6}"
+    api = HfApi(endpoint=server.endpoint, token="hf_x")
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo)
+    cache = tmp_path / "c"  # four "../" from a snapshot folder climb to tmp_path
+    with pytest.raises(PresetError) as info:
+        load_pretrained(f"hf://{repo}", cache_dir=cache, endpoint=server.endpoint)
+    assert "not a plain file name" in one_line(info)
+    assert victim.read_text() == "the user's data"
+    snapshot = next(cache.glob("models--*/snapshots/*"))
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(zoo.PRESET_FILES)  # nothing deleted either
+
+
+def test_links_out_of_a_preset_and_non_regular_files_are_refused(tmp_path):
+    folder = make_preset(tmp_path / "p")
+    outside = tmp_path / "outside.json"
+    shutil.copy(folder / zoo.CONFIG_FILE, outside)
+    (folder / zoo.CONFIG_FILE).unlink()
+    (folder / zoo.CONFIG_FILE).symlink_to(outside)
+    with pytest.raises(PresetError) as info:
+        load_pretrained(str(folder))
+    assert "links outside the preset folder" in one_line(info)
+    assert outside.exists()
+    (folder / zoo.CONFIG_FILE).unlink()
+    (folder / zoo.CONFIG_FILE).mkdir()
+    with pytest.raises(PresetError) as info:
+        load_pretrained(str(folder))
+    assert "not a regular file" in one_line(info)
+
+
+def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
+    folder = make_preset(tmp_path / "p")
+    data = bytearray((folder / zoo.WEIGHTS_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / zoo.WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(PresetError, match=r"model\.weights\.h5: sha256 .* modified"):
+        load_pretrained(str(folder))
+    assert (folder / zoo.WEIGHTS_FILE).read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"width": 3.0}, "describes a model of .* weights but model.weights.h5 holds"),
+    ({"width": 8.0}, "width must be a number from 0.01 to 4.0"),
+    ({"width": 4.0, "backbone": "se_resnet101", "stack_blocks": None},
+     "more than the 300,000,000"),
+    ({"head_filters": 33}, "do not belong together"),
+    ({"width": "wide"}, "width must be a number"),
+    ({"input_shape": [-32, 32, 3]}, "input_shape must be"),
+    ({"stack_blocks": [1, 1, 1]}, "stack_blocks must be"),
+    ({"backbone": "resnet9000"}, "backbone must be one of"),
+    ({"extra_key": 1}, "unknown model config key"),
+])
+def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path, monkeypatch, change, expected):
+    from keras_mtanet.model import MTANet
+
+    folder = make_preset(tmp_path / "p")
+    config = json.loads((folder / zoo.CONFIG_FILE).read_text())
+    rewrite(folder, zoo.CONFIG_FILE, {**config, **change})
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built from an unchecked config")
+
+    monkeypatch.setattr(MTANet, "from_config", classmethod(no_build))
+    with pytest.raises(PresetError, match=expected) as info:
+        load_pretrained(str(folder))
+    assert one_line(info).startswith(str(folder / zoo.CONFIG_FILE))
+
+
+def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
+    folder = make_preset(tmp_path / "p")
+    config = json.loads((folder / zoo.CONFIG_FILE).read_text())
+    # The same number of weights, in other shapes: only loading can tell.
+    rewrite(folder, zoo.CONFIG_FILE, {**config, "num_aus": config["num_expressions"],
+                                      "num_expressions": config["num_aus"]})
+    with pytest.raises(PresetError) as info:
+        load_pretrained(str(folder))
+    assert "model.weights.h5: does not fit the model in config.json" in one_line(info)
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    ([1, 2], "expected a JSON object, got list"),
+    ('"text"', "expected a JSON object, got str"),
+    ("drop files", "no \"files\" map"),
+    ({"alignment_template": "abc"}, "alignment_template must be five"),
+    ({"alignment_template": [[0.3, 0.4]] * 4}, "alignment_template must be five"),
+    ({"input_size": [32, 48]}, "differs from config.json"),
+    ({"files": {"config.json": "0" * 64}}, "lacks the sha256 of model.weights.h5"),
+])
+def test_malformed_metadata_is_one_line(tmp_path, metadata, expected):
+    folder = make_preset(tmp_path / "p")
+    meta = json.loads((folder / zoo.METADATA_FILE).read_text())
+    if metadata == "drop files":
+        del meta["files"]
+        metadata = meta
+    elif isinstance(metadata, dict):
+        metadata = {**meta, **metadata}
+    rewrite(folder, zoo.METADATA_FILE, metadata)
+    with pytest.raises(PresetError, match=expected) as info:
+        load_pretrained(str(folder))
+    one_line(info)
+
+
+def test_an_oversized_metadata_file_is_not_read_whole(tmp_path):
+    folder = make_preset(tmp_path / "p")
+    with open(folder / zoo.METADATA_FILE, "w") as f:
+        f.write("[" + "0," * (zoo.MAX_JSON_BYTES // 2) + "0]")
+    with pytest.raises(PresetError, match="larger than 1024 KiB"):
+        load_pretrained(str(folder))
+
+
+def test_config_parameters_match_built_models():
+    for overrides in ({}, {"backbone": "se_resnet50"}, {"se_ratio": 0}, {"fold_batchnorm": True},
+                      {"width": 0.5, "num_aus": 5, "head_filters": 7},
+                      {"backbone": "se_resnet34", "stack_blocks": (1, 2, 1, 1)}):
+        model = tiny_model(**overrides)
+        assert zoo.config_parameters(model.get_config()) == model.count_params(), overrides
+
+
+def test_a_broken_registry_entry_fails_alone(tmp_path, monkeypatch):
+    zoo_dir = tmp_path / "zoo"
+    for name, content in (("as_list", "[1, 2]"), ("no_repo", '{"description": "x", "revision": "' + "a" * 40 + '"}'),
+                          ("unreadable", "{"), ("branch_pin", json.dumps({"repo_id": "o/r", "revision": "main"}))):
+        (zoo_dir / name).mkdir(parents=True)
+        (zoo_dir / name / zoo.REGISTRY_FILE).write_text(content)
+    monkeypatch.setenv(zoo.ZOO_PATH_VARIABLE, str(zoo_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_pretrained().metadata["name"] == zoo.DEFAULT_PRESET  # the embedded default is unaffected
+    expected = {"as_list": "expected a JSON object, got list", "no_repo": "needs \"repo_id\"",
+                "unreadable": "unreadable registry entry", "branch_pin": "full commit sha"}
+    for name, message in expected.items():
+        with pytest.raises(PresetError, match=message) as info:
+            load_pretrained(name)
+        assert one_line(info).startswith(str(zoo_dir / name / zoo.REGISTRY_FILE))
+
+
+def test_publish_to_an_unreachable_hub_is_one_line(tmp_path, capsys):
+    folder = make_preset(tmp_path / "p")
+    assert main(["publish", str(folder), "--repo-id", "org/x", "--endpoint", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-mtanet: error: publish to org/x failed") and "\n" not in err
+
+
+# ------------------------------------------------------------------------------------------------------ export
+
+def test_export_never_replaces_existing_user_files(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    monkeypatch.chdir(folder)
+    for output in (str(folder), "."):
+        assert main(["export", "--format", "savedmodel", "--output", output]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("already exists; choose another --output or pass --overwrite to replace it")
+    (tmp_path / "old.tflite").write_bytes(b"previous export")
+    assert main(["export", "--format", "tflite", "--output", str(tmp_path / "old.tflite")]) == 2
+    assert (folder / "thesis.tex").read_text() == "years of work"
+    assert (tmp_path / "old.tflite").read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "old.tflite"]  # no leftovers
+
+
+def test_export_overwrite_swaps_in_a_complete_export(tmp_path):
+    model = tiny_model()
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous export")
+    export.export(model, target, "tflite", overwrite=True)
+    assert export.TFLiteRunner(target)(np.zeros((1, 32, 32, 3), np.float32))["va"].shape == (1, 2)
+    saved = tmp_path / "sm"
+    saved.mkdir()
+    (saved / "old.txt").write_text("old export")
+    with pytest.raises(DataError, match="already exists"):
+        export.export(model, saved, "savedmodel")
+    export.export(model, saved, "savedmodel", overwrite=True)
+    assert (saved / "saved_model.pb").exists() and not (saved / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite", "sm"]  # no temporary folder left
+
+
+def test_a_failed_export_leaves_the_previous_one(tmp_path, monkeypatch):
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous export")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(export, "export_tflite", fail)
+    with pytest.raises(RuntimeError):
+        export.export(tiny_model(), target, "tflite", overwrite=True)
+    assert target.read_bytes() == b"previous export" and [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+
+
+# ------------------------------------------------------------------------------------------- training configs
+
+@pytest.mark.parametrize("text, expected", [
+    ("5", "expected a JSON object of config keys, got int"),
+    ('"config"', "expected a JSON object of config keys, got str"),
+    ("[1, 2]", "expected a JSON object of config keys, got list"),
+    ('{"epochs": 0}', "epochs must be a whole number from 1"),
+    ('{"epochs": -3}', "epochs must be a whole number from 1"),
+    ('{"batch_size": 0}', "batch_size must be a whole number from 1"),
+    ('{"epochs": "10"}', "epochs must be a whole number"),
+    ('{"learning_rate": "fast"}', "learning_rate must be a number above 0"),
+    ('{"stack_blocks": [1, 1]}', "stack_blocks must be null or a list of four"),
+    ('{"input_size": -64}', "input_size must be a whole number from 16"),
+    ('{"task_weighting": "magic"}', "task_weighting must be one of fixed, uncertainty"),
+    ('{"augment": "yes"}', "augment must be true or false"),
+    ('{"synthetic": {"frames": "many"}}', "synthetic.frames must be a whole number"),
+    ('{"synthetic": {"videos": 3}}', "unknown key\\(s\\) in \"synthetic\": videos"),
+    ('{"synthetic": 3}', "synthetic must be an object"),
+])
+def test_training_config_errors_are_one_line_naming_the_file(tmp_path, text, expected):
+    path = tmp_path / "recipe.json"
+    path.write_text(text)
+    with pytest.raises(DataError, match=expected) as info:
+        train.load_config(path)
+    assert one_line(info).startswith(str(path))
+
+
+def test_a_partial_synthetic_block_keeps_the_other_defaults(tmp_path):
+    path = tmp_path / "recipe.json"
+    path.write_text('{"synthetic": {"frames": 12}}')
+    assert train.load_config(path)["synthetic"] == {**train.DEFAULTS["synthetic"], "frames": 12}
+
+
+def test_train_flags_are_checked_too(tmp_path, capsys):
+    for flag in (["--epochs", "0"], ["--epochs", "-2"], ["--batch-size", "0"]):
+        assert main(["train", "--data", str(tmp_path / "d"), "--format", "synthetic", "--output",
+                     str(tmp_path / "r"), *flag]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "must be a whole number from 1" in err and "\n" not in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()
+
+
+def test_train_output_must_be_a_run_folder(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("mine")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.md").write_text("mine")
+    for output, expected in ((tmp_path / "file.txt", "is a file"), (tmp_path / "docs", "holds no training run")):
+        assert main(["train", "--data", str(tmp_path / "d"), "--format", "synthetic", "--output", str(output),
+                     "--epochs", "1"]) == 2
+        assert expected in capsys.readouterr().err
+    assert (tmp_path / "file.txt").read_text() == "mine" and (tmp_path / "docs" / "notes.md").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------------------- restartable training
+
+class FakeModel:
+    """Stands in for a Keras model in RunRecorder: weights are one number written to the file."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def save_weights(self, path, overwrite=True):
+        with open(path, "w") as f:
+            f.write(str(self.value))
+
+
+def recorder_epoch(recorder, epoch, score, begin=True):
+    recorder.set_model(FakeModel(epoch))
+    if begin:
+        recorder.on_epoch_begin(epoch)
+    recorder.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), train.SCORE_KEY: score})
+
+
+def test_the_best_epoch_survives_a_resume(tmp_path):
+    first = train.RunRecorder(tmp_path)
+    for epoch, score in enumerate([0.5, 0.898, 0.7]):
+        recorder_epoch(first, epoch, score)
+    # Killed; the backup holds epoch 2. A new process resumes at epoch 3, whose score is far worse.
+    second = train.RunRecorder(tmp_path)
+    recorder_epoch(second, 3, 0.451)
+    recorder_epoch(second, 4, 0.6)
+    second.prune()
+    assert second.best_file().name == "best-e0001.weights.h5" and second.best_file().read_text() == "1"
+    rows, _ = second.rows()
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+
+
+def test_epochs_logged_ahead_of_the_backup_are_dropped_on_resume(tmp_path):
+    first = train.RunRecorder(tmp_path)
+    for epoch, score in enumerate([0.5, 0.6, 0.9]):
+        recorder_epoch(first, epoch, score)
+    # A kill after epoch 2's row and best weights, before its backup: the resumed run redoes epoch 2.
+    with open(tmp_path / "log.csv", "a") as f:
+        f.write("3,0.2")  # and a row cut short by the kill
+    second = train.RunRecorder(tmp_path)
+    recorder_epoch(second, 2, 0.55)
+    rows, _ = second.rows()
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert float(rows[2][train.SCORE_KEY]) == 0.55
+    second.prune()
+    assert second.best_file().name == "best-e0001.weights.h5"  # epoch 2 (0.9) was dropped with its row
+
+
+def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, monkeypatch):
+    from test_train import TINY_RECIPE
+
+    config = train.check_config({**train.DEFAULTS, **TINY_RECIPE})
+    quiet = dict(verbose=0, tensorboard=False, log=lambda *a: None)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands in for a SIGKILL after fit returned
+
+    monkeypatch.setattr(zoo, "save_preset", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, tmp_path / "data", "synthetic", tmp_path / "run", **quiet)
+    monkeypatch.undo()
+    run = tmp_path / "run"
+    assert (run / "backup").exists() and not (run / zoo.METADATA_FILE).exists()
+    log_before = (run / "log.csv").read_text()
+    said = []
+    scores = train.train(config, tmp_path / "data", "synthetic", run, **{**quiet, "log": said.append})
+    assert any("resuming" in line for line in said)
+    assert (run / "log.csv").read_text() == log_before  # no epoch trained again, none logged twice
+    assert load_pretrained(str(run)).metadata["metrics"] == {k: round(float(v), 4) for k, v in scores.items()}
+    assert not (run / "backup").exists()
+
+    # Resume refuses other settings, and says what differs, before anything is written.
+    (run / zoo.METADATA_FILE).unlink()
+    (run / "backup").mkdir()
+    recorded = (run / "train_config.json").read_text()
+    for change, differs in (({"width": 0.5}, "width 0.25 -> 0.5"), ({"epochs": 3}, "epochs 2 -> 3")):
+        with pytest.raises(DataError, match="interrupted run there used other settings") as info:
+            train.train({**config, **change}, tmp_path / "data", "synthetic", run, **quiet)
+        assert differs in one_line(info)
+    with pytest.raises(DataError, match="data .* -> "):
+        train.train(config, tmp_path / "other", "synthetic", run, **quiet)
+    assert (run / "train_config.json").read_text() == recorded
