@@ -18,7 +18,8 @@ setup(
     # zoo/ (the preset registry, and the embedded default preset) installs as keras_mtanet.registry.
     packages=find_packages(include=["keras_mtanet", "keras_mtanet.*"]) + ["keras_mtanet.registry"],
     package_dir={"keras_mtanet.registry": "zoo"},
-    package_data={"keras_mtanet.registry": ["*/preset.json", "*/README.md", "*/config.json", "*/metadata.json",
+    package_data={"keras_mtanet": ["assets/*.jpg", "assets/README.md"],
+                  "keras_mtanet.registry": ["*/preset.json", "*/README.md", "*/config.json", "*/metadata.json",
                                        "*/model.weights.h5", "*/train.json"]},
     # Lower bounds are the versions the package is tested with (Keras's BackupAndRestore double checkpoint,
     # huggingface_hub's RemoteEntryNotFoundError are recent).
@@ -32,6 +33,8 @@ setup(
         "opencv-python-headless>=4.8,<5",
         # Ships its weights (no download at run time); 1.0.0 is the release tested with TF 2.21 / Keras 3.
         "mtcnn>=1.0.0,<2",
+        # Image sizes read from file headers before decoding (keras_mtanet.inference.sources: the pixel limit).
+        "pillow>=10",
     ],
     extras_require={
         "test": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "scikit-image>=0.22", "matplotlib>=3.8",
@@ -42,6 +45,10 @@ setup(
         "plot": ["matplotlib>=3.8"],
         "pandas": ["pandas>=2.1"],
         "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
+        # keras-mtanet teach (the FER+ AU teacher): MediaPipe's Face Landmarker, tested with 1.2.3 beside
+        # TensorFlow 2.21. Its opencv-contrib-python requirement installs a second cv2 over opencv-python-headless;
+        # the teacher never imports cv2 through MediaPipe, so `pip install --no-deps mediapipe` keeps one OpenCV.
+        "teacher": ["mediapipe>=1.2.3,<2"],
     },
     entry_points={"console_scripts": ["keras-mtanet=keras_mtanet.cli:main"]},
     classifiers=[

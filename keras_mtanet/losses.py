@@ -93,7 +93,9 @@ class CCCLoss(_MaskedLoss):
 
 @keras.saving.register_keras_serializable(package="keras_mtanet")
 class MaskedBinaryCrossentropy(_MaskedLoss):
-    """Binary cross-entropy over AU entries whose target is 0 or 1; entries below 0 (Aff-Wild2: -1) are skipped.
+    """Binary cross-entropy over annotated AU entries; entries below 0 (Aff-Wild2: -1) are skipped.
+
+    Targets are 0/1 labels or probabilities in [0, 1] (soft targets from a teacher, ``keras_mtanet.teachers``).
 
     Args:
         pos_weight: optional weight on the positive term, a scalar or one value per AU (rare AUs).
@@ -127,7 +129,8 @@ class MaskedCategoricalCrossentropy(_MaskedLoss):
     """Cross-entropy over expression rows that are annotated.
 
     Targets are class ids, shape (N,) or (N, 1), with negative ids (Aff-Wild2: -1) unannotated; or
-    one-hot / soft rows of shape (N, C), where a row with a negative entry is unannotated.
+    one-hot / soft rows of shape (N, C) (FER+ vote distributions), normalised to sum to 1, where a row with a
+    negative entry or no positive entry (all zero) is unannotated.
 
     Args:
         label_smoothing: mass spread uniformly over the classes, as in ``keras.losses.CategoricalCrossentropy``.
@@ -141,8 +144,9 @@ class MaskedCategoricalCrossentropy(_MaskedLoss):
         num_classes = y_pred.shape[-1]
         if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1:
             y_true = ops.cast(y_true, "float32")
-            valid = ops.cast(ops.min(y_true, axis=-1) >= 0.0, "float32")
-            target = ops.clip(y_true, 0.0, 1.0)
+            mass = ops.sum(ops.maximum(y_true, 0.0), axis=-1, keepdims=True)
+            valid = ops.cast((ops.min(y_true, axis=-1) >= 0.0) & (mass[:, 0] > 0.0), "float32")
+            target = ops.maximum(y_true, 0.0) / ops.maximum(mass, _EPS)
         else:
             ids = ops.reshape(ops.cast(y_true, "int32"), (-1,))
             valid = ops.cast(ids >= 0, "float32")

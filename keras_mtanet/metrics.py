@@ -10,6 +10,10 @@ Definitions (Kollias et al., "Analysing Affective Behavior in the First ABAW 202
 
 Unannotated entries (VA below -2, AU below 0, EXPR below 0) are excluded everywhere. The streaming metrics
 keep sufficient statistics, so their result is the dataset-level value whatever the batch size or order.
+
+Soft targets are scored as hard decisions: an AU target is active above 0.5 (the threshold the predictions
+use), an expression distribution (N, 7) counts as its argmax class (the first on ties, as ``numpy.argmax``), and
+a distribution with a negative entry or no positive entry (all zero) is unannotated.
 """
 
 import numpy as np
@@ -154,7 +158,7 @@ class _ExprConfusion(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         t = ops.convert_to_tensor(y_true)
         if len(t.shape) == 2 and t.shape[-1] == self.num_classes and self.num_classes > 1:
-            valid = ops.cast(ops.min(t, axis=-1) >= 0, "float32")
+            valid = ops.cast((ops.min(t, axis=-1) >= 0) & (ops.max(t, axis=-1) > 0), "float32")
             t = ops.argmax(t, axis=-1)
         else:
             t = ops.reshape(ops.cast(t, "int32"), (-1,))
@@ -234,8 +238,8 @@ def abaw_scores(y_true, y_pred):
     """ABAW 2020 scores for whichever tasks appear in both dicts.
 
     Args:
-        y_true: ``{"va": (N, 2) floats, -5 unannotated; "au": (N, 8) 0/1, -1 unannotated;
-            "expr": (N,) class ids, -1 unannotated}``; any subset of the keys.
+        y_true: ``{"va": (N, 2) floats, -5 unannotated; "au": (N, 8) 0/1 or probabilities, -1 unannotated;
+            "expr": (N,) class ids, -1 unannotated, or (N, 7) distributions}``; any subset of the keys.
         y_pred: ``{"va": (N, 2); "au": (N, 8) probabilities or 0/1; "expr": (N, 7) probabilities or (N,) ids}``.
 
     Returns:
@@ -252,7 +256,7 @@ def abaw_scores(y_true, y_pred):
             scores[key] = ccc_np(t[valid, d], p[valid, d])
         scores["va_score"] = (scores["ccc_valence"] + scores["ccc_arousal"]) / 2.0
     if "expr" in y_true and "expr" in y_pred:
-        t = np.asarray(y_true["expr"]).reshape(-1).astype(np.int64)
+        t = expr_ids(y_true["expr"])
         p = np.asarray(y_pred["expr"])
         p = p.argmax(axis=-1) if p.ndim == 2 and p.shape[1] > 1 else p.reshape(-1).astype(np.int64)
         _check_rows("expr", t, p)
@@ -281,6 +285,15 @@ def abaw_scores(y_true, y_pred):
             acc = float(np.mean(t[valid] == p[valid]))
         scores.update(au_f1=f1, au_acc=acc, au_score=AU_F1_WEIGHT * f1 + AU_ACC_WEIGHT * acc)
     return scores
+
+
+def expr_ids(y):
+    """Expression class ids (N,) from ids or (N, 7) distributions (argmax; -1 for an unannotated row)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == len(EXPR_NAMES):
+        valid = (y.min(axis=1) >= 0) & (y.max(axis=1) > 0)
+        return np.where(valid, y.argmax(axis=1), -1).astype(np.int64)
+    return y.reshape(-1).astype(np.int64)
 
 
 def _check_rows(task, t, p):

@@ -8,6 +8,7 @@ it, e.g. the synthetic-data recipe of the embedded default preset.
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import shutil
 import time
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 
 from keras_mtanet import hub, losses, zoo
-from keras_mtanet.data import affectnet, affwild2, pipeline, synthetic
+from keras_mtanet.data import affectnet, affwild2, ferplus, pipeline, synthetic
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
@@ -40,33 +41,120 @@ DEFAULTS = {
     "au_pos_weight": "sqrt_balanced",
     "augment": True,
     "rand_augment": False,
+    "random_erasing": False,
     "balance_expressions": False,
     "seed": 0,
     "mixed_precision": False,
     "strategy": "default",
+    "color_mode": "rgb",
+    "alignment_template": None,
     "synthetic": {"train_videos": 14, "val_videos": 6, "frames": 90, "size": 112},
 }
-FORMATS = ("affwild2", "affectnet", "synthetic")
+FORMATS = ("affwild2", "affectnet", "ferplus", "synthetic")
 STRATEGIES = ("default", "mirrored", "multiworker")
 SCORE_KEY = "val_abaw_total"
 CARD_KEYS = ("description", "intended_use", "limitations")  # model-card text a config may carry
 
 
 def load_config(path=None, **overrides):
-    """``DEFAULTS`` updated by a JSON file and then by the non-None ``overrides``."""
+    """``DEFAULTS`` updated by a JSON file and then by the non-None ``overrides``, checked by ``check_config``.
+
+    A partial ``"synthetic"`` block updates the default one key by key.
+    """
     config = json.loads(json.dumps(DEFAULTS))
     if path:
         try:
-            loaded = json.loads(Path(path).read_text())
+            with open(path, "rb") as f:
+                loaded = json.loads(f.read(1 << 20).decode("utf-8"))
         except FileNotFoundError:
             raise DataError(f"{path}: training config not found") from None
-        except ValueError as error:
+        except IsADirectoryError:
+            raise DataError(f"{path}: is a folder, not a training config file") from None
+        except OSError as error:
+            raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+        except (UnicodeDecodeError, ValueError) as error:
             raise DataError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(loaded, dict):
+            raise DataError(f"{path}: expected a JSON object of config keys, got {type(loaded).__name__}")
         unknown = set(loaded) - set(DEFAULTS) - set(CARD_KEYS)
         if unknown:
-            raise DataError(f"{path}: unknown config key(s) {', '.join(sorted(unknown))}")
+            raise DataError(f"{path}: unknown config key(s) {', '.join(sorted(map(str, unknown)))}")
+        if isinstance(loaded.get("synthetic"), dict):
+            loaded = {**loaded, "synthetic": {**config["synthetic"], **loaded["synthetic"]}}
         config.update(loaded)
     config.update({k: v for k, v in overrides.items() if v is not None})
+    return check_config(config, path or "training config")
+
+
+def _int(low, high=None):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high), \
+        f"a whole number from {low}" + (f" to {high}" if high is not None else " up")
+
+
+def _number(low, high=None, low_open=False):
+    def ok(v):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and (high is None or v <= high)
+    bound = f"above {low}" if low_open else f"from {low}"
+    return ok, f"a number {bound}" + (f" to {high}" if high is not None else "")
+
+
+def _one_of(*choices):
+    return lambda v: v in choices, "one of " + ", ".join("null" if c is None else str(c) for c in choices)
+
+
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+_TEXT = (lambda v: isinstance(v, str), "text")
+CONFIG_CHECKS = {
+    "backbone": _one_of("se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101"),
+    "input_size": _int(16, 1024),
+    "stack_blocks": (lambda v: v is None or (isinstance(v, list) and len(v) == 4 and all(
+        isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 64 for b in v)),
+        "null or a list of four block counts from 1 to 64"),
+    "width": _number(0.01, 4.0),
+    "epochs": _int(1, 100000),
+    "batch_size": _int(1, 65536),
+    "optimizer": _one_of("sgd", "adamw"),
+    "learning_rate": _number(0, 10, low_open=True),
+    "momentum": _number(0, 0.999),
+    "weight_decay": _number(0, 1),
+    "schedule": _one_of("cosine", "polynomial", "constant"),
+    "final_learning_rate_fraction": _number(0, 1),
+    "warmup_epochs": _number(0, 100000),
+    "task_weighting": _one_of("fixed", "uncertainty"),
+    "au_pos_weight": _one_of("sqrt_balanced", "none", None),
+    "augment": _BOOL, "rand_augment": _BOOL, "random_erasing": _BOOL, "balance_expressions": _BOOL, "mixed_precision": _BOOL,
+    "seed": _int(0, 2**32 - 1),
+    "strategy": _one_of(*STRATEGIES),
+    "color_mode": _one_of("rgb", "grayscale"),
+    "alignment_template": (lambda v: v is None or (isinstance(v, list) and len(v) == 5 and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                                    and -1 <= c <= 2 for c in p) for p in v)),
+        "null or five [x, y] points in unit coordinates of the crop"),
+    "synthetic": (lambda v: isinstance(v, dict), "an object"),
+    **{key: _TEXT for key in CARD_KEYS},
+}
+SYNTHETIC_CHECKS = {"train_videos": _int(1, 10000), "val_videos": _int(1, 10000), "frames": _int(1, 100000),
+                    "size": _int(16, 1024)}
+
+
+def check_config(config, where="training config"):
+    """``config`` with every key's type and range checked; ``DataError`` naming ``where`` and the first bad
+    key. Keys with no check are left as they are."""
+    if not isinstance(config, dict):
+        raise DataError(f"{where}: expected a JSON object of config keys, got {type(config).__name__}")
+    for key, (ok, expected) in CONFIG_CHECKS.items():
+        if key in config and not ok(config[key]):
+            raise DataError(f"{where}: {key} must be {expected}, got {json.dumps(config[key])[:80]}")
+    synthetic_spec = config.get("synthetic", {})
+    unknown = set(synthetic_spec) - set(SYNTHETIC_CHECKS)
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) in \"synthetic\": {', '.join(sorted(map(str, unknown)))}")
+    for key, (ok, expected) in SYNTHETIC_CHECKS.items():
+        if key in synthetic_spec and not ok(synthetic_spec[key]):
+            raise DataError(f"{where}: synthetic.{key} must be {expected}, got "
+                            f"{json.dumps(synthetic_spec[key])[:80]}")
     return config
 
 
@@ -78,10 +166,15 @@ def au_pos_weight(au):
     return [float(w) for w in np.sqrt(neg / pos)]
 
 
-def read_split_indexes(data, data_format, config):
-    """(train index, validation index, description of the data) for a data root and format."""
+def read_split_indexes(data, data_format, config, labels=None):
+    """(train index, validation index, description of the data) for a data root and format.
+
+    ``labels``: the teacher cache (``keras-mtanet teach``) giving FER+ its AU and valence/arousal targets.
+    """
     if data_format not in FORMATS:
         raise DataError(f"unknown data format {data_format!r}; choose one of {', '.join(FORMATS)}")
+    if labels is not None and data_format != "ferplus":
+        raise DataError("--labels (a teacher label cache) applies to --format ferplus only")
     root = Path(data)
     if data_format == "synthetic":
         spec = config["synthetic"]
@@ -97,9 +190,14 @@ def read_split_indexes(data, data_format, config):
     if data_format == "affwild2":
         train, val = affwild2.read_index(root, "Training_Set"), affwild2.read_index(root, "Validation_Set")
         described = described or f"Aff-Wild2 (ABAW 2020 layout) at {root}: Training_Set, validated on Validation_Set"
-    else:
+    elif data_format == "affectnet":
         train, val = affectnet.read_index(root, "train"), affectnet.read_index(root, "val")
         described = f"AffectNet (manually annotated) at {root}: training.csv, validated on validation.csv"
+    else:
+        train, val = ferplus.read_index(root, "train", labels), ferplus.read_index(root, "valid", labels)
+        described = (f"FER+ (FER2013 faces, crowd-vote distributions) at {root}: FER2013Train, validated on "
+                     "FER2013Valid; " + (f"AUs and derived valence/arousal from the teacher labels {labels}"
+                                         if labels else "expressions only (no --labels)"))
     for name, index in (("training", train), ("validation", val)):
         if len(index) == 0:
             raise DataError(f"{root}: the {name} split has no usable frames")
@@ -109,7 +207,38 @@ def read_split_indexes(data, data_format, config):
 def build_model(config):
     size = int(config["input_size"])
     return MTANet(config["backbone"], input_shape=(size, size, 3), stack_blocks=config["stack_blocks"],
-                  width=config["width"])
+                  width=config["width"], color_mode=config["color_mode"])
+
+
+ARCHITECTURE_KEYS = {"backbone": "backbone", "stack_blocks": "stack_blocks", "width": "width",
+                     "color_mode": "color_mode"}
+
+
+def adopt_architecture(config, source, log=print):
+    """``config`` with the architecture of the ``--init`` preset ``source`` (the input size stays the
+    config's: every layer's weights are independent of it)."""
+    preset = source.get_config()
+    changed = {key: preset[ckey] for key, ckey in ARCHITECTURE_KEYS.items() if config.get(key) != preset[ckey]}
+    if changed:
+        log("architecture from the --init preset: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in changed.items()))
+    return {**config, **changed}
+
+
+def init_weights(model, source):
+    """Copy into ``model`` the weights of every layer of ``source`` with the same name and weight shapes;
+    returns ``(layers copied, names of the layers left as they were)``."""
+    by_name = {layer.name: layer for layer in source.layers}
+    copied, skipped = 0, []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        other = by_name.get(layer.name)
+        if other is None or [tuple(w.shape) for w in other.weights] != [tuple(w.shape) for w in layer.weights]:
+            skipped.append(layer.name)
+            continue
+        layer.set_weights(other.get_weights())
+        copied += 1
+    return copied, skipped
 
 
 def compile_model(model, config, train_index, steps_per_epoch):
@@ -213,7 +342,8 @@ class ABAWValidation(keras.callbacks.Callback):
             logs[SCORE_KEY] = sum(scores[k] for k in ("va_score", "expr_score", "au_score") if k in scores)
 
 
-def train(config, data, data_format, output, resume=False, verbose=2, tensorboard=True, log=print):
+def train(config, data, data_format, output, resume=False, verbose=2, tensorboard=True, log=print, labels=None,
+          init=None):
     """Train per ``config`` on ``data`` and write a preset to ``output``; returns the validation scores.
 
     ``output`` receives ``config.json``, ``model.weights.h5`` (the best epoch by ``val_abaw_total``),
@@ -224,6 +354,11 @@ def train(config, data, data_format, output, resume=False, verbose=2, tensorboar
     ``"multiworker"`` ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG`` (the data are sharded
     per worker, the batch size is global, only the chief writes ``output``).
     ``config["mixed_precision"]``: bfloat16 compute on CPU, float16 with loss scaling on GPU.
+    ``init``: a preset (name, ``hf://`` address or folder) to start from: its architecture (backbone, width,
+    blocks, colour mode) replaces the config's, and every layer whose weights have the same shapes, the task
+    heads included when the label sets match, starts from its weights.
+    ``labels``: with ``data_format="ferplus"``, the teacher label cache (``keras-mtanet teach``) that gives the
+    FER+ images AU and derived valence/arousal targets beside their vote distributions.
     """
     precision = keras.mixed_precision.dtype_policy().name
     if config["mixed_precision"]:
@@ -232,12 +367,16 @@ def train(config, data, data_format, output, resume=False, verbose=2, tensorboar
         keras.mixed_precision.set_global_policy(
             "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
     try:
-        return _train(config, data, data_format, output, resume, verbose, tensorboard, log)
+        return _train(config, data, data_format, output, resume, verbose, tensorboard, log, labels, init)
     finally:
         keras.mixed_precision.set_global_policy(precision)
 
 
-def _train(config, data, data_format, output, resume, verbose, tensorboard, log):
+def _train(config, data, data_format, output, resume, verbose, tensorboard, log, labels=None, init=None):
+    source = None
+    if init is not None:
+        source = hub.load_pretrained(init)
+        config = adopt_architecture(config, source, log)
     strategy = make_strategy(config["strategy"])
     chief, workers, task = cluster_role(strategy)
     output = Path(output)
@@ -246,17 +385,26 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
 
         output = Path(tempfile.gettempdir()) / f"keras_mtanet_worker{task}_{os.getpid()}"
     backup = output / "backup"
-    if (output / zoo.METADATA_FILE).exists() and not backup.exists():
-        raise DataError(f"{output}: already holds a trained preset; choose another --output")
-    if resume and not backup.exists():
-        raise DataError(f"{output}: nothing to resume (no backup/ from an interrupted run)")
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if backup.exists():
+    run = {"data": str(Path(data).resolve()), "format": data_format}
+    if labels is not None:
+        run["labels"] = str(Path(labels).resolve())
+    if init is not None:
+        run["init"] = str(Path(init).resolve()) if Path(init).expanduser().is_dir() else str(init)
+    state = prepare_run_folder(output, config, run, resume)
+    if state == "finished":
+        meta = zoo.read_metadata(output)
+        log(f"{output}: this run has already finished and its preset is written; nothing to do (choose another "
+            "--output for a new run)")
+        return dict(meta.get("metrics") or {})
+    if state == "resume":
         log(f"resuming the interrupted run in {output}")
 
     started = time.perf_counter()
-    train_index, val_index, described = read_split_indexes(data, data_format, config)
+    train_index, val_index, described = read_split_indexes(data, data_format, config, labels)
+    run.update(training_frames=len(train_index), validation_frames=len(val_index))
+    if state == "resume":
+        check_same_run(output, config, run)
+    _write_json(output / RUN_FILE, run)
 
     def count(index, prefix):
         return sum(v for k, v in index.stats.items() if k.startswith(prefix))
@@ -268,8 +416,9 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
     keras.utils.set_random_seed(int(config["seed"]))
     size, batch = int(config["input_size"]), int(config["batch_size"])
     augment = None if config["augment"] else False
-    if config["augment"] and config["rand_augment"]:
-        augment = pipeline.default_augmentation(config["seed"], rand_augment=True)
+    if config["augment"] and (config["rand_augment"] or config["random_erasing"]):
+        augment = pipeline.default_augmentation(config["seed"], rand_augment=config["rand_augment"],
+                                                random_erasing=config["random_erasing"])
     train_ds = pipeline.make_dataset(train_index, size, batch, training=True, augment=augment, seed=config["seed"],
                                      balance_expressions=config["balance_expressions"])
     val_ds = pipeline.make_dataset(val_index, size, batch_size=max(batch, 64))
@@ -280,16 +429,22 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
             f"{workers} worker(s) joined" + ("" if chief else f"; this is worker {task}, writing to {output}"))
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(config)
+        if source is not None:
+            copied, skipped = init_weights(model, source)
+            log(f"initialised from {init}: {copied} layers copied" +
+                (f", {len(skipped)} left at their initial values ({', '.join(skipped[:5])}"
+                 f"{', ...' if len(skipped) > 5 else ''})" if skipped else ""))
+            del source
         compile_model(model, config, train_index, steps)
-    best = output / "checkpoints" / "best.weights.h5"
-    best.parent.mkdir(exist_ok=True)
+    recorder = RunRecorder(output)
     callbacks = [
         ABAWValidation(val_ds, val_index),
-        keras.callbacks.ModelCheckpoint(str(best), monitor=SCORE_KEY, mode="max", save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.CSVLogger(str(output / "log.csv"), append=True),
-        # Two backups: a kill while one is being written leaves the other to resume from.
-        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=True),
+        # Before the backup: the log row and best weights of an epoch are written before its backup, and the
+        # recorder drops both again if the run resumes before that epoch (see RunRecorder).
+        recorder,
+        # Two backups: a kill while one is being written leaves the other to resume from. The backup is removed
+        # only once the preset is written, so a kill in between resumes with nothing left to train.
+        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=False),
     ]
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         log("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
@@ -307,14 +462,18 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
         shutil.rmtree(backup)
         fit()
 
-    if best.exists():
+    recorder.prune()
+    best = recorder.best_file()
+    if best is not None:
         model.load_weights(best)
     scores = abaw_scores(val_index.labels(), model.predict(val_ds, verbose=0))
     elapsed = time.perf_counter() - started
     meta = zoo.preset_metadata(model, described, metrics={k: round(float(v), 4) for k, v in scores.items()},
                                name=output.name, description=config.get("description"),
                                extra={"training_config": config, "training_seconds": round(elapsed, 1),
-                                      "validation_frames": len(val_index)})
+                                      "validation_frames": len(val_index),
+                                      **({"alignment_template": config["alignment_template"]}
+                                         if config["alignment_template"] is not None else {})})
     card = hub.model_card_text(meta, output.name, intended_use=config.get("intended_use"),
                                limitations=config.get("limitations"))
     log(f"trained in {elapsed:.0f} s; validation: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
@@ -323,5 +482,193 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log)
         log(f"preset written to {output}; load it with keras_mtanet.load_pretrained({str(output)!r})")
     else:
         log(f"worker {task} done; the chief wrote the preset")
+    shutil.rmtree(backup, ignore_errors=True)  # only now: the preset is complete
     return scores
 
+
+RUN_FILE, CONFIG_RECORD, LOG_FILE = "run.json", "train_config.json", "log.csv"
+RUN_ENTRIES = {RUN_FILE, CONFIG_RECORD, LOG_FILE, "checkpoints", "backup", "tensorboard"}
+
+
+def _write_json(path, value):
+    """Write JSON to a temporary file beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_record(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_run_folder(output, config, run, resume):
+    """Check ``output`` and say what to do: ``"new"`` (an empty or new folder, or a run killed before its
+    first backup), ``"resume"`` (an interrupted run with the same config and data) or ``"finished"`` (the same
+    run, already complete). Anything else is a one-line ``DataError``; nothing is deleted but the run's own
+    files of a run that never finished an epoch."""
+    if output.exists() and not output.is_dir():
+        raise DataError(f"{output}: is a file; --output must be a new or empty folder, or an earlier run's")
+    backup = output / "backup"
+    recorded = output / CONFIG_RECORD
+    if (output / zoo.METADATA_FILE).exists():
+        if not recorded.exists():
+            raise DataError(f"{output}: holds a preset that is not a training run; choose another --output")
+        check_same_run(output, config, run, finished=True)
+        return "finished"
+    if backup.exists():
+        check_same_run(output, config, run)
+        return "resume"
+    if resume:
+        raise DataError(f"{output}: nothing to resume (no backup/ from an interrupted run)")
+    if output.is_dir():
+        entries = {p.name for p in output.iterdir()}
+        if entries and not recorded.exists():
+            raise DataError(f"{output}: is not empty and holds no training run; choose a new or empty folder")
+        if entries - RUN_ENTRIES:
+            raise DataError(f"{output}: holds files that are not this run's ({', '.join(sorted(entries - RUN_ENTRIES))}"
+                            "); choose a new or empty folder")
+        # A run killed before its first epoch was backed up: its log and checkpoints start again.
+        (output / LOG_FILE).unlink(missing_ok=True)
+        for stale in (output / "checkpoints").glob("*.weights.h5"):
+            stale.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+    _write_json(recorded, config)
+    _write_json(output / RUN_FILE, run)
+    return "new"
+
+
+def check_same_run(output, config, run, finished=False):
+    """``DataError`` listing what differs between this command's config and data and the run recorded in
+    ``output`` (``train_config.json`` and ``run.json``)."""
+    old_config = _read_record(output / CONFIG_RECORD)
+    old_run = _read_record(output / RUN_FILE) or {}
+    if not isinstance(old_config, dict):
+        raise DataError(f"{output / CONFIG_RECORD}: missing or unreadable, so the run cannot be resumed safely; "
+                        "choose another --output")
+    differences = []
+    for key in sorted(set(old_config) | set(config)):
+        if old_config.get(key) != config.get(key):
+            differences.append(f"{key} {json.dumps(old_config.get(key))} -> {json.dumps(config.get(key))}")
+    for key in ("data", "format", "training_frames", "validation_frames"):
+        if key in old_run and key in run and old_run[key] != run[key]:
+            differences.append(f"{key} {json.dumps(old_run[key])} -> {json.dumps(run[key])}")
+    if differences:
+        what = "finished" if finished else "interrupted"
+        raise DataError(f"{output}: the {what} run there used other settings ({'; '.join(differences)}); "
+                        "rerun with the original settings, or choose another --output")
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """The run's ``log.csv`` rows and best weights, kept consistent with its backup through any kill.
+
+    Each epoch end (before the backup of that epoch is written) appends the epoch's log row and, when the
+    validation score is the best so far, writes ``checkpoints/best-e<epoch>.weights.h5`` (to a temporary name,
+    then renamed). When the backup of an epoch exists, older best files are removed. When a run resumes at
+    epoch E, rows and best files of epochs >= E (written before a kill that came ahead of their backup) are
+    dropped, so no epoch is logged twice, and the best score is restored from the remaining rows: the first
+    epoch after a resume replaces the best weights only if it beats every earlier epoch.
+    """
+
+    def __init__(self, folder, monitor=SCORE_KEY):
+        super().__init__()
+        self.folder, self.monitor = Path(folder), monitor
+        self.log_path, self.checkpoints = self.folder / LOG_FILE, self.folder / "checkpoints"
+        self.best_score, self._started = -math.inf, False
+
+    def rows(self):
+        """The complete rows of ``log.csv`` (a row cut short by a kill is left out)."""
+        import csv
+
+        if not self.log_path.exists():
+            return [], None
+        text = self.log_path.read_text()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines = lines[:-1]  # cut short by a kill
+        reader = csv.DictReader(lines)
+        rows = [r for r in reader if None not in r and None not in r.values() and _is_epoch(r.get("epoch"))]
+        return rows, reader.fieldnames
+
+    def best_files(self):
+        files = [p for p in self.checkpoints.glob("best-e*.weights.h5") if _epoch_of(p) is not None]
+        return sorted(files, key=_epoch_of)
+
+    def best_file(self):
+        files = self.best_files()
+        return files[-1] if files else None
+
+    def prune(self):
+        """Keep only the newest best file (call when every epoch so far is backed up)."""
+        for stale in self.best_files()[:-1]:
+            stale.unlink(missing_ok=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._started:
+            self.prune()  # the backup of the previous epoch has been written
+            return
+        self._started = True
+        rows, fields = self.rows()
+        kept = [r for r in rows if int(r["epoch"]) < epoch]
+        if kept:
+            self._write_rows(kept, fields)  # also drops a row a kill cut short
+        else:
+            self.log_path.unlink(missing_ok=True)
+        for ahead in (p for p in self.best_files() if _epoch_of(p) >= epoch):
+            ahead.unlink()
+        self.prune()
+        scores = [float(r[self.monitor]) for r in kept if r.get(self.monitor) not in (None, "")]
+        self.best_score = max((v for v in scores if math.isfinite(v)), default=-math.inf)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        score = float(logs.get(self.monitor, math.nan))
+        if math.isfinite(score) and score > self.best_score:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            target = self.checkpoints / f"best-e{epoch:04d}.weights.h5"
+            tmp = self.checkpoints / f".tmp-e{epoch:04d}.weights.h5"
+            self.model.save_weights(tmp, overwrite=True)
+            os.replace(tmp, target)
+            self.best_score = score
+        self._append_row({"epoch": epoch, **{k: _log_value(v) for k, v in sorted(logs.items())}})
+
+    def _append_row(self, row):
+        import csv
+
+        new = not self.log_path.exists()
+        fields = list(row) if new else self.rows()[1]
+        with open(self.log_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _write_rows(self, rows, fields):
+        import csv
+
+        tmp = self.log_path.with_name(f".{LOG_FILE}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.log_path)
+
+
+def _is_epoch(text):
+    return isinstance(text, str) and text.isdigit()
+
+
+def _epoch_of(path):
+    digits = path.name[len("best-e"):-len(".weights.h5")]
+    return int(digits) if digits.isdigit() else None
+
+
+def _log_value(value):
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value)

@@ -17,6 +17,8 @@ class FrameIndex:
         stats: counts of what was read and skipped.
         skipped: ``[(path, reason)]`` for every annotated frame that was left out.
         boxes: optional (N, 4) int32 face boxes (x, y, width, height) to crop before resizing.
+        expr_soft: optional (N, 7) float32 expression distributions (FER+ crowd votes) to train on; ``expr``
+            then holds the majority class, which the metrics score. An all-zero row is unannotated.
     """
     paths: list
     videos: list
@@ -27,9 +29,18 @@ class FrameIndex:
     stats: dict
     skipped: list
     boxes: np.ndarray = None
+    expr_soft: np.ndarray = None
 
     def __len__(self):
         return len(self.paths)
 
     def labels(self):
+        """The labels the metrics score: VA, AUs and expression class ids."""
         return {"va": self.va, "au": self.au, "expr": self.expr}
+
+    def targets(self):
+        """The training targets: ``labels()``, with the expression distributions in place of the ids if any."""
+        out = self.labels()
+        if self.expr_soft is not None:
+            out["expr"] = self.expr_soft
+        return out

@@ -9,7 +9,7 @@ from keras_mtanet.data.index import FrameIndex
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def default_augmentation(seed=None, rand_augment=False):
+def default_augmentation(seed=None, rand_augment=False, random_erasing=False):
     """Flip, small rotation/zoom/translation and colour jitter on 0-255 RGB batches.
 
     Horizontal flips keep every label valid: the 8 AUs are bilateral and expressions and VA are unchanged.
@@ -17,6 +17,8 @@ def default_augmentation(seed=None, rand_augment=False):
     Args:
         seed: seed for every random layer (deterministic augmentation).
         rand_augment: add ``keras.layers.RandAugment`` (2 ops, factor 0.3) at the end.
+        random_erasing: add ``keras.layers.RandomErasing`` (half of the images get a patch of 2-20% of their
+            area filled with noise), which makes a model use more than one part of the face.
     """
     layers = [
         keras.layers.RandomFlip("horizontal", seed=seed),
@@ -28,6 +30,8 @@ def default_augmentation(seed=None, rand_augment=False):
     ]
     if rand_augment:
         layers.append(keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.3, seed=seed))
+    if random_erasing:
+        layers.append(keras.layers.RandomErasing(factor=0.5, scale=(0.02, 0.2), value_range=(0, 255), seed=seed))
     return keras.Sequential(layers, name="augmentation")
 
 
@@ -48,8 +52,8 @@ def decode_and_resize(data, image_size, box=None, from_bytes=False):
 
 def _tensors(index):
     boxes = index.boxes if index.boxes is not None else np.zeros((len(index), 4), np.int32)
-    return (np.asarray(index.paths, dtype=object).astype(str), boxes.astype(np.int32),
-            {"va": index.va, "au": index.au, "expr": index.expr})
+    # Training targets: an index with expression distributions (FER+ votes) feeds them instead of class ids.
+    return np.asarray(index.paths, dtype=object).astype(str), boxes.astype(np.int32), index.targets()
 
 
 def make_dataset(source, image_size=112, batch_size=32, training=False, augment=None, shuffle_buffer=20000,
@@ -58,8 +62,9 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
     """A batched ``tf.data.Dataset`` of ``(images, {"va", "au", "expr"})`` from an index or TFRecords.
 
     Args:
-        source: a ``FrameIndex`` (``affwild2.read_index``, ``affectnet.read_index``) or a TFRecord file
-            pattern written by ``tfrecord.write_tfrecords``.
+        source: a ``FrameIndex`` (``affwild2.read_index``, ``affectnet.read_index``, ``ferplus.read_index``)
+            or a TFRecord file pattern written by ``tfrecord.write_tfrecords``. The ``"expr"`` labels are class
+            ids, or (N, 7) distributions where the index (or any shard) carries them (``FrameIndex.targets``).
         image_size: side of the square model input; images are float32 RGB in [0, 255].
         batch_size: batch size.
         training: shuffle (reshuffled every epoch) and augment.

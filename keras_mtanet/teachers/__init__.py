@@ -1,0 +1,1 @@
+"""Teachers: the labels FER+ lacks, distilled from other sources (kept light: MediaPipe is imported on use)."""

@@ -1,0 +1,170 @@
+"""``keras-mtanet teach``: run the AU and valence/arousal teachers over FER+ and write the label cache.
+
+The work is done in parts of ``CHUNK`` images, each written whole to ``OUTPUT.parts/`` (temporary name, then a
+rename), so an interrupted run loses at most the part in progress and a rerun of the same command skips every
+image already written. When every image is done the parts are merged into ``OUTPUT`` (again through a
+temporary name) and ``OUTPUT.json`` records the settings, the share of faces found and the time per split. A
+rerun over a finished cache only adds images it lacks. Each image's result depends on that image alone (the
+landmarker runs in image mode, without tracking), so a resumed run ends with the same file as one that was not
+interrupted.
+"""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from keras_mtanet.data import ferplus
+from keras_mtanet.data.errors import DataError
+from keras_mtanet.teachers import au as au_teacher
+from keras_mtanet.teachers import cache, landmarker, va
+
+CHUNK = 500
+FORMATS = ("ferplus",)
+
+
+def _key(folder, path):
+    return f"{folder}/{Path(path).name}"
+
+
+def _settings(lm):
+    settings = {"landmarker": lm.settings(), "au_mapping": au_teacher.mapping_summary(),
+                "va_coordinates": {k: v for k, v in va.VA_COORDINATES.items() if v is not None},
+                "va_source": va.SOURCE}
+    return json.loads(json.dumps(settings))  # as read back from JSON (tuples become lists)
+
+
+def _write_json(path, data):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: unreadable ({error})") from None
+
+
+def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus", chunk=CHUNK, log=print):
+    """Write the teacher label cache ``output`` for the images ``ferplus.read_index`` keeps in ``splits``.
+
+    Returns:
+        ``{split: {"images", "found", "found_share", "seconds"}}`` over the whole cache (``seconds``: landmarker
+        time summed over all runs that worked on the split).
+
+    Raises:
+        DataError: bad data (see ``ferplus.read_index``), a bundle with the wrong hash, or an output that was
+            started with other settings.
+    """
+    if data_format not in FORMATS:
+        raise DataError(f"teach: unknown data format {data_format!r}; choose one of {', '.join(FORMATS)}")
+    output = Path(output)
+    parts = output.with_name(output.name + ".parts")
+    summary_path = output.with_name(output.name + ".json")
+    folders = [ferplus.split_folder(s) for s in splits]
+    indexes = {folder: ferplus.read_index(root, split) for split, folder in zip(splits, folders)}
+    votes = {folder: ferplus.read_votes(root, split) for split, folder in zip(splits, folders)}
+    if not output.parent.is_dir():
+        raise DataError(f"{output.parent}: output folder not found")
+
+    with landmarker.FaceLandmarker(model_path) as lm:
+        settings = _settings(lm)
+        done = {}
+        timing = {}
+        if output.exists():
+            if not summary_path.exists():
+                raise DataError(f"{output}: exists without {summary_path.name}, so its settings are unknown; "
+                                "choose another --output")
+            previous = _read_json(summary_path)
+            if previous.get("settings") != settings:
+                raise DataError(f"{output}: was written with other teacher settings ({summary_path.name}); "
+                                "choose another --output")
+            done.update(cache.read_rows(output))
+            timing = {k: dict(v) for k, v in previous.get("timing", {}).items()}
+        if parts.exists():
+            started = parts / "settings.json"
+            if not started.exists() or _read_json(started) != settings:
+                raise DataError(f"{parts}: an unfinished run with other teacher settings; delete it or choose "
+                                "another --output")
+            for part in sorted(parts.glob("part-*.csv")):
+                done.update(cache.read_rows(part))
+            if (parts / "timing.json").exists():
+                for folder, t in _read_json(parts / "timing.json").items():
+                    timing[folder] = t
+        todo = {f: [i for i, p in enumerate(idx.paths) if _key(f, p) not in done] for f, idx in indexes.items()}
+        if any(todo.values()):
+            parts.mkdir(exist_ok=True)
+            _write_json(parts / "settings.json", settings)
+        number = len(list(parts.glob("part-*.csv"))) if parts.exists() else 0
+        for folder, index in indexes.items():
+            pending = todo[folder]
+            spent = timing.setdefault(folder, {"seconds": 0.0, "images": 0})
+            total = len(index)
+            if not pending:
+                log(f"{folder}: all {total} images already in the cache")
+                continue
+            log(f"{folder}: {total - len(pending)} of {total} images already done, {len(pending)} to go")
+            for start in range(0, len(pending), chunk):
+                began = time.perf_counter()
+                rows = [_teach_one(lm, folder, index.paths[i], votes[folder]) for i in pending[start:start + chunk]]
+                while (parts / f"part-{number:05d}.csv").exists():
+                    number += 1
+                cache.write_rows(parts / f"part-{number:05d}.csv", rows)
+                number += 1
+                for row in rows:
+                    done[row[0]] = row
+                spent["seconds"] += time.perf_counter() - began
+                spent["images"] += len(rows)
+                _write_json(parts / "timing.json", timing)
+                finished = start + len(rows)
+                rate = spent["images"] / max(spent["seconds"], 1e-9)
+                log(f"{folder}: {total - len(pending) + finished}/{total} images, {rate:.0f} images/s, "
+                    f"about {(len(pending) - finished) / rate / 60:.1f} min left in this split")
+
+    rows = sorted(done.values(), key=lambda r: (_split_order(r[0]), r[0]))
+    cache.write_rows(output, rows)
+    report = _report(rows, timing)
+    _write_json(summary_path, {"settings": settings, "timing": timing, "splits": report})
+    if parts.exists():
+        shutil.rmtree(parts)
+    for folder, r in report.items():
+        log(f"{folder}: {r['found']} of {r['images']} faces found ({100 * r['found_share']:.1f} %), "
+            f"{r['seconds'] / 60:.1f} min of landmarker time")
+    log(f"teacher labels: {output}")
+    return report
+
+
+def _split_order(key):
+    folder = key.split("/", 1)[0]
+    order = [ferplus.SPLIT_FOLDERS[s] for s in ferplus.SPLITS]
+    return order.index(folder) if folder in order else len(order)
+
+
+def _report(rows, timing):
+    report = {}
+    for row in rows:
+        folder = row[0].split("/", 1)[0]
+        r = report.setdefault(folder, {"images": 0, "found": 0})
+        r["images"] += 1
+        r["found"] += row[1] == "1"
+    for folder, r in report.items():
+        r["found_share"] = round(r["found"] / max(r["images"], 1), 4)
+        r["seconds"] = round(timing.get(folder, {}).get("seconds", 0.0), 1)
+    return report
+
+
+def _teach_one(lm, folder, path, votes):
+    name = Path(path).name
+    gray = landmarker.read_gray(path)
+    seen = lm.observe(gray) if gray is not None else None
+    derived = va.derive_va(votes[name])
+    if seen is None or not seen.found:
+        nan = [float("nan")]
+        return cache.format_row(_key(folder, path), False, [], derived, nan * len(landmarker.BLENDSHAPE_NAMES),
+                                nan * len(landmarker.GEOMETRY_NAMES))
+    probabilities = au_teacher.au_probabilities(seen.features())
+    return cache.format_row(_key(folder, path), True, probabilities, derived, seen.blendshapes, seen.geometry)
+

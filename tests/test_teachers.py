@@ -1,0 +1,212 @@
+import csv
+import hashlib
+import importlib.util
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_mtanet import cli
+from keras_mtanet.data import ferplus
+from keras_mtanet.data.errors import DataError
+from keras_mtanet.labels import AU_NAMES
+from keras_mtanet.teachers import au, cache, landmarker, va
+from keras_mtanet.teachers import teach as teach_module
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FERPLUS = SHARED / "data" / "ferplus"
+BUNDLE = SHARED / "models" / "face_landmarker.task"
+HAVE_MEDIAPIPE = importlib.util.find_spec("mediapipe") is not None
+needs_teacher = pytest.mark.skipif(
+    not (HAVE_MEDIAPIPE and BUNDLE.is_file() and FERPLUS.is_dir()),
+    reason="needs mediapipe (pip install 'keras-mtanet[teacher]') and ../shared (FER+ and face_landmarker.task)")
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def test_valence_arousal_from_votes_by_hand():
+    # 6 neutral (0, 0) and 4 happiness (0.81, 0.51) votes: 40 % of the way to happy.
+    np.testing.assert_allclose(va.derive_va([6, 4, 0, 0, 0, 0, 0, 0, 0, 0]), [0.324, 0.204], atol=1e-6)
+    # Contempt counts at (-0.23, 0.31); unknown and NF votes are dropped: (2 anger, 1 disgust, 7 contempt) / 10.
+    expected = [(2 * -0.51 - 0.60 + 7 * -0.23) / 10, (2 * 0.59 + 0.35 + 7 * 0.31) / 10]
+    np.testing.assert_allclose(va.derive_va([0, 0, 0, 0, 2, 1, 0, 7, 0, 0]), expected, atol=1e-6)
+    np.testing.assert_allclose(va.derive_va([0, 0, 0, 3, 0, 0, 0, 0, 4, 3]), [-0.63, -0.27], atol=1e-6)
+    batch = va.derive_va([[0, 0, 0, 0, 0, 0, 0, 0, 5, 5], [0, 0, 10, 0, 0, 0, 0, 0, 0, 0]])
+    np.testing.assert_allclose(batch, [[-5, -5], [0.40, 0.67]], atol=1e-6)
+
+
+def test_au_mapping_by_hand():
+    face = dict.fromkeys(landmarker.BLENDSHAPE_NAMES + landmarker.GEOMETRY_NAMES, 0.0)
+    face.update(mouthSmileLeft=0.4, mouthSmileRight=0.6, mouthStretchLeft=0.5, mouthStretchRight=0.5, jawOpen=0.3,
+                lip_gap=0.1, cheekSquintLeft=1e-6, cheekSquintRight=3e-6, lower_lid=-0.2)
+    p = dict(zip(AU_NAMES, au.au_probabilities(face)))
+    p12 = sigmoid(12.3597 * 0.5 - 2.1203)  # left and right are averaged
+    assert p["AU12"] == pytest.approx(p12, rel=1e-5)
+    # AU20's stretch is gated by 1 - p(AU12): a stretch that comes with a smile is the smile's.
+    assert p["AU20"] == pytest.approx(sigmoid(7.5836 * 0.5 - 0.3334) * (1 - p12), rel=1e-5)
+    assert p["AU25"] == pytest.approx(sigmoid(7.1428 * 0.3 + 10.9024 * 0.1 - 1.8392), rel=1e-5)
+    assert p["AU6"] == pytest.approx(sigmoid(2.8211 * math.log10(2e-6 + 1e-9) + 89.7534 * -0.2 + 20.0348), rel=1e-5)
+    assert p["AU1"] == pytest.approx(sigmoid(-0.6021), rel=1e-5)
+
+
+def test_geometry_ignores_face_size_position_and_roll():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0.3, 0.7, (478, 2))
+    points[33], points[263] = (0.4, 0.5), (0.6, 0.5)  # outer eye corners 0.2 apart
+    points[13], points[14] = (0.5, 0.70), (0.5, 0.73)  # inner lips
+    points[61], points[291] = (0.45, 0.74), (0.55, 0.74)  # lip corners
+    points[55], points[285] = (0.47, 0.42), (0.53, 0.42)  # inner brow ends
+    points[133], points[362] = (0.46, 0.5), (0.54, 0.5)  # inner eye corners
+    g = dict(zip(landmarker.GEOMETRY_NAMES, landmarker.geometry(points)))
+    assert g["lip_gap"] == pytest.approx(0.03 / 0.2, rel=1e-5)
+    assert g["brow_gap"] == pytest.approx(0.06 / 0.2, rel=1e-5)
+    assert g["brow_inner"] == pytest.approx(0.08 / 0.2, rel=1e-5)  # brows above the eye corners: positive
+    assert g["corner_drop"] == pytest.approx((0.74 - 0.715) / 0.2, rel=1e-5)
+    angle = math.radians(25)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    moved = (points - 0.5) @ rotation.T * 0.6 + [0.45, 0.55]
+    np.testing.assert_allclose(landmarker.geometry(moved), landmarker.geometry(points), rtol=1e-5, atol=1e-6)
+
+
+def test_prepare_upscales_and_pads_with_grey():
+    gray = np.full((48, 48), 200, np.uint8)
+    image = landmarker.prepare(gray)
+    assert image.shape == (384, 384, 3) and image.dtype == np.uint8
+    assert np.all(image[:96] == 128) and np.all(image[:, -96:] == 128)  # a quarter of the side on each side
+    assert np.all(image[96:288, 96:288] == 200)
+
+
+def test_the_bundle_is_checked_by_hash(tmp_path):
+    fake = tmp_path / "face_landmarker.task"
+    fake.write_bytes(b"not a bundle")
+    digest = hashlib.sha256(b"not a bundle").hexdigest()
+    with pytest.raises(DataError, match=f"^{fake}: sha256 {digest} is not the Face Landmarker bundle"):
+        landmarker.check_bundle(fake)
+    with pytest.raises(DataError, match="Face Landmarker bundle not found; download face_landmarker.task from"):
+        landmarker.check_bundle(tmp_path / "missing.task")
+
+
+def test_without_mediapipe_the_teacher_says_what_to_install(monkeypatch):
+    from keras_mtanet.inference.detection import DependencyError
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe raises ImportError
+    monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
+    with pytest.raises(DependencyError, match="needs MediaPipe: pip install 'keras-mtanet\\[teacher\\]'"):
+        landmarker.FaceLandmarker("face_landmarker.task")
+
+
+def test_cache_rows_round_trip(tmp_path):
+    path = tmp_path / "labels.csv"
+    blend = np.linspace(0, 1, 52)
+    blend[7] = 1.234567e-6
+    rows = [cache.format_row("FER2013Test/a.png", True, [0.12344, 0.5, 1, 0, 0.25, 0.75, 0.1, 0.9], [-0.5, 0.25],
+                             blend, np.arange(7) / 10),
+            cache.format_row("FER2013Test/b.png", False, [], [-5, -5], [math.nan] * 52, [math.nan] * 7)]
+    cache.write_rows(path, rows)
+    labels = cache.read_labels(path)
+    a, b = labels["FER2013Test/a.png"], labels["FER2013Test/b.png"]
+    assert a.found and not b.found
+    np.testing.assert_allclose(a.au, [0.1234, 0.5, 1, 0, 0.25, 0.75, 0.1, 0.9], atol=1e-6)
+    np.testing.assert_array_equal(b.au, [-1] * 8)
+    np.testing.assert_array_equal(b.va, [-5, -5])
+    features = cache.features(cache.read_rows(path)["FER2013Test/a.png"])
+    assert features["cheekSquintLeft"] == pytest.approx(1.234567e-6, rel=1e-5)  # tiny scores survive
+    assert math.isnan(cache.features(cache.read_rows(path)["FER2013Test/b.png"])["jawOpen"])
+    text = path.read_text().splitlines()
+    path.write_text("\n".join(text[:2] + [text[2].replace(",-5.0000,", ",-3.0000,", 1)]) + "\n")
+    with pytest.raises(DataError, match=f"^{path}:3: valence/arousal must lie in"):
+        cache.read_labels(path)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "FER2013Train").mkdir()
+    (tmp_path / "FER2013Train" / "label.csv").write_text("")
+    (tmp_path / "bad.task").write_bytes(b"x")
+    code = cli.main(["teach", "--data", str(tmp_path), "--teacher-model", str(tmp_path / "bad.task"),
+                     "--output", str(tmp_path / "labels.csv"), "--splits", "train"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is not the Face Landmarker bundle" in err
+    code = cli.main(["train", "--data", str(tmp_path), "--format", "synthetic", "--labels", "x.csv", "--output",
+                     str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "keras-mtanet: error: --labels (a teacher label cache) applies to --format " \
+                                        "ferplus only"
+
+
+def real_faces(expression, count, min_votes=9):
+    """The first ``count`` FER+ test images (file order) with at least ``min_votes`` of 10 for ``expression``."""
+    column = ferplus.VOTE_NAMES.index(expression)
+    chosen = []
+    with open(FERPLUS / "FER2013Test" / "label.csv", newline="") as f:
+        for row in csv.reader(f):
+            if int(row[2 + column]) >= min_votes:
+                chosen.append(FERPLUS / "FER2013Test" / row[0])
+                if len(chosen) == count:
+                    break
+    return chosen
+
+
+@needs_teacher
+def test_teacher_on_real_happy_and_surprised_faces():
+    with landmarker.FaceLandmarker(BUNDLE) as lm:
+        results = {}
+        for expression in ("happiness", "surprise"):
+            seen = [lm.observe(landmarker.read_gray(p)) for p in real_faces(expression, 6)]
+            results[expression] = [dict(zip(AU_NAMES, au.au_probabilities(s.features()))) for s in seen if s.found]
+        again = lm.observe(landmarker.read_gray(real_faces("happiness", 1)[0]))
+    assert len(results["happiness"]) >= 5 and len(results["surprise"]) >= 5
+    assert all(p["AU12"] > 0.5 for p in results["happiness"]), results["happiness"]
+    assert all(p["AU25"] > 0.5 or p["AU1"] > 0.5 or p["AU2"] > 0.5 for p in results["surprise"]), results["surprise"]
+    with landmarker.FaceLandmarker(BUNDLE) as other:  # a fresh landmarker sees the same numbers
+        fresh = other.observe(landmarker.read_gray(real_faces("happiness", 1)[0]))
+    np.testing.assert_array_equal(fresh.blendshapes, again.blendshapes)
+
+
+@needs_teacher
+def test_teach_resumes_after_a_kill_to_the_same_file(tmp_path, monkeypatch):
+    root = tmp_path / "fer"
+    split = root / "FER2013Test"
+    split.mkdir(parents=True)
+    lines = (FERPLUS / "FER2013Test" / "label.csv").read_text().splitlines()[:12]
+    (split / "label.csv").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        shutil.copy(FERPLUS / "FER2013Test" / line.split(",")[0], split)
+    quiet = lambda *a: None  # noqa: E731
+    whole = ferplus.read_index(root, "test")
+    reference = tmp_path / "reference.csv"
+    report = teach_module.teach(root, BUNDLE, reference, splits=("test",), chunk=5, log=quiet)
+    assert report["FER2013Test"]["images"] == len(whole)
+
+    calls = {"n": 0}
+    observe = landmarker.FaceLandmarker.observe
+
+    def dying(self, gray):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return observe(self, gray)
+
+    out = tmp_path / "labels.csv"
+    monkeypatch.setattr(landmarker.FaceLandmarker, "observe", dying)
+    with pytest.raises(KeyboardInterrupt):
+        teach_module.teach(root, BUNDLE, out, splits=("test",), chunk=5, log=quiet)
+    assert not out.exists() and len(list((tmp_path / "labels.csv.parts").glob("part-*.csv"))) == 1
+    monkeypatch.setattr(landmarker.FaceLandmarker, "observe", observe)
+    messages = []
+    teach_module.teach(root, BUNDLE, out, splits=("test",), chunk=5, log=messages.append)
+    assert f"FER2013Test: 5 of {len(whole)} images already done, {len(whole) - 5} to go" in messages
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "labels.csv.parts").exists()
+    again = []
+    teach_module.teach(root, BUNDLE, out, splits=("test",), log=again.append)
+    assert f"FER2013Test: all {len(whole)} images already in the cache" in again
+    assert out.read_bytes() == reference.read_bytes()
+
+    index = ferplus.read_index(root, "test", labels=out)
+    assert index.stats["teacher_found"] + index.stats["teacher_missed"] == len(index)
+    assert landmarker.BUNDLE_SHA256 in (tmp_path / "labels.csv.json").read_text()
