@@ -33,6 +33,7 @@ HASHED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 PRESET_FILES = HASHED_FILES + (METADATA_FILE,)
 REGISTRY_FILE = "preset.json"
 DEFAULT_PRESET = "mtanet_se_resnet18_synth"
+SYNTHETIC_PRESET = "mtanet_se_resnet18_synth"  # trained on the package's synthetic faces: tests and tutorials
 ZOO_PATH_VARIABLE = "KERAS_MTANET_ZOO_PATH"
 
 

@@ -1,6 +1,9 @@
+import csv
+import os
 import subprocess
 import sys
 
+import cv2
 import pytest
 
 import keras_mtanet
@@ -32,12 +35,27 @@ def test_presets_lists_the_embedded_default(capsys):
 
 
 def test_demo_runs_the_embedded_preset_in_a_fresh_process(tmp_path):
-    env_overrides = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    import os
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-m", "keras_mtanet", "demo", "--output", str(tmp_path / "faces.csv"),
+                             "--plot", str(tmp_path / "faces.png")], capture_output=True, text=True, timeout=300,
+                            env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "input: scikit-image's astronaut photograph" in result.stdout
+    with open(tmp_path / "faces.csv") as f:
+        rows = list(csv.DictReader(f))
+    # The photograph and its mirror image: two faces, found where they are, predicted alike.
+    assert [int(r["face_detected"]) for r in rows] == [1, 1]
+    left, right = rows
+    assert abs(float(left["x"]) + float(left["w"]) / 2 - 222) < 15
+    assert abs((1024 - float(right["x"]) - float(right["w"]) / 2) - 222) < 15
+    assert abs(float(left["valence"]) - float(right["valence"])) < 0.3
+    picture = cv2.imread(str(tmp_path / "faces.png"))
+    assert picture.shape[:2] == (512 + 24, 1024)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.csv", "faces.png"]  # nothing else written
 
-    result = subprocess.run([sys.executable, "-m", "keras_mtanet", "demo", "--frames", "24", "--output",
-                             str(tmp_path / "demo.csv")], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, **env_overrides})
+    result = subprocess.run([sys.executable, "-m", "keras_mtanet", "demo", "--synthetic", "--frames", "24",
+                             "--output", str(tmp_path / "demo.csv")], capture_output=True, text=True, timeout=300,
+                            env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trained on: keras_mtanet synthetic cartoon faces" in result.stdout
     assert "ABAW scores on this video: ccc_valence" in result.stdout

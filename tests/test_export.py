@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtanet import abaw_scores, export, load_pretrained
+from keras_mtanet import abaw_scores, export, load_pretrained, zoo
 from keras_mtanet.cli import main
 from keras_mtanet.data import synthetic
 
 
 @pytest.fixture(scope="module")
 def preset():
-    return load_pretrained()
+    return load_pretrained(zoo.SYNTHETIC_PRESET)
 
 
 @pytest.fixture(scope="module")

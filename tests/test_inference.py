@@ -30,9 +30,9 @@ def photo():
 @pytest.fixture(scope="module")
 def preset():
     """The embedded default preset, loaded once for the module."""
-    from keras_mtanet import load_pretrained
+    from keras_mtanet import load_pretrained, zoo
 
-    return load_pretrained()
+    return load_pretrained(zoo.SYNTHETIC_PRESET)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from skimage import data as skdata
 
 import keras_mtanet
-from keras_mtanet import evaluate, hub
+from keras_mtanet import evaluate, hub, zoo
 from keras_mtanet.cli import main, write_demo_csv
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.inference import Predictor, detection, output, predictor, progress, scenes, sources, tracking
@@ -43,7 +43,7 @@ def photo():
 def preset():
     from keras_mtanet import load_pretrained
 
-    return load_pretrained()
+    return load_pretrained(zoo.SYNTHETIC_PRESET)
 
 
 @pytest.fixture
@@ -287,13 +287,16 @@ def test_predict_with_a_huge_smoothing_window_writes_every_row(cli, tmp_path, ca
 # ------------------------------------------------------------------------------------------ 5. demo
 @pytest.mark.parametrize("frames", ["0", "-5", "100000000"])
 def test_demo_refuses_absurd_frame_counts_before_loading(frames, no_model, capsys):
-    assert main(["demo", "--frames", frames]) == 2
+    assert main(["demo", "--synthetic", "--frames", frames]) == 2
     assert capsys.readouterr().err.strip() == f"keras-mtanet: error: --frames {frames}: give 1 to 10000 frames"
 
 
 def test_demo_output_into_a_missing_folder_fails_before_loading(no_model, tmp_path, capsys):
     target = tmp_path / "missing" / "demo.csv"
-    assert main(["demo", "--frames", "5", "--output", str(target)]) == 2
+    assert main(["demo", "--synthetic", "--frames", "5", "--output", str(target)]) == 2
+    assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {target}: folder {tmp_path / 'missing'} "
+                                               "does not exist")
+    assert main(["demo", "--output", str(target)]) == 2
     assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {target}: folder {tmp_path / 'missing'} "
                                                "does not exist")
 

@@ -139,3 +139,45 @@ def plot_records(records, path, title=None):
                 raise DataError(f"{printable(path)}: cannot write ({error.strerror or error})") from None
     finally:
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------- faces drawn on photos
+# Drawn with OpenCV (always installed), so the demo's picture needs no matplotlib.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def check_image_path(path):
+    """``DataError`` unless ``path`` ends in a suffix ``draw_faces`` pictures can be written as and its folder
+    can be written (checked before any work)."""
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{printable(path)}: the picture's suffix must be one of {', '.join(IMAGE_SUFFIXES)}")
+    check_writable(path, "plot")
+
+
+def draw_faces(images, records, names):
+    """The ``images`` (H x W x 3 RGB) side by side with each detected face's box, expression, valence/arousal
+    and active AUs written beside it; ``records`` come from ``Predictor`` with ``source`` in ``names``."""
+    import cv2
+
+    height = max(image.shape[0] for image in images)
+    panels = []
+    for image, name in zip(images, names):
+        panel = np.full((height + 24, image.shape[1], 3), 255, np.uint8)
+        panel[:image.shape[0]] = image
+        scale = max(0.4, min(1.0, image.shape[1] / 900))
+        for r in (r for r in records if r["source"] == name and r["face_detected"]):
+            x, y, w, h = (int(round(r[k])) for k in ("x", "y", "w", "h"))
+            cv2.rectangle(panel, (x, y), (x + w, y + h), (40, 220, 40), 2)
+            aus = " ".join(au for au in AU_NAMES if r[au]) or "no AU"
+            lines = [f"{r['expression']} {r[r['expression'] + '_prob']:.2f}",
+                     f"V {r['valence']:+.2f} A {r['arousal']:+.2f}", aus]
+            ty = y + h + int(22 * scale) if y + h + 3 * int(22 * scale) < image.shape[0] else max(14, y - 50)
+            for i, text in enumerate(lines):
+                origin = (x, ty + i * int(22 * scale))
+                cv2.putText(panel, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), 4, cv2.LINE_AA)
+                cv2.putText(panel, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255), 1,
+                            cv2.LINE_AA)
+        cv2.putText(panel, printable(name)[:60], (6, height + 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        panels.append(panel)
+    return np.concatenate(panels, axis=1)
