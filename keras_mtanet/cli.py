@@ -201,6 +201,7 @@ def _restore_sigterm(previous):
 MAX_DEMO_FRAMES = 10000
 
 
+MAX_DEMO_IMAGES = 8
 DEMO_PHOTO = "astronaut.jpg"  # keras_mtanet/assets: NASA, public domain (see assets/README.md)
 
 
@@ -231,6 +232,9 @@ def run_photo_demo(args):
         output.check_output_path(args.output)
     if args.plot:
         plots.check_image_path(args.plot)
+    if args.image and len(args.image) > MAX_DEMO_IMAGES:
+        raise DataError(f"--image: give at most {MAX_DEMO_IMAGES} photos (they are drawn side by side); use "
+                        "keras-mtanet predict for more")
     if args.image:
         photos = [(str(path), read_image(path)) for path in args.image]
         described = ", ".join(output.printable(name) for name, _ in photos)
@@ -243,9 +247,9 @@ def run_photo_demo(args):
     model = load_pretrained(args.model)
     meta = model.metadata
     predictor = Predictor(model)
-    print(f"model: {meta.get('name') or args.model or 'default'} ({model.backbone_name}, {model.input_shape[1]} px "
-          f"{getattr(model, 'color_mode', 'rgb')}, {model.count_params():,} parameters)")
-    print(f"trained on: {meta.get('training_data') or 'not stated by the preset'}")
+    print(f"model: {output.plain(meta.get('name') or args.model or 'default')} ({model.backbone_name}, "
+          f"{model.input_shape[1]} px {getattr(model, 'color_mode', 'rgb')}, {model.count_params():,} parameters)")
+    print(f"trained on: {output.plain(meta.get('training_data') or 'not stated by the preset')}")
     print(f"input: {described}")
     print()
     print(f"{'image':<18} face  {'box (x, y, w, h)':<20} valence arousal  {'expression (p)':<18} active AUs (p > 0.5)")
@@ -263,7 +267,7 @@ def run_photo_demo(args):
             print(f"{output.printable(name)[:18]:<18} {r['face_id']:4d}  {box:<20} {r['valence']:+.2f}   "
                   f"{r['arousal']:+.2f}    {r['expression']:<10} ({p:.2f})  {aus}")
     print()
-    print(f"what the preset is for: {meta.get('description') or 'see its model card'}")
+    print(f"what the preset is: {output.plain(meta.get('description') or 'see its model card')}")
     if args.output:
         with output.RecordWriter(args.output) as writer:
             writer.write(records)
@@ -285,7 +289,7 @@ def run_synthetic_demo(args):
     from keras_mtanet import abaw_scores, load_pretrained
     from keras_mtanet.data import synthetic
     from keras_mtanet.data.errors import DataError
-    from keras_mtanet.inference.output import check_writable, printable
+    from keras_mtanet.inference.output import check_writable, plain, printable
     from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
     frames = 120 if args.frames is None else args.frames
@@ -298,9 +302,9 @@ def run_synthetic_demo(args):
     size = int(model.input_shape[1])  # the checked config's, not the metadata's say-so
     video, labels = synthetic.render_video(np.random.SeedSequence([args.seed, 7]), frames, size)
     out = model.predict(video.astype("float32"), verbose=0)
-    print(f"model: {meta.get('name') or args.model} ({model.backbone_name}, {size} px, "
+    print(f"model: {plain(meta.get('name') or args.model)} ({model.backbone_name}, {size} px, "
           f"{model.count_params():,} parameters)")
-    print(f"trained on: {meta.get('training_data') or 'not stated by the preset'}")
+    print(f"trained on: {plain(meta.get('training_data') or 'not stated by the preset')}")
     print(f"input: a generated video of {frames} synthetic faces (seed {args.seed}), not seen in training")
     print()
     print(" frame  valence arousal  expression (p)        active AUs              | truth: V     A    expression")

@@ -131,8 +131,8 @@ def export(model, path, format, int8=False, calibration=None, overwrite=False):
             os.replace(path, old)
             os.replace(staged, path)
         else:
-            if path.is_symlink() and format == "savedmodel":
-                path.unlink()  # the link itself, never what it points to
+            if format == "savedmodel" and (path.is_symlink() or path.exists()):
+                path.unlink()  # a file or link asked to be replaced by the folder (a link: never its target)
             os.replace(staged, path)  # atomic for files (and replaces a link, never its target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -218,6 +218,11 @@ def adopt_architecture(config, source, log=print):
     """``config`` with the architecture of the ``--init`` preset ``source`` (the input size stays the
     config's: every layer's weights are independent of it)."""
     preset = source.get_config()
+    for key in ("se_ratio", "head_filters"):
+        default = zoo.MODEL_CONFIG_DEFAULTS[key]
+        if preset.get(key, default) != default:
+            raise DataError(f"--init: the preset's {key} is {preset[key]}, but train builds {default}; its "
+                            f"{'SE gates' if key == 'se_ratio' else 'head'} could not start from it")
     changed = {key: preset[ckey] for key, ckey in ARCHITECTURE_KEYS.items() if config.get(key) != preset[ckey]}
     if changed:
         log("architecture from the --init preset: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in changed.items()))
@@ -380,11 +385,14 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
     strategy = make_strategy(config["strategy"])
     chief, workers, task = cluster_role(strategy)
     output = Path(output)
-    if not chief:  # only the chief writes the run folder; other workers keep theirs in a scratch folder
+    if not chief:
+        # Only the chief writes the run folder; the other workers keep their backups in a scratch folder named
+        # after the run folder and the worker, so that a restarted job resumes every worker at the same epoch.
+        import hashlib
         import tempfile
 
-        output = Path(tempfile.gettempdir()) / f"keras_mtanet_worker{task}_{os.getpid()}"
-    backup = output / "backup"
+        tag = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:16]
+        output = Path(tempfile.gettempdir()) / f"keras_mtanet_worker{task}_{tag}"
     run = {"data": str(Path(data).resolve()), "format": data_format}
     if labels is not None:
         run["labels"] = str(Path(labels).resolve())
@@ -396,6 +404,32 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
         log(f"{output}: this run has already finished and its preset is written; nothing to do (choose another "
             "--output for a new run)")
         return dict(meta.get("metrics") or {})
+    lock = lock_run_folder(output)
+    try:
+        return _train_locked(config, data, data_format, output, state, run, strategy, chief, workers, task,
+                             labels, init, source, verbose, tensorboard, log)
+    finally:
+        lock.close()
+
+
+def lock_run_folder(output):
+    """An exclusive lock on ``output/.lock`` for as long as the returned file stays open: a second process
+    training into the same folder (a job scheduler's requeue while the first still runs) gets a one-line
+    error instead of writing over the first one's log and backup."""
+    import fcntl
+
+    handle = open(output / LOCK_FILE, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DataError(f"{output}: another process is training into this folder") from None
+    return handle
+
+
+def _train_locked(config, data, data_format, output, state, run, strategy, chief, workers, task, labels, init,
+                  source, verbose, tensorboard, log):
+    backup = output / "backup"
     if state == "resume":
         log(f"resuming the interrupted run in {output}")
 
@@ -442,9 +476,10 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
         # Before the backup: the log row and best weights of an epoch are written before its backup, and the
         # recorder drops both again if the run resumes before that epoch (see RunRecorder).
         recorder,
-        # Two backups: a kill while one is being written leaves the other to resume from. The backup is removed
-        # only once the preset is written, so a kill in between resumes with nothing left to train.
-        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=False),
+        # Two backups, each a verified pair: a kill while one is being written leaves the other to resume
+        # from. The backup is removed only once the preset is written, so a kill in between resumes with
+        # nothing left to train.
+        VerifiedBackup(str(backup)),
     ]
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         log("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
@@ -452,15 +487,7 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
         callbacks.append(keras.callbacks.TensorBoard(str(output / "tensorboard"), write_graph=False))
     fit = lambda: model.fit(train_ds, epochs=int(config["epochs"]), callbacks=callbacks, verbose=verbose,  # noqa: E731
                             shuffle=False)
-    try:
-        fit()
-    except OSError as error:
-        # Killed while writing the very first backup: nothing valid to resume from, and no step was taken.
-        if not backup.exists() or int(model.optimizer.iterations) != 0:
-            raise
-        log(f"the backup in {backup} is unreadable ({str(error).splitlines()[0]}); starting the run over")
-        shutil.rmtree(backup)
-        fit()
+    fit()
 
     recorder.prune()
     best = recorder.best_file()
@@ -483,11 +510,13 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
     else:
         log(f"worker {task} done; the chief wrote the preset")
     shutil.rmtree(backup, ignore_errors=True)  # only now: the preset is complete
+    if not chief:
+        shutil.rmtree(output, ignore_errors=True)  # the scratch folder's work is done
     return scores
 
 
-RUN_FILE, CONFIG_RECORD, LOG_FILE = "run.json", "train_config.json", "log.csv"
-RUN_ENTRIES = {RUN_FILE, CONFIG_RECORD, LOG_FILE, "checkpoints", "backup", "tensorboard"}
+RUN_FILE, CONFIG_RECORD, LOG_FILE, LOCK_FILE = "run.json", "train_config.json", "log.csv", ".lock"
+RUN_ENTRIES = {RUN_FILE, CONFIG_RECORD, LOG_FILE, LOCK_FILE, "checkpoints", "backup", "tensorboard"}
 
 
 def _write_json(path, value):
@@ -520,16 +549,24 @@ def prepare_run_folder(output, config, run, resume):
         return "finished"
     if backup.exists():
         check_same_run(output, config, run)
-        return "resume"
+        if VerifiedBackup.latest(backup) is not None:
+            return "resume"
+        if RunRecorder(output).progress() > 0:
+            raise DataError(f"{backup}: no complete backup to resume from, though the run logged epochs after its "
+                            "first; nothing was changed (choose another --output)")
+        shutil.rmtree(backup)  # killed while writing the very first backup: the run starts over
     if resume:
         raise DataError(f"{output}: nothing to resume (no backup/ from an interrupted run)")
     if output.is_dir():
-        entries = {p.name for p in output.iterdir()}
-        if entries and not recorded.exists():
+        entries = {p.name for p in output.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+        if entries - {LOCK_FILE} and not recorded.exists():
             raise DataError(f"{output}: is not empty and holds no training run; choose a new or empty folder")
         if entries - RUN_ENTRIES:
             raise DataError(f"{output}: holds files that are not this run's ({', '.join(sorted(entries - RUN_ENTRIES))}"
                             "); choose a new or empty folder")
+        if RunRecorder(output).progress() > 0:
+            raise DataError(f"{output}: holds a run that logged several epochs but has no backup/ to resume from; "
+                            "nothing was changed (choose another --output)")
         # A run killed before its first epoch was backed up: its log and checkpoints start again.
         (output / LOG_FILE).unlink(missing_ok=True)
         for stale in (output / "checkpoints").glob("*.weights.h5"):
@@ -552,13 +589,79 @@ def check_same_run(output, config, run, finished=False):
     for key in sorted(set(old_config) | set(config)):
         if old_config.get(key) != config.get(key):
             differences.append(f"{key} {json.dumps(old_config.get(key))} -> {json.dumps(config.get(key))}")
-    for key in ("data", "format", "training_frames", "validation_frames"):
-        if key in old_run and key in run and old_run[key] != run[key]:
-            differences.append(f"{key} {json.dumps(old_run[key])} -> {json.dumps(run[key])}")
+    for key in ("data", "format", "labels", "init", "training_frames", "validation_frames"):
+        if (key in old_run or key in run) and old_run.get(key) != run.get(key) and \
+                not (key.endswith("_frames") and (key not in old_run or key not in run)):
+            differences.append(f"{key} {json.dumps(old_run.get(key))} -> {json.dumps(run.get(key))}")
     if differences:
         what = "finished" if finished else "interrupted"
         raise DataError(f"{output}: the {what} run there used other settings ({'; '.join(differences)}); "
                         "rerun with the original settings, or choose another --output")
+
+
+class VerifiedBackup(keras.callbacks.BackupAndRestore):
+    """Keras's ``BackupAndRestore`` made safe against a kill at any point.
+
+    Each backup is a pair, weights and a small JSON (epoch, batch, sha256 of the weights), each written under a
+    temporary name and renamed; the previous pair is kept beside it. Resuming takes the newest pair whose
+    weights match their JSON, so a kill while a backup is written resumes from the one before.
+    """
+
+    PAIRS = (("latest.weights.h5", "latest.json"), ("previous.weights.h5", "previous.json"))
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=False)
+
+    @classmethod
+    def latest(cls, backup_dir):
+        """``(weights path, state)`` of the newest consistent pair in ``backup_dir``, or ``None``."""
+        for weights, state_file in cls.PAIRS:
+            state = cls._verified(Path(backup_dir) / weights, Path(backup_dir) / state_file)
+            if state is not None:
+                return Path(backup_dir) / weights, state
+        return None
+
+    @staticmethod
+    def _verified(weights, state_file):
+        """The pair's state if its weights are the ones it names, else ``None``."""
+        state = _read_record(state_file)
+        if isinstance(state, dict) and isinstance(state.get("epoch"), int) and weights.is_file() and \
+                state.get("weights_sha256") == zoo.sha256_file(weights):
+            return state
+        return None
+
+    def on_train_begin(self, logs=None):
+        found = self.latest(self.backup_dir)
+        if found is None:
+            return
+        weights, state = found
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(weights))
+        self.model._initial_epoch = state["epoch"]
+
+    def _save_model(self):
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (latest_w, latest_s), (previous_w, previous_s) = ((folder / w, folder / j) for w, j in self.PAIRS)
+        if self._verified(latest_w, latest_s) is not None:
+            # The newest pair becomes the previous one: state first, so that a kill in between leaves a
+            # previous pair that does not verify rather than one that lies.
+            previous_s.unlink(missing_ok=True)
+            _copy_atomic(latest_w, previous_w)
+            _copy_atomic(latest_s, previous_s)
+        tmp = folder / ".tmp.weights.h5"
+        self.model.save_weights(str(tmp), overwrite=True)
+        latest_s.unlink(missing_ok=True)
+        os.replace(tmp, latest_w)
+        _write_json(latest_s, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                               "weights_sha256": zoo.sha256_file(latest_w)})
+
+
+def _copy_atomic(source, target):
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -591,6 +694,13 @@ class RunRecorder(keras.callbacks.Callback):
         reader = csv.DictReader(lines)
         rows = [r for r in reader if None not in r and None not in r.values() and _is_epoch(r.get("epoch"))]
         return rows, reader.fieldnames
+
+    def progress(self):
+        """How many epochs after the first this run has logged or kept best weights of (0 for a run that
+        never got past its first epoch)."""
+        epochs = [int(r["epoch"]) for r in self.rows()[0]]
+        epochs += [_epoch_of(p) for p in self.best_files()] if self.checkpoints.is_dir() else []
+        return max(epochs, default=0)
 
     def best_files(self):
         files = [p for p in self.checkpoints.glob("best-e*.weights.h5") if _epoch_of(p) is not None]

@@ -393,21 +393,38 @@ def config_parameters(config):
 
 
 def weights_file_parameters(path):
-    """The number of values stored in a Keras ``.weights.h5`` file (its datasets' sizes; nothing is read)."""
+    """The number of weights stored in a Keras ``.weights.h5`` file, after checking that every value is stored
+    in the file itself: datasets kept in other files (HDF5 external storage), virtual datasets and soft or
+    external links are refused (they would read files outside the preset), as is any dataset that is not
+    floating point of at most 32 bits. Only the file's structure is read, no weights."""
     import h5py
 
     total = 0
 
-    def add(_, item):
+    def visit(group, prefix=""):
         nonlocal total
-        if isinstance(item, h5py.Dataset):
+        for name in group:
+            link = group.get(name, getlink=True)
+            where = f"{prefix}/{name}"
+            if not isinstance(link, h5py.HardLink):
+                raise PresetError(f"{path}: {where} is a link to elsewhere ({type(link).__name__}); refused")
+            item = group[name]
+            if isinstance(item, h5py.Group):
+                visit(item, where)
+                continue
+            if item.external or item.is_virtual:
+                raise PresetError(f"{path}: {where} keeps its values outside the file; refused")
+            if item.dtype.kind != "f" or item.dtype.itemsize > 4:
+                raise PresetError(f"{path}: {where} holds {item.dtype} values, not float32 weights; refused")
             total += int(item.size)
 
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(add)
-    except (OSError, ValueError) as error:
-        raise PresetError(f"{path}: not a Keras weights file ({str(error).splitlines()[0]})") from None
+            visit(f)
+    except PresetError:
+        raise
+    except Exception as error:  # h5py raises OSError, ValueError, KeyError, RuntimeError... on broken files
+        raise PresetError(f"{path}: not a Keras weights file ({_first_line(error)})") from None
     return total
 
 
@@ -465,7 +482,7 @@ def load_preset_folder(folder, expected_files=None, cache_root=None, compile=Fal
         raise PresetError(f"{folder / CONFIG_FILE}: cannot build the model ({_first_line(error)})") from None
     try:
         model.load_weights(weights_path)
-    except (OSError, ValueError, KeyError) as error:
+    except Exception as error:  # any failure to read the (checked) file is the preset's fault, one line
         raise PresetError(f"{folder / WEIGHTS_FILE}: does not fit the model in config.json "
                           f"({_first_line(error)})") from None
     if compile:

@@ -37,3 +37,23 @@ def partial_labels(n, rng, va_missing=0.2, au_missing=0.3, expr_missing=0.4):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# The astronaut's face in scikit-image's astronaut() (512 x 512), hand-read.
+ASTRONAUT_BOX = (182, 64, 83, 107)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """scikit-image's astronaut() photograph (public domain), RGB uint8."""
+    from skimage import data as skdata
+
+    return skdata.astronaut()
+
+
+@pytest.fixture(scope="module")
+def preset():
+    """The embedded synthetic-face preset, loaded once per module (tests that feed it synthetic faces)."""
+    from keras_mtanet import load_pretrained, zoo
+
+    return load_pretrained(zoo.SYNTHETIC_PRESET)

@@ -214,13 +214,13 @@ def test_cli_publish_prints_the_commit_and_a_pinned_registry_entry(server, tmp_p
     assert entry["files"]["model.weights.h5"] == zoo.sha256_file(folder / "model.weights.h5")
 
 
-def test_embedded_default_preset_loads_without_network_and_is_trained(monkeypatch):
+def test_embedded_synthetic_preset_loads_without_network_and_is_trained(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    entry = zoo.list_presets()[zoo.DEFAULT_PRESET]
+    entry = zoo.list_presets()[zoo.SYNTHETIC_PRESET]
     assert entry["embedded"] and set(entry["files"]) == set(zoo.PRESET_FILES)
-    model = load_pretrained()
+    model = load_pretrained(zoo.SYNTHETIC_PRESET)
     meta = model.metadata
-    assert meta["name"] == zoo.DEFAULT_PRESET and "synthetic" in meta["training_data"]
+    assert meta["name"] == zoo.SYNTHETIC_PRESET and "synthetic" in meta["training_data"]
     assert meta["metrics"]["va_score"] > 0.5 and meta["metrics"]["au_f1"] > 0.6 and meta["metrics"]["expr_f1"] > 0.5
     card = (Path(entry["folder"]) / "README.md").read_text()
     assert "not meant for real-world affect" in card
@@ -234,3 +234,22 @@ def test_embedded_default_preset_loads_without_network_and_is_trained(monkeypatc
     fresh = MTANet.from_config(model.get_config())
     untrained = abaw_scores(labels, fresh.predict(images.astype("float32"), verbose=0))
     assert trained["expr_f1"] > untrained["expr_f1"] + 0.3 and trained["va_score"] > 0.4
+
+
+def test_default_preset_is_published_and_pinned_in_a_registry(server, tmp_path, monkeypatch):
+    """The embedded default goes to the Hub as it is, a registry entry pins the commit, and loading it by name
+    through the Hub gives the embedded preset's predictions."""
+    default = zoo.list_presets()[zoo.DEFAULT_PRESET]
+    folder = Path(default["folder"])
+    repo_id = f"keras-mtanet/{zoo.DEFAULT_PRESET}"
+    sha = publish(str(folder), repo_id, tag="v1", token=TOKEN, endpoint=server.endpoint)
+    entry = hub.registry_entry(folder, repo_id, sha, default["description"])
+    assert entry["files"] == default["files"]  # the published files are the embedded ones, byte for byte
+    (tmp_path / "zoo" / "hub_default").mkdir(parents=True)
+    (tmp_path / "zoo" / "hub_default" / "preset.json").write_text(json.dumps(entry))
+    monkeypatch.setenv(zoo.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
+    pulled = load_pretrained("hub_default", cache_dir=tmp_path / "cache", endpoint=server.endpoint)
+    embedded = load_pretrained()
+    size = embedded.input_shape[1]
+    images = np.random.default_rng(5).integers(0, 256, (4, size, size, 3)).astype("float32")
+    assert predictions_equal(embedded, pulled, images)

@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from skimage import data as skdata
+from conftest import ASTRONAUT_BOX
 
 from keras_mtanet.cli import main
 from keras_mtanet.inference import Predictor, alignment, detection, output, scenes, tracking
@@ -18,21 +18,7 @@ from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 # Hand-read from scikit-image's astronaut() (512 x 512): her face spans about x 180-265, y 60-170, eyes at
 # y ~100, mouth at y ~140.
 ASTRONAUT_FACE_CENTRE = (223.0, 117.0)
-ASTRONAUT_BOX = (182, 64, 83, 107)
 FPS = 25.0
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return skdata.astronaut()
-
-
-@pytest.fixture(scope="module")
-def preset():
-    """The embedded default preset, loaded once for the module."""
-    from keras_mtanet import load_pretrained, zoo
-
-    return load_pretrained(zoo.SYNTHETIC_PRESET)
 
 
 @pytest.fixture(scope="module")

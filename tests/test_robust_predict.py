@@ -16,34 +16,21 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import ASTRONAUT_BOX
 from skimage import data as skdata
 
 import keras_mtanet
-from keras_mtanet import evaluate, hub, zoo
+from keras_mtanet import evaluate, hub
 from keras_mtanet.cli import main, write_demo_csv
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.inference import Predictor, detection, output, predictor, progress, scenes, sources, tracking
 from keras_mtanet.inference.sources import Source
 from keras_mtanet.labels import EXPR_NAMES
 
-# The astronaut's face in scikit-image's astronaut() (512 x 512), hand-read (as in test_inference.py).
-ASTRONAUT_BOX = (182, 64, 83, 107)
 # Peak resident memory allowed to `keras-mtanet predict` on a 20000 x 20000 JPEG (400 megapixels). Measured on
 # 2 CPU cores: about 0.95 GB for a 512 x 512 photo (TensorFlow and the model), 1.8 GB for the 20000 x 20000
 # JPEG (decoded at 1/4 size); before the pixel limit it went past 10 GB.
 MAX_RSS_BYTES = 3 * 2 ** 30
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return skdata.astronaut()
-
-
-@pytest.fixture(scope="module")
-def preset():
-    from keras_mtanet import load_pretrained
-
-    return load_pretrained(zoo.SYNTHETIC_PRESET)
 
 
 @pytest.fixture

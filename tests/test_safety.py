@@ -2,7 +2,6 @@
 read, deleted or replaced, and every problem is one line."""
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -127,6 +126,37 @@ def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path,
     with pytest.raises(PresetError, match=expected) as info:
         load_pretrained(str(folder))
     assert one_line(info).startswith(str(folder / zoo.CONFIG_FILE))
+
+
+@pytest.mark.parametrize("trick, expected", [
+    ("external", "keeps its values outside the file"),
+    ("softlink", "is a link to elsewhere"),
+    ("integers", "not float32 weights"),
+])
+def test_a_weights_file_cannot_read_other_files(tmp_path, trick, expected):
+    import h5py
+
+    folder = make_preset(tmp_path / "p")
+    secret = tmp_path / "secret.bin"
+    with h5py.File(folder / zoo.WEIGHTS_FILE, "r+") as f:
+        names = []
+        f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        name = names[0]
+        shape, dtype = f[name].shape, f[name].dtype
+        secret.write_bytes(np.arange(int(np.prod(shape)), dtype=dtype).tobytes())
+        del f[name]
+        if trick == "external":  # HDF5 external storage: the values are read from another file
+            f.create_dataset(name, shape=shape, dtype=dtype, external=[(str(secret), 0, secret.stat().st_size)])
+        elif trick == "softlink":
+            f[name] = h5py.SoftLink("/" + names[1])
+        else:
+            f.create_dataset(name, data=np.zeros(shape, np.int32))
+    meta = json.loads((folder / zoo.METADATA_FILE).read_text())
+    meta["files"][zoo.WEIGHTS_FILE] = zoo.sha256_file(folder / zoo.WEIGHTS_FILE)
+    (folder / zoo.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(PresetError, match=expected) as info:
+        load_pretrained(str(folder))
+    assert one_line(info).startswith(str(folder / zoo.WEIGHTS_FILE))
 
 
 def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
@@ -387,3 +417,65 @@ def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, mo
     with pytest.raises(DataError, match="data .* -> "):
         train.train(config, tmp_path / "other", "synthetic", run, **quiet)
     assert (run / "train_config.json").read_text() == recorded
+
+
+def test_a_backup_cut_short_at_any_point_resumes_from_a_consistent_pair(tmp_path):
+    model = tiny_model()
+    backup = train.VerifiedBackup(str(tmp_path / "backup"))
+    backup.set_model(model)
+    latest = tmp_path / "backup" / "latest.json"
+    for epoch in (1, 2):
+        backup._current_epoch = epoch
+        backup._save_model()
+    weights, state = train.VerifiedBackup.latest(tmp_path / "backup")
+    assert weights.name == "latest.weights.h5" and state["epoch"] == 2
+    latest.write_text("")  # a kill while the newest state was written
+    assert train.VerifiedBackup.latest(tmp_path / "backup")[1]["epoch"] == 1
+    latest.write_text(json.dumps({**state}))
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF  # newest weights that are not the ones their state names
+    weights.write_bytes(bytes(data))
+    found, previous = train.VerifiedBackup.latest(tmp_path / "backup")
+    assert found.name == "previous.weights.h5" and previous["epoch"] == 1
+    (tmp_path / "backup" / "previous.json").unlink()
+    assert train.VerifiedBackup.latest(tmp_path / "backup") is None
+
+    # A run folder whose backup never completed starts over only if no epoch after the first was logged.
+    config, run = train.check_config(dict(train.DEFAULTS)), {"data": "/d", "format": "synthetic"}
+    (tmp_path / "train_config.json").write_text(json.dumps(config))
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    recorder_epoch(train.RunRecorder(tmp_path), 0, 0.5)
+    recorder_epoch(train.RunRecorder(tmp_path), 1, 0.6, begin=False)
+    with pytest.raises(DataError, match="no complete backup to resume from"):
+        train.prepare_run_folder(tmp_path, config, run, resume=False)
+    assert (tmp_path / "backup").exists() and (tmp_path / "log.csv").exists()
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    (tmp_path / "log.csv").write_text("\n".join(rows[:2]) + "\n")  # only epoch 0 was logged
+    (tmp_path / "checkpoints" / "best-e0001.weights.h5").unlink()
+    assert train.prepare_run_folder(tmp_path, config, run, resume=False) == "new"
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "log.csv").exists()
+
+
+def test_resume_notices_other_labels_and_a_second_trainer(tmp_path):
+    config = train.check_config(dict(train.DEFAULTS))
+    run = {"data": "/d", "format": "ferplus", "labels": "/a.csv"}
+    (tmp_path / "train_config.json").write_text(json.dumps(config))
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(DataError, match='labels "/a.csv" -> "/b.csv"'):
+        train.check_same_run(tmp_path, config, {**run, "labels": "/b.csv"})
+    with pytest.raises(DataError, match='labels "/a.csv" -> null'):
+        train.check_same_run(tmp_path, config, {"data": "/d", "format": "ferplus"})
+    first = train.lock_run_folder(tmp_path)
+    try:
+        with pytest.raises(DataError, match="another process is training into this folder"):
+            train.lock_run_folder(tmp_path)
+    finally:
+        first.close()
+    train.lock_run_folder(tmp_path).close()  # free again once the first one is done
+
+
+def test_export_overwrite_replaces_a_file_with_a_savedmodel_folder(tmp_path):
+    target = tmp_path / "model"
+    target.write_text("an old file")
+    export.export(tiny_model(), target, "savedmodel", overwrite=True)
+    assert (target / "saved_model.pb").exists() and [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -77,6 +77,13 @@ def printable(text):
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def plain(text):
+    """``printable(text)`` with control characters (terminal escapes, line breaks) shown as ``\\xNN``: for text
+    from untrusted files, such as a preset's description, printed to a terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in printable(text))
+
+
 def _strerror(error):
     return error.strerror or str(error) if isinstance(error, OSError) else str(error)
 

@@ -88,6 +88,9 @@ class Observation:
         return dict(zip(BLENDSHAPE_NAMES + GEOMETRY_NAMES, np.concatenate([self.blendshapes, self.geometry])))
 
 
+MAX_BUNDLE_BYTES = 64 << 20  # the bundle is 3.6 MB
+
+
 def check_bundle(path):
     """The bundle's bytes after checking its sha256 against ``BUNDLE_SHA256``.
 
@@ -96,6 +99,9 @@ def check_bundle(path):
     """
     path = Path(path)
     try:
+        if path.exists() and (not path.is_file() or path.stat().st_size > MAX_BUNDLE_BYTES):  # /dev/zero...
+            raise DataError(f"{path}: not a Face Landmarker bundle (a regular file of at most "
+                            f"{MAX_BUNDLE_BYTES >> 20} MB); download face_landmarker.task from {BUNDLE_PAGE}")
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: Face Landmarker bundle not found; download face_landmarker.task from "
