@@ -30,8 +30,8 @@ def parse_hf_uri(uri):
 def load_pretrained(name=None, revision=None, cache_dir=None, token=None, endpoint=None, compile=False):
     """Load a pretrained MTANet: a registry name, ``hf://org/repo[@revision]`` or a local preset folder.
 
-    With no name, the embedded default preset (``mtanet_se_resnet18_synth``, trained on the package's
-    synthetic faces; not meant for real-world affect) loads from the installed package, with no network.
+    With no name, the embedded default preset (``zoo.DEFAULT_PRESET``, ``mtanet_se_resnet18_ferplus_112``: trained
+    on the real faces of FER+; see its model card) loads from the installed package, with no network.
 
     Registry presets download at their pinned commit and each file must match the registry's sha256; a
     file that does not is deleted from the cache and the error names it. ``hf://`` presets are checked

@@ -18,7 +18,8 @@ import keras
 import numpy as np
 
 from keras_mtanet import hub, losses, zoo
-from keras_mtanet.data import affectnet, affwild2, ferplus, pipeline, synthetic
+from keras_mtanet.data import affectnet, affwild2, ferplus, synthetic
+from keras_mtanet.data import augment as augmentation
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
@@ -124,7 +125,8 @@ CONFIG_CHECKS = {
     "warmup_epochs": _number(0, 100000),
     "task_weighting": _one_of("fixed", "uncertainty"),
     "au_pos_weight": _one_of("sqrt_balanced", "none", None),
-    "augment": _BOOL, "rand_augment": _BOOL, "random_erasing": _BOOL, "balance_expressions": _BOOL, "mixed_precision": _BOOL,
+    "augment": _BOOL, "rand_augment": _BOOL, "random_erasing": _BOOL, "balance_expressions": _BOOL,
+    "mixed_precision": _BOOL,
     "seed": _int(0, 2**32 - 1),
     "strategy": _one_of(*STRATEGIES),
     "color_mode": _one_of("rgb", "grayscale"),
@@ -449,9 +451,11 @@ def _train_locked(config, data, data_format, output, state, run, strategy, chief
 
     keras.utils.set_random_seed(int(config["seed"]))
     size, batch = int(config["input_size"]), int(config["batch_size"])
+    from keras_mtanet.data import pipeline  # tf.data: TensorFlow is needed from here on
+
     augment = None if config["augment"] else False
     if config["augment"] and (config["rand_augment"] or config["random_erasing"]):
-        augment = pipeline.default_augmentation(config["seed"], rand_augment=config["rand_augment"],
+        augment = augmentation.default_augmentation(config["seed"], rand_augment=config["rand_augment"],
                                                 random_erasing=config["random_erasing"])
     train_ds = pipeline.make_dataset(train_index, size, batch, training=True, augment=augment, seed=config["seed"],
                                      balance_expressions=config["balance_expressions"])

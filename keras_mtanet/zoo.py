@@ -32,7 +32,7 @@ CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE, CARD_FILE = "config.json", "model.weig
 HASHED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 PRESET_FILES = HASHED_FILES + (METADATA_FILE,)
 REGISTRY_FILE = "preset.json"
-DEFAULT_PRESET = "mtanet_se_resnet18_synth"
+DEFAULT_PRESET = "mtanet_se_resnet18_ferplus_112"  # trained on FER+ (real faces); see its model card
 SYNTHETIC_PRESET = "mtanet_se_resnet18_synth"  # trained on the package's synthetic faces: tests and tutorials
 ZOO_PATH_VARIABLE = "KERAS_MTANET_ZOO_PATH"
 
@@ -204,6 +204,19 @@ def check_file_map(files, where):
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise PresetError(f"{where}: the sha256 of {name} must be 64 lowercase hex digits")
     return files
+
+
+def update_preset(folder, model_card=None, **metadata):
+    """Replace a preset folder's model card and/or metadata fields, and re-list the files' sha256 in
+    ``metadata.json`` (e.g. to write a fuller card after training). Returns the new metadata."""
+    folder = Path(folder)
+    meta = read_metadata(folder)
+    if model_card is not None:
+        _replace_text(folder / CARD_FILE, model_card)
+    meta.update(metadata)
+    meta["files"] = {f: sha256_file(folder / f) for f in HASHED_FILES}
+    _replace_text(folder / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
+    return meta
 
 
 def _replace_text(path, text):

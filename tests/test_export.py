@@ -9,6 +9,15 @@ from keras_mtanet.cli import main
 from keras_mtanet.data import synthetic
 
 
+
+@pytest.fixture(autouse=True)
+def synthetic_default(monkeypatch):
+    """These tests feed synthetic faces: the CLI's default preset is the synthetic one here."""
+    from keras_mtanet import zoo
+
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+
+
 @pytest.fixture(scope="module")
 def preset():
     return load_pretrained(zoo.SYNTHETIC_PRESET)

@@ -21,6 +21,15 @@ ASTRONAUT_FACE_CENTRE = (223.0, 117.0)
 FPS = 25.0
 
 
+
+@pytest.fixture(autouse=True)
+def synthetic_default(monkeypatch):
+    """These tests feed synthetic faces: the CLI's default preset is the synthetic one here."""
+    from keras_mtanet import zoo
+
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+
+
 @pytest.fixture(scope="module")
 def predictor(preset):
     return Predictor(preset, batch_size=8)

@@ -479,3 +479,11 @@ def test_export_overwrite_replaces_a_file_with_a_savedmodel_folder(tmp_path):
     target.write_text("an old file")
     export.export(tiny_model(), target, "savedmodel", overwrite=True)
     assert (target / "saved_model.pb").exists() and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_update_preset_rewrites_the_card_and_keeps_the_preset_verifiable(tmp_path):
+    folder = make_preset(tmp_path / "p")
+    meta = zoo.update_preset(folder, "---\nlibrary_name: keras\n---\n# New card\n", training_data="FER+ (test)")
+    assert (folder / zoo.CARD_FILE).read_text().endswith("# New card\n")
+    assert meta["files"][zoo.CARD_FILE] == zoo.sha256_file(folder / zoo.CARD_FILE)
+    assert load_pretrained(str(folder)).metadata["training_data"] == "FER+ (test)"
