@@ -42,7 +42,8 @@ def paths(model, tmp, calibration):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="preset to score (default: the embedded preset)")
+    parser.add_argument("--model", default="mtanet_se_resnet18_synth",
+                        help="preset to score on generated synthetic faces (default: the synthetic preset)")
     parser.add_argument("--faces", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
