@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from keras_mtanet import hub, losses, zoo
+from keras_mtanet.backbone import BACKBONES
 from keras_mtanet.data import affectnet, affwild2, ferplus, synthetic
 from keras_mtanet.data import augment as augmentation
 from keras_mtanet.data.errors import DataError
@@ -108,7 +109,7 @@ def _one_of(*choices):
 _BOOL = (lambda v: isinstance(v, bool), "true or false")
 _TEXT = (lambda v: isinstance(v, str), "text")
 CONFIG_CHECKS = {
-    "backbone": _one_of("se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101"),
+    "backbone": _one_of(*BACKBONES),
     "input_size": _int(16, 1024),
     "stack_blocks": (lambda v: v is None or (isinstance(v, list) and len(v) == 4 and all(
         isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 64 for b in v)),
