@@ -146,16 +146,14 @@ def main(argv=None):
     # Bad frames and missing webcams are reported once by keras-mtanet; silence FFmpeg's own log lines (read
     # when OpenCV first opens a video).
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    from keras_mtanet.data.errors import DataError
-    from keras_mtanet.inference.detection import DependencyError
+    from keras_mtanet.errors import MTANetError
     from keras_mtanet.inference.output import printable
-    from keras_mtanet.zoo import PresetError
 
     # SIGTERM (kill, a scheduler's stop) takes Ctrl-C's path: commands finish their files and exit 143.
     previous = _catch_sigterm()
     try:
         return COMMANDS[args.command](args)
-    except (DataError, PresetError, DependencyError) as error:
+    except MTANetError as error:
         print(f"keras-mtanet: error: {printable(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtanet.errors import PresetError, first_line as _first_line  # noqa: F401  (PresetError: old path)
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
 from keras_mtanet.version import __version__
 
@@ -35,10 +36,6 @@ REGISTRY_FILE = "preset.json"
 DEFAULT_PRESET = "mtanet_se_resnet18_ferplus_112"  # trained on FER+ (real faces); see its model card
 SYNTHETIC_PRESET = "mtanet_se_resnet18_synth"  # trained on the package's synthetic faces: tests and tutorials
 ZOO_PATH_VARIABLE = "KERAS_MTANET_ZOO_PATH"
-
-
-class PresetError(Exception):
-    """A preset cannot be found, fetched, verified or loaded; the message says what to do."""
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -503,7 +500,3 @@ def load_preset_folder(folder, expected_files=None, cache_root=None, compile=Fal
     model.metadata = metadata
     return model
 
-
-def _first_line(error, limit=200):
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,13 +1,11 @@
-"""Data errors and cheap image integrity checks."""
+"""Cheap image integrity checks for the data readers (``DataError`` lives in ``keras_mtanet.errors``)."""
 
 import os
 
+from keras_mtanet.errors import DataError  # noqa: F401  (the import path before keras_mtanet.errors)
+
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND"
-
-
-class DataError(ValueError):
-    """A data set problem a user must fix; the message names the file (and line) at fault."""
 
 
 def check_image_file(path):

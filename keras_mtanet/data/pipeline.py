@@ -2,7 +2,6 @@
 
 import numpy as np
 import tensorflow as tf
-import keras
 
 from keras_mtanet.data.augment import default_augmentation  # noqa: F401 (its home before augment.py)
 from keras_mtanet.data.index import FrameIndex

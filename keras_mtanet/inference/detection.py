@@ -12,6 +12,8 @@ import math
 import cv2
 import numpy as np
 
+from keras_mtanet.errors import DependencyError  # noqa: F401  (the import path before keras_mtanet.errors)
+
 DETECTORS = ("mtcnn", "haar")
 # MTCNN's memory grows with the pixels it scans (about 2 GB at 10 megapixels): a frame still larger after the
 # min-face shrink is shrunk to this size, so there the smallest face found grows by the same factor.
@@ -22,10 +24,6 @@ MAX_DETECT_PIXELS = 10_000_000
 # left-right symmetric; the cascade's boxes are square and cover brows to chin). Haar faces are aligned with
 # these estimates.
 HAAR_LANDMARKS = np.array([[0.275, 0.367], [0.725, 0.367], [0.500, 0.639], [0.271, 0.780], [0.729, 0.780]])
-
-
-class DependencyError(RuntimeError):
-    """An optional package a feature needs is not installed; the message says which and how to get it."""
 
 
 @dataclasses.dataclass
