@@ -1,8 +1,8 @@
 """Layers that compute faster on the TensorFlow backend, with the same variables as their Keras parents.
 
-Keras addresses weights in ``.weights.h5`` files by class name (``batch_normalization_3``), so the drop-in
-replacements used in the trainable model keep their parents' names: weight files stay interchangeable with
-models built from stock Keras layers.
+Keras addresses weights in ``.weights.h5`` files by class name and order (``batch_normalization_3``), so the
+drop-in replacements used in the trainable model keep their parents' class names: weight files stay
+interchangeable with models built from stock Keras layers.
 
 ``BatchNormalization``: Keras 3's ``BatchNormalization`` computes with separate moment, multiply and add
 ops, upcasting bfloat16 / float16 inputs to float32 around each of them. On the TensorFlow backend, NHWC
@@ -20,10 +20,50 @@ then skips its fusions for the whole model; this form does not trigger it.
 
 ``PointwiseConv2D``: a 1x1 ``Conv2D`` that runs as a matrix product when its input is 1 x 1 pixel (the SE
 gate's two layers): a convolution primitive on a 1 x 1 map costs far more than the matmul it amounts to.
+
+On JAX and PyTorch each layer runs its Keras parent's code, so a model built from them has the same weights
+and outputs on every backend. ``fold_batchnorm`` makes the inference form these layers serve.
 """
 
 import keras
+import numpy as np
 from keras import layers
+
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def fold_batchnorm(model, precision="float32"):
+    """A copy of the ``MTANet`` ``model`` with every batch norm folded into the convolution before it.
+
+    ``conv -> BN`` becomes one convolution with kernel ``k * s`` and bias ``beta - mean * s``, where
+    ``s = gamma / sqrt(variance + epsilon)`` (computed in float64). Layers are matched by their fixed names
+    (``stack2_block1_1_conv`` / ``stack2_block1_1_bn``, see ``blocks.conv_bn``); layers without a batch norm
+    are copied. The copy is built under the ``precision`` policy (see ``PRECISION_POLICIES``) and keeps the
+    model's ``metadata``.
+    """
+    if precision not in PRECISION_POLICIES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_POLICIES)}, got {precision!r}")
+    config = {**model.get_config(), "fold_batchnorm": True}
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
+    try:
+        fast = type(model).from_config(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    source = {layer.name: layer for layer in model.layers}
+    for layer in fast.layers:
+        if not layer.weights:
+            continue
+        bn = source.get(layer.name[:-len("_conv")] + "_bn") if layer.name.endswith("_conv") else None
+        if bn is None:  # no batch norm to fold (or the model is folded already)
+            layer.set_weights(source[layer.name].get_weights())
+            continue
+        gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in bn.get_weights())
+        kernel = np.asarray(source[layer.name].get_weights()[0], np.float64)
+        scale = gamma / np.sqrt(variance + bn.epsilon)
+        layer.set_weights([(kernel * scale).astype(np.float32), (beta - mean * scale).astype(np.float32)])
+    fast.metadata = getattr(model, "metadata", None)
+    return fast
 
 
 @keras.saving.register_keras_serializable(package="keras_mtanet")

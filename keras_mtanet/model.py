@@ -5,43 +5,32 @@ Network", arXiv:2002.00606 (ABAW 2020 at FG 2020).
 """
 
 import keras
-import numpy as np
-from keras import layers, ops
+from keras import ops
 
 from keras_mtanet import backbone as backbone_lib
-from keras_mtanet import heads
+from keras_mtanet import fused, heads, preprocessing
 from keras_mtanet import losses as losses_lib
 from keras_mtanet import metrics as metrics_lib
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, TASKS
 
 TASK_WEIGHTINGS = ("fixed", "uncertainty")
-COLOR_MODES = ("rgb", "grayscale")
-# ITU-R BT.601 luma, as OpenCV's and PIL's RGB -> grey conversions use.
-LUMA = (0.299, 0.587, 0.114)
-
-
-@keras.saving.register_keras_serializable(package="keras_mtanet")
-class Grayscale(layers.Layer):
-    """RGB -> grey (BT.601 luma) repeated over three channels: a model trained on grey faces sees colour input
-    the way it saw its training images; grey input (three equal channels) passes unchanged."""
-
-    def call(self, inputs):
-        weights = ops.convert_to_tensor(LUMA, dtype=inputs.dtype)
-        grey = ops.sum(inputs * weights, axis=-1, keepdims=True)
-        return ops.repeat(grey, 3, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+PRECISIONS = ("float32", "bfloat16")
+COLOR_MODES = preprocessing.COLOR_MODES
+Grayscale = preprocessing.Grayscale  # its earlier import path
 
 
 @keras.saving.register_keras_serializable(package="keras_mtanet")
 class MTANet(keras.Model):
     """Multi-task affect network: RGB face crops in [0, 255] -> ``{"va", "au", "expr"}``.
 
-    Normalisation to [-1, 1] is part of the model, so callers feed plain 0-255 RGB pixels.
+    The task model of the package: an image converter (``model.preprocessor``: grey conversion for grey-trained
+    weights, normalisation to [-1, 1]), an SE-ResNet (``model.backbone``, an ``SEResNetBackbone``) and the
+    MTANet head (two pooled branches, then one layer per task). Callers feed plain 0-255 RGB pixels.
 
     Args:
-        backbone: ``"se_resnet18"``, ``"se_resnet34"``, ``"se_resnet50"`` or ``"se_resnet101"``.
+        backbone: ``"se_resnet18"``, ``"se_resnet34"``, ``"se_resnet50"`` or ``"se_resnet101"`` (a new backbone
+            with the arguments below), or an ``SEResNetBackbone`` to build on (then ``stack_blocks``,
+            ``width``, ``se_ratio`` and ``fold_batchnorm`` are taken from it).
         input_shape: (height, width, 3) of the face crops; the paper uses 112x112.
         stack_blocks: optional four block counts replacing the backbone's (e.g. ``(1, 1, 1, 1)`` for tests).
         width: multiplier on the backbone's filter counts.
@@ -49,15 +38,16 @@ class MTANet(keras.Model):
         head_filters: filters of each head branch's 1x1 convolution (512: 1024 pooled features).
         dropout: dropout rate before the head convolutions.
         negative_slope: LeakyReLU slope in the head.
-        num_aus, num_expressions: sizes of the AU and expression outputs.
         color_mode: ``"rgb"``, or ``"grayscale"``: the model converts its input to grey first (for models
             trained on grey faces, such as FER+; weights are the same shape either way).
+        alignment_template: where alignment puts the eyes, nose tip and mouth corners (five (x, y) points in
+            unit coordinates of the crop); ``None`` is ``preprocessing.DEFAULT_TEMPLATE``.
         fold_batchnorm: build the inference form, with each batch norm folded into its convolution (made by
             ``inference_model()``; not for training).
 
     Outputs:
-        ``"va"`` (N, 2) valence and arousal in [-1, 1] (tanh); ``"au"`` (N, num_aus) AU probabilities
-        (sigmoid); ``"expr"`` (N, num_expressions) expression probabilities (softmax).
+        ``"va"`` (N, 2) valence and arousal in [-1, 1] (tanh); ``"au"`` (N, 8) probabilities of
+        ``labels.AU_NAMES`` (sigmoid); ``"expr"`` (N, 7) probabilities of ``labels.EXPR_NAMES`` (softmax).
 
     Example:
         >>> model = MTANet("se_resnet18", input_shape=(64, 64, 3), stack_blocks=(1, 1, 1, 1))
@@ -65,39 +55,40 @@ class MTANet(keras.Model):
         >>> out = model.predict(images)  # images: (N, 64, 64, 3) uint8 or float in [0, 255]
         >>> out["va"].shape, out["au"].shape, out["expr"].shape
         ((N, 2), (N, 8), (N, 7))
+        >>> model.backbone.trainable = False  # fine-tune the head only
+        >>> model = MTANet.from_preset("mtanet_se_resnet18_ferplus_112")
     """
 
     def __init__(self, backbone="se_resnet50", input_shape=(112, 112, 3), stack_blocks=None, width=1.0,
-                 se_ratio=16, head_filters=512, dropout=0.5, negative_slope=0.3, num_aus=len(AU_NAMES),
-                 num_expressions=len(EXPR_NAMES), fold_batchnorm=False, color_mode="rgb", name="mtanet", **kwargs):
+                 se_ratio=16, head_filters=512, dropout=0.5, negative_slope=0.3, fold_batchnorm=False,
+                 color_mode="rgb", alignment_template=None, name="mtanet", **kwargs):
+        _check_fixed_outputs(kwargs)
         input_shape = tuple(int(d) for d in input_shape)
         if len(input_shape) != 3 or input_shape[-1] != 3:
             raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}.")
-        if color_mode not in COLOR_MODES:
-            raise ValueError(f"color_mode must be one of {', '.join(COLOR_MODES)}, got {color_mode!r}.")
-        backbone_lib.backbone_spec(backbone, stack_blocks)  # validates the name and block counts
+        if isinstance(backbone, dict):  # a serialised SEResNetBackbone
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if isinstance(backbone, backbone_lib.SEResNetBackbone):
+            stack_blocks, width, se_ratio = backbone.stack_blocks, backbone.width, backbone.se_ratio
+            fold_batchnorm = backbone.folded
+        else:
+            backbone = backbone_lib.SEResNetBackbone(backbone, image_shape=input_shape, stack_blocks=stack_blocks,
+                                                     se_ratio=se_ratio, width=width, folded=fold_batchnorm)
+        preprocessor = preprocessing.ImageConverter(image_size=input_shape[:2], color_mode=color_mode,
+                                                    alignment_template=alignment_template)
 
         inputs = keras.Input(shape=input_shape, name="image")
-        x = Grayscale(name="grayscale")(inputs) if color_mode == "grayscale" else inputs
-        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
-        x = backbone_lib.se_resnet_features(x, backbone, stack_blocks=stack_blocks, se_ratio=se_ratio,
-                                            width=width, folded=fold_batchnorm)
+        x = backbone.apply_to(preprocessor(inputs))
         x = heads.pooled_features(x, filters=head_filters, dropout=dropout, negative_slope=negative_slope)
-        outputs = heads.task_outputs(x, num_aus=num_aus, num_expressions=num_expressions)
+        outputs = heads.task_outputs(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
-        self.backbone_name = backbone
+        self.backbone = backbone
+        self.preprocessor = preprocessor
         self.image_shape = input_shape
-        self.stack_blocks = None if stack_blocks is None else [int(b) for b in stack_blocks]
-        self.width = float(width)
-        self.se_ratio = int(se_ratio)
         self.head_filters = int(head_filters)
         self.dropout_rate = float(dropout)
         self.negative_slope = float(negative_slope)
-        self.num_aus = int(num_aus)
-        self.num_expressions = int(num_expressions)
-        self.fold_batchnorm = bool(fold_batchnorm)
-        self.color_mode = color_mode
 
         # Always present so weight files have one layout; trainable only under uncertainty weighting.
         self.task_uncertainty = losses_lib.TaskUncertainty(TASKS, name="task_uncertainty")
@@ -105,6 +96,16 @@ class MTANet(keras.Model):
         self.task_weighting = "fixed"
         self._task_losses = None
         self._loss_trackers = _Trackers()
+
+    # The backbone's and converter's settings, under the names this class has always had.
+    backbone_name = property(lambda self: self.backbone.variant)
+    stack_blocks = property(lambda self: self.backbone.stack_blocks)
+    width = property(lambda self: self.backbone.width)
+    se_ratio = property(lambda self: self.backbone.se_ratio)
+    fold_batchnorm = property(lambda self: self.backbone.folded)
+    color_mode = property(lambda self: self.preprocessor.color_mode)
+    num_aus = len(AU_NAMES)
+    num_expressions = len(EXPR_NAMES)
 
     def get_config(self):
         return {
@@ -116,10 +117,9 @@ class MTANet(keras.Model):
             "head_filters": self.head_filters,
             "dropout": self.dropout_rate,
             "negative_slope": self.negative_slope,
-            "num_aus": self.num_aus,
-            "num_expressions": self.num_expressions,
             "fold_batchnorm": self.fold_batchnorm,
             "color_mode": self.color_mode,
+            "alignment_template": self.preprocessor.alignment_template,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -128,13 +128,31 @@ class MTANet(keras.Model):
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
 
+    @classmethod
+    def from_preset(cls, preset, compile=False, **kwargs):
+        """Load a preset: a registry name (see ``keras_mtanet.list_presets()``), ``"hf://org/repo@rev"`` or a
+        local preset folder. Every file is checked against its sha256 before it is read.
+
+        Args:
+            preset: the preset to load; ``None`` is the package's default preset.
+            compile: also compile with the default losses and metrics.
+            **kwargs: ``revision``, ``cache_dir``, ``token``, ``endpoint`` for Hub presets (see
+                ``keras_mtanet.load_pretrained``).
+        """
+        from keras_mtanet.hub import load_pretrained
+
+        model = load_pretrained(preset, compile=compile, **kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(f"{preset!r} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
     def inference_model(self, precision="float32"):
         """A copy for fast prediction: batch norms folded into the convolutions, optionally in bfloat16.
 
         Folding turns conv -> batch norm (-> ReLU) into one convolution with a bias (fewer ops and memory
         passes; outputs equal to 1e-4), and the SE gates run as matrix products. The copy has this
         model's current weights and ``metadata``; it is not for training, and later changes to this model's
-        weights do not reach it.
+        weights do not reach it. See ``fused.fold_batchnorm``.
 
         Args:
             precision: ``"float32"``, or ``"bfloat16"`` (``mixed_bfloat16`` policy: bfloat16 compute with
@@ -144,30 +162,7 @@ class MTANet(keras.Model):
             >>> fast = model.inference_model("bfloat16")
             >>> out = fast.predict_on_batch(images)
         """
-        policies = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-        if precision not in policies:
-            raise ValueError(f"precision must be one of {', '.join(policies)}, got {precision!r}")
-        config = {**self.get_config(), "fold_batchnorm": True}
-        previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(policies[precision])
-        try:
-            fast = MTANet.from_config(config)
-        finally:
-            keras.mixed_precision.set_global_policy(previous)
-        source = {layer.name: layer for layer in self.layers}
-        for layer in fast.layers:
-            if not layer.weights:
-                continue
-            bn = source.get(layer.name[:-len("_conv")] + "_bn") if layer.name.endswith("_conv") else None
-            if bn is None:  # no batch norm to fold (or this model is folded already)
-                layer.set_weights(source[layer.name].get_weights())
-                continue
-            gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in bn.get_weights())
-            kernel = np.asarray(source[layer.name].get_weights()[0], np.float64)
-            scale = gamma / np.sqrt(variance + bn.epsilon)
-            layer.set_weights([(kernel * scale).astype(np.float32), (beta - mean * scale).astype(np.float32)])
-        fast.metadata = getattr(self, "metadata", None)
-        return fast
+        return fused.fold_batchnorm(self, precision)
 
     # -- training ---------------------------------------------------------------------------------------
 
@@ -226,49 +221,6 @@ class MTANet(keras.Model):
             total = total + ops.cast(ops.sum(extra), "float32")
         return total
 
-    # -- multi-worker training --------------------------------------------------------------------------
-    # Keras 3 (checked: 3.15 with TensorFlow 2.21) cannot fit under MultiWorkerMirroredStrategy as it is:
-    # (1) it builds the compiled state from the first batch passed through strategy.reduce, which takes single
-    # values only, not the nested (x, {"va", "au", "expr"}) batch; (2) it reduces every log with
-    # strategy.reduce("MEAN", v, axis=0), which fails for scalars. Under that strategy only, the model builds
-    # from this worker's local batch and returns its logs as 1-element vectors (the mean over workers of
-    # synchronised values is the value itself). Every other strategy takes Keras's own path.
-
-    def _multi_worker(self):
-        if keras.backend.backend() != "tensorflow":
-            return False
-        import tensorflow as tf
-
-        return isinstance(getattr(self, "_distribute_strategy", None), tf.distribute.MultiWorkerMirroredStrategy)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is None or not self._multi_worker():
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        import tensorflow as tf
-
-        strategy = self._distribute_strategy
-        for _, _, distributed in iterator:
-            batch = next(distributed)
-            break
-        local = tf.nest.map_structure(
-            lambda v: strategy.experimental_local_results(v)[0]
-            if isinstance(v, tf.distribute.DistributedValues) else v, batch)
-        with strategy.scope():
-            self._symbolic_build(data_batch=local)
-
-    # ``*args``: TensorFlow's and PyTorch's trainers call ``train_step(data)``, JAX's ``train_step(state, data)``.
-    def train_step(self, *args):
-        logs = super().train_step(*args)
-        return self._vector_logs(logs) if self._multi_worker() else logs
-
-    def test_step(self, *args):
-        logs = super().test_step(*args)
-        return self._vector_logs(logs) if self._multi_worker() else logs
-
-    @staticmethod
-    def _vector_logs(logs):
-        return {k: ops.reshape(v, (1,)) if len(ops.shape(v)) == 0 else v for k, v in logs.items()}
-
     @property
     def metrics(self):
         return super().metrics + list(self._loss_trackers.metrics.values())
@@ -297,3 +249,12 @@ class _Trackers:
 
     def reset(self, metrics):
         self.metrics = metrics
+
+
+def _check_fixed_outputs(kwargs):
+    """The outputs follow ``labels.AU_NAMES`` and ``labels.EXPR_NAMES``. Configs saved by earlier versions
+    carry ``num_aus``/``num_expressions``, which are accepted with those sizes only."""
+    for key, names in (("num_aus", AU_NAMES), ("num_expressions", EXPR_NAMES)):
+        if key in kwargs and int(kwargs.pop(key)) != len(names):
+            raise ValueError(f"{key} is fixed to {len(names)} (keras_mtanet.labels); other label sets need "
+                             "their own output layer on model.backbone.")

@@ -33,10 +33,101 @@ def test_outputs_have_the_documented_ranges(rng):
 
 def test_normalisation_to_minus_one_one_is_inside_the_model():
     model = tiny_model()
-    normalize = model.get_layer("normalize")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalize(np.array([[0.0, 127.5, 255.0]]))),
-                               [[-1.0, 0.0, 1.0]], atol=1e-6)
-    assert model.layers[1] is normalize
+    converter = model.preprocessor
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(converter(np.array([[[[0.0, 127.5, 255.0]]]]))),
+                               [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+    assert model.layers[1] is converter
+    assert converter.image_size == (32, 32) and converter.color_mode == "rgb"
+
+
+def test_grayscale_converter_uses_bt601_luma():
+    converter = tiny_model(color_mode="grayscale").preprocessor
+    pixel = np.array([[[[200.0, 100.0, 50.0]]]], "float32")
+    grey = 0.299 * 200 + 0.587 * 100 + 0.114 * 50  # 124.2
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(converter(pixel)), np.full((1, 1, 1, 3), grey / 127.5 - 1),
+                               atol=1e-6)
+
+
+def test_task_holds_the_backbone_and_its_layers_are_the_tasks(rng):
+    from keras_mtanet import SEResNetBackbone
+
+    model = tiny_model()
+    assert isinstance(model.backbone, SEResNetBackbone)
+    task_layers = {id(layer) for layer in model.layers}
+    assert all(id(layer) in task_layers for layer in model.backbone.layers[1:])
+    # The backbone alone gives the feature map the head sees: compare with the task's own intermediate tensor.
+    x = images(rng, 3)
+    normalised = keras.ops.convert_to_numpy(model.preprocessor(x))
+    probe = keras.Model(model.input, model.get_layer("head_gap_dropout").input)  # the head's input
+    np.testing.assert_allclose(model.backbone.predict(normalised, verbose=0), probe.predict(x, verbose=0),
+                               atol=1e-5)
+
+
+def test_freezing_the_backbone_trains_only_the_head(rng):
+    model = tiny_model()
+    model.backbone.trainable = False
+    backbone_ids = {id(w) for w in model.backbone.weights}
+    assert model.trainable_weights and not any(id(w) in backbone_ids for w in model.trainable_weights)
+    before = [w.numpy().copy() for w in model.backbone.weights]
+    head = model.get_layer("va").get_weights()[0].copy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(images(rng, 16), partial_labels(16, rng), batch_size=8, epochs=1, verbose=0)
+    for a, w in zip(before, model.backbone.weights):
+        np.testing.assert_array_equal(a, w.numpy())  # batch-norm statistics too: frozen layers run in inference mode
+    assert not np.array_equal(head, model.get_layer("va").get_weights()[0])
+
+
+def test_backbone_config_round_trip(rng):
+    from keras_mtanet import SEResNetBackbone
+
+    backbone = SEResNetBackbone("se_resnet50", image_shape=(32, 32, 3), stack_blocks=(1, 2, 1, 1), se_ratio=8,
+                                width=0.25, name="features")
+    config = json.loads(json.dumps(backbone.get_config()))
+    clone = SEResNetBackbone.from_config(config)
+    assert clone.get_config() == backbone.get_config()
+    assert config == {"variant": "se_resnet50", "image_shape": [32, 32, 3], "stack_blocks": [1, 2, 1, 1],
+                      "se_ratio": 8, "width": 0.25, "folded": False, "name": "features", "trainable": True}
+    clone.set_weights(backbone.get_weights())
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(backbone.predict(x, verbose=0), clone.predict(x, verbose=0))
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backbone))
+    assert isinstance(restored, SEResNetBackbone) and restored.get_config() == backbone.get_config()
+
+
+def test_task_built_on_a_given_backbone(rng):
+    from keras_mtanet import SEResNetBackbone
+
+    backbone = SEResNetBackbone("se_resnet18", image_shape=(32, 32, 3), stack_blocks=(1, 1, 1, 1), width=0.25)
+    model = MTANet(backbone, input_shape=(32, 32, 3), head_filters=32)
+    assert model.backbone is backbone
+    assert model.get_config() == tiny_model().get_config()
+
+
+@pytest.mark.parametrize("fmt,color_mode", [(".keras", "rgb"), (".weights.h5", "grayscale")])
+def test_files_saved_before_the_backbone_split_load_and_predict_the_same(fmt, color_mode):
+    """tests/data/legacy holds a tiny MTANet saved by the code before SEResNetBackbone (see make_legacy.py)."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "data" / "legacy"
+    x = np.load(folder / "inputs.npy").astype("float32")
+    expected = np.load(folder / f"{color_mode}_outputs.npz")
+    if fmt == ".keras":
+        model = keras.saving.load_model(folder / f"{color_mode}.keras")
+        assert model.optimizer.iterations.numpy() == 2  # the compile state came back too
+    else:
+        model = MTANet("se_resnet18", input_shape=(32, 32, 3), stack_blocks=(1, 1, 1, 1), width=0.125,
+                       head_filters=8, color_mode=color_mode)
+        model.load_weights(folder / f"{color_mode}.weights.h5")
+    out = model.predict(x, verbose=0)
+    for key in ("va", "au", "expr"):
+        np.testing.assert_allclose(out[key], expected[key], atol=1e-6)
+
+
+def test_output_sizes_are_fixed_to_the_label_sets():
+    config = {**tiny_model().get_config(), "num_aus": 8, "num_expressions": 7}  # as earlier versions saved it
+    assert MTANet.from_config(config).get_config() == tiny_model().get_config()
+    with pytest.raises(ValueError, match="num_aus is fixed to 8"):
+        MTANet(**TINY, num_aus=5)
 
 
 def test_config_round_trip_gives_same_config_and_outputs(rng):
