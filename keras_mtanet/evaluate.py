@@ -2,8 +2,9 @@
 
 Prediction files follow the official format: ``OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt`` with the annotation
 file's header and one line for every annotation line (VA: ``valence,arousal`` floats; EXPR: a class id; AU:
-eight 0/1 values). Frames without a usable crop get the prediction of the nearest frame that has one. Scores
-are computed from exactly what is written, against every annotated line.
+eight 0/1 values), written by ``data.affwild2``, the one home of the format. Frames without a usable crop get
+the prediction of the nearest frame that has one. Scores are computed from exactly what is written, against
+every annotated line. Smoothing lives in ``keras_mtanet.smoothing`` (re-exported here).
 """
 
 import json
@@ -13,11 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtanet.data import affwild2, pipeline
-from keras_mtanet.data.errors import DataError
-from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
+from keras_mtanet.data.affwild2 import read_annotations  # also keeps evaluate.read_annotations working
+from keras_mtanet.errors import DataError, first_line
+from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 from keras_mtanet.metrics import AU_THRESHOLD, abaw_scores
+from keras_mtanet.smoothing import smooth_series, smoothing_window  # evaluate.smooth_series still works
 
-TASK_FILES = {"va": ("VA_Set", VA_NAMES), "expr": ("EXPR_Set", EXPR_NAMES), "au": ("AU_Set", AU_NAMES)}
+FORMATS = ("affwild2",)  # the data layouts evaluate() reads (keras-mtanet evaluate --format)
 
 
 def predict_frames(model, index, batch_size=64, log=None):
@@ -49,43 +52,6 @@ def predict_frames(model, index, batch_size=64, log=None):
     return out, done
 
 
-def smoothing_window(smooth, fps):
-    """``--smooth`` value -> window length in frames: ``"0.5"`` is seconds (times fps), ``"15f"`` frames.
-
-    Any length is accepted (``smooth_series`` caps it at what a track needs); ``fps`` must be positive."""
-    if smooth in (None, "", "0"):
-        return 1
-    text = str(smooth).strip().lower()
-    if not text.endswith("f") and not (fps is not None and np.isfinite(fps) and fps > 0):
-        raise DataError(f"frame rate {fps!r}: must be a positive number of frames per second to smooth over "
-                        "seconds")
-    try:
-        frames = int(text[:-1]) if text.endswith("f") else int(round(float(text) * fps))
-    except (ValueError, OverflowError):
-        raise DataError(f"--smooth {smooth!r}: give seconds (0.5) or frames (15f)") from None
-    if frames < 1:
-        raise DataError(f"--smooth {smooth!r}: the window must be at least one frame")
-    return frames
-
-
-def smooth_series(values, window):
-    """Centred moving average along axis 0 (edges average over the frames available): frame ``k`` averages
-    frames ``k + window // 2 - window + 1`` to ``k + window // 2``.
-
-    Running sums make it O(length) for any window; a window of ``2 * length - 1`` frames or more covers the
-    whole series from every frame, so each frame gets the series mean."""
-    values = np.asarray(values)
-    n = len(values)
-    if window <= 1 or n < 2:
-        return values
-    window = int(min(window, 2 * n - 1))
-    pad = window // 2
-    k = np.arange(n)
-    lo, hi = np.clip(k + pad - window + 1, 0, n), np.clip(k + pad + 1, 0, n)
-    sums = np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(values, axis=0, dtype=np.float64)])
-    return (sums[hi] - sums[lo]) / (hi - lo).reshape((n,) + (1,) * (values.ndim - 1))
-
-
 def fill_nearest(length, frame_numbers, values):
     """Values for frames 1..length from the nearest frame in ``frame_numbers`` (1-based, sorted)."""
     frame_numbers = np.asarray(frame_numbers)
@@ -109,16 +75,6 @@ def video_predictions(index, outputs, done, window):
         for key in ("va", "au", "expr"):
             videos[video][key] = smooth_series(outputs[key][order], window)
     return videos
-
-
-def read_annotations(root, split):
-    """``{task: {video: labels}}`` for every annotation file of a split (the lines predictions must cover)."""
-    annotations = {}
-    for task, (folder, _) in TASK_FILES.items():
-        ann_dir = Path(root) / "annotations" / folder / affwild2.resolve_split(split)
-        for ann_file in sorted(ann_dir.glob("*.txt")) if ann_dir.is_dir() else ():
-            annotations.setdefault(task, {})[ann_file.stem] = affwild2.parse_annotation_file(ann_file, task)
-    return annotations
 
 
 def prediction_rows(annotations, videos):
@@ -154,24 +110,12 @@ def scores_of(rows):
 
 
 def write_prediction_files(rows, out_dir):
-    """Write ``OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt`` in the annotation files' format."""
-    from keras_mtanet.inference.output import AtomicFile
-
+    """Write ``OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt`` in the annotation files' format (VA with 6 decimals),
+    each under a temporary name and renamed."""
     for task, videos in rows.items():
-        folder, header = TASK_FILES[task]
-        target_dir = Path(out_dir) / folder
-        target_dir.mkdir(parents=True, exist_ok=True)
         for video, (_, values) in videos.items():
-            # Each file is written under a temporary name and renamed: a failed run leaves no half file.
-            with AtomicFile(target_dir / f"{video}.txt", "w") as f:
-                f.write(",".join(header) + "\n")
-                for row in values:
-                    if task == "va":
-                        f.write(f"{row[0]:.6f},{row[1]:.6f}\n")
-                    elif task == "expr":
-                        f.write(f"{int(row)}\n")
-                    else:
-                        f.write(",".join(str(int(v)) for v in row) + "\n")
+            affwild2.write_annotation_file(affwild2.prediction_path(out_dir, task, video), task, values,
+                                           va_format=affwild2.PREDICTION_VA_FORMAT)
 
 
 def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=None, fps=30.0, batch_size=64,
@@ -207,6 +151,10 @@ def write_metrics(path, scores):
     """Write the scores as JSON (to a temporary name, then renamed onto ``path``)."""
     from keras_mtanet.inference.output import AtomicFile
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file in the way, or no permission
+        raise DataError(f"{folder}: cannot create folder ({error.strerror or first_line(error)})") from None
     with AtomicFile(path, "w") as f:
         f.write(json.dumps(scores, indent=2) + "\n")

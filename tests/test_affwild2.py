@@ -122,3 +122,63 @@ def test_missing_root_folders_and_split(tmp_path, handmade):
     with pytest.raises(DataError, match="split 'Test_Set' not found .*splits present: Training_Set, "
                                         "Validation_Set"):
         affwild2.read_index(handmade, "Test_Set")
+
+
+# ------------------------------------------------------------------------ writing the layout
+VA3 = np.array([[0.1234567, -0.05], [-5.0, -5.0], [1.0, np.float32(0.1)]], np.float32)
+AU3 = np.array([[1, 0, 0, 1, 1, 0, 0, 1], [-1] * 8, [0] * 8], np.float32)
+EXPR3 = np.array([4, -1, 6], np.int32)
+
+
+def test_annotation_writer_matches_hand_written_lines(tmp_path):
+    written = {}
+    for task, values in (("va", VA3), ("au", AU3), ("expr", EXPR3)):
+        path = affwild2.annotation_path(tmp_path, task, "train", "vid")
+        affwild2.write_annotation_file(path, task, values)
+        written[task] = path.read_bytes()
+    # Annotation files: 6 significant digits for valence/arousal, as the synthetic sets have always been.
+    assert written["va"] == b"valence,arousal\n0.123457,-0.05\n-5,-5\n1,0.1\n"
+    assert written["au"] == (AU_H + "\n1,0,0,1,1,0,0,1\n-1,-1,-1,-1,-1,-1,-1,-1\n0,0,0,0,0,0,0,0\n").encode()
+    assert written["expr"] == (EX_H + "\n4\n-1\n6\n").encode()
+    assert affwild2.annotation_path(tmp_path, "va", "train", "vid") == \
+        tmp_path / "annotations/VA_Set/Training_Set/vid.txt"
+    # Read back by the reader: the same values, to the precision written.
+    np.testing.assert_allclose(affwild2.parse_annotation_file(tmp_path / "annotations/VA_Set/Training_Set/vid.txt",
+                                                              "va"), VA3, atol=5e-7)
+    read = affwild2.read_annotations(tmp_path, "Training_Set")
+    np.testing.assert_array_equal(read["au"]["vid"], AU3)
+    np.testing.assert_array_equal(read["expr"]["vid"], EXPR3)
+
+
+def test_prediction_files_print_six_decimals(tmp_path):
+    path = affwild2.prediction_path(tmp_path, "va", "vid")
+    affwild2.write_annotation_file(path, "va", VA3[[0, 2]], va_format=affwild2.PREDICTION_VA_FORMAT)
+    assert path == tmp_path / "VA_Set" / "vid.txt"
+    assert path.read_text() == "valence,arousal\n0.123457,-0.050000\n1.000000,0.100000\n"
+
+
+def test_crops_are_written_where_the_reader_finds_them(tmp_path):
+    data = tf.io.encode_jpeg(np.full((8, 8, 3), 50, np.uint8)).numpy()
+    affwild2.write_annotation_file(affwild2.annotation_path(tmp_path, "expr", "val", "v"), "expr", [1, 2, 3])
+    for frame in (1, 3):
+        affwild2.write_crop(tmp_path, "v", frame, data)
+    assert sorted(p.name for p in (tmp_path / "cropped_aligned" / "v").iterdir()) == ["00001.jpg", "00003.jpg"]
+    index = affwild2.read_index(tmp_path, "val")
+    assert list(index.frames) == [1, 3] and list(index.expr) == [1, 3] and index.stats["missing_crops"] == 1
+    assert open(index.paths[1], "rb").read() == data
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = affwild2.annotation_path(tmp_path, "au", "train", "v")
+    affwild2.write_annotation_file(path, "au", AU3)
+    before = path.read_bytes()
+    with pytest.raises(ValueError):
+        affwild2.write_annotation_file(path, "au", [[0] * 8, ["x"] * 8])
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["v.txt"]
+
+
+def test_a_file_in_the_way_of_a_folder_is_one_line_naming_it(tmp_path):
+    (tmp_path / "annotations").write_text("not a folder")
+    with pytest.raises(DataError, match=f"^{tmp_path / 'annotations' / 'VA_Set' / 'Training_Set'}: cannot create "
+                                        r"folder \([^\n]+\)$"):
+        affwild2.write_annotation_file(affwild2.annotation_path(tmp_path, "va", "train", "v"), "va", VA3)

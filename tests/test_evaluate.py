@@ -7,7 +7,7 @@ from conftest import tiny_model
 from keras_mtanet import abaw_scores, evaluate, zoo
 from keras_mtanet.cli import main
 from keras_mtanet.data import affwild2, synthetic
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +65,48 @@ def test_frames_without_crop_take_the_nearest_prediction():
     np.testing.assert_array_equal(filled[:, 0], [2, 2, 2, 5, 5, 5, 5, 9, 9, 9])
 
 
-def test_smoothing_window_and_moving_average():
-    assert evaluate.smoothing_window("0.5", 30) == 15 and evaluate.smoothing_window("9f", 30) == 9
-    assert evaluate.smoothing_window(None, 30) == 1
-    with pytest.raises(DataError, match="seconds"):
-        evaluate.smoothing_window("soon", 30)
-    x = np.arange(6, dtype=float)[:, None] ** 2
-    # window 3, centred, edges averaged over what exists
-    expected = [(0 + 1) / 2, (0 + 1 + 4) / 3, (1 + 4 + 9) / 3, (4 + 9 + 16) / 3, (9 + 16 + 25) / 3, (16 + 25) / 2]
-    np.testing.assert_allclose(evaluate.smooth_series(x, 3)[:, 0], expected)
+def test_smoothing_is_reexported_from_its_old_path():
+    from keras_mtanet import smoothing
+    from keras_mtanet.evaluate import smooth_series, smoothing_window
+
+    assert smooth_series is smoothing.smooth_series and smoothing_window is smoothing.smoothing_window
+
+
+def test_prediction_files_match_hand_written_lines(tmp_path):
+    labels = {"va": np.zeros((3, 2), np.float32), "au": np.zeros((3, 8), np.float32), "expr": np.zeros(3, np.int32)}
+    rows = {"va": {"v": (labels["va"], np.array([[0.1234564, -1.0], [0.5, 0.25], [-4e-7, 1.0]], np.float32))},
+            "au": {"v": (labels["au"], np.array([[1, 0, 0, 1, 1, 0, 0, 1], [0] * 8, [1] * 8], np.float32))},
+            "expr": {"v": (labels["expr"], np.array([6, 0, 3], np.int32))}}
+    evaluate.write_prediction_files(rows, tmp_path)
+    assert (tmp_path / "VA_Set/v.txt").read_bytes() == \
+        b"valence,arousal\n0.123456,-1.000000\n0.500000,0.250000\n-0.000000,1.000000\n"
+    assert (tmp_path / "AU_Set/v.txt").read_bytes() == \
+        b"AU1,AU2,AU4,AU6,AU12,AU15,AU20,AU25\n1,0,0,1,1,0,0,1\n0,0,0,0,0,0,0,0\n1,1,1,1,1,1,1,1\n"
+    assert (tmp_path / "EXPR_Set/v.txt").read_bytes() == \
+        b"Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise\n6\n0\n3\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["AU_Set", "EXPR_Set", "VA_Set", "v.txt", "v.txt", "v.txt"]
+
+
+def test_a_malformed_annotation_line_is_one_line_naming_file_and_line(dataset, model_dir, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "aw"
+    shutil.copytree(dataset, root)
+    bad = sorted((root / "annotations/AU_Set/Validation_Set").glob("*.txt"))[0]
+    lines = bad.read_text().splitlines()
+    lines[4] = "1,0,1"
+    bad.write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(root), "--predictions",
+                 str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"{bad}:5: expected 8 comma-separated value(s), got '1,0,1'\n") and err.count("\n") == 1
+    assert not (tmp_path / "p").exists()
+
+
+def test_metrics_behind_a_file_is_one_line_naming_the_folder(tmp_path):
+    (tmp_path / "runs").write_text("a file")
+    with pytest.raises(DataError, match=f"^{tmp_path / 'runs'}: cannot create folder \\([^\n]+\\)$"):
+        evaluate.write_metrics(tmp_path / "runs" / "scores.json", {"va_score": 0.5})
 
 
 def test_smoothing_reports_both_and_a_corrupt_crop_keeps_alignment(dataset, model_dir, tmp_path):

@@ -92,3 +92,40 @@ def test_write_affwild2_layout(tmp_path):
         crops = sorted(p.name for p in (tmp_path / "cropped_aligned" / video).iterdir())
         assert crops == [f"{i:05d}.jpg" for i in range(1, 13) if i not in info["missing"]]
     assert sum(len(info["missing"]) for info in train.values()) > 0
+
+
+def old_annotation_text(task, values):
+    """The annotation file text as synthetic.py wrote it before ``data.affwild2`` did (copied formatting)."""
+    lines = [",".join(affwild2.HEADERS[task])]
+    for v in values:
+        if task == "va":
+            lines.append("%.6g,%.6g" % (v[0], v[1]))
+        elif task == "expr":
+            lines.append(str(int(v)))
+        else:
+            lines.append(",".join(str(int(x)) for x in v))
+    return "\n".join(lines) + "\n"
+
+
+def test_written_set_reads_back_and_keeps_its_bytes(tmp_path):
+    truth = synthetic.write_affwild2(tmp_path, train_videos=3, val_videos=2, frames=10, size=24, seed=11,
+                                     missing_crop_rate=0.15, unannotated_rate=0.3)
+    codes = {"va": -5.0, "au": -1.0, "expr": -1}
+    for split, videos in truth.items():
+        index = affwild2.read_index(tmp_path, split)
+        annotations = affwild2.read_annotations(tmp_path, split)
+        for video, info in videos.items():
+            for task in info["tasks"]:
+                values = annotations[task][video]
+                path = tmp_path / "annotations" / affwild2.TASK_DIRS[task] / split / f"{video}.txt"
+                # Byte for byte what the formatting before the move wrote for the values read back.
+                assert path.read_text() == old_annotation_text(task, values)
+                # Every line is the true label or, inside the one unannotated run, the unannotated code.
+                masked = np.all(values == codes[task], axis=tuple(range(1, values.ndim)))
+                np.testing.assert_allclose(values[~masked], info["labels"][task][~masked], atol=5e-6)
+                runs = np.flatnonzero(masked)
+                assert len(runs) == 0 or len(runs) == runs[-1] - runs[0] + 1 == 3
+            rows = [i for i, v in enumerate(index.videos) if v == video]
+            assert [index.frames[i] for i in rows] == [f for f in range(1, 11) if f not in info["missing"]]
+    assert sum(len(v["missing"]) for s in truth.values() for v in s.values()) > 0
+    assert any(np.any(v == -1) for v in affwild2.read_annotations(tmp_path, "train")["expr"].values())

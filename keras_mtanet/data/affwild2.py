@@ -1,4 +1,4 @@
-"""Aff-Wild2 (ABAW 2020) reader.
+"""Aff-Wild2 (ABAW 2020) file format: the one place that reads and writes it.
 
 On-disk layout::
 
@@ -12,14 +12,19 @@ merged across tasks, and a task that does not cover a frame gives the unannotate
 EXPR -1), which the masked losses skip. Frames without a crop are skipped and counted; corrupt crops (not a
 complete JPEG) are skipped and counted too. Videos with two people carry ``_left`` / ``_right`` suffixes,
 each with its own crop folder, and are simply two videos here.
+
+ABAW prediction files (``OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt``) use the same header and one line a
+frame; they print valence/arousal with 6 decimals where the annotation files use 6 significant digits.
+The synthetic data writer and ``evaluate`` write through ``write_annotation_file`` and ``write_crop``.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import DataError, screen_image
+from keras_mtanet.data.errors import screen_image
 from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.errors import DataError, first_line
 from keras_mtanet.labels import (AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA,
                                  VA_NAMES)
 
@@ -28,11 +33,87 @@ HEADERS = {"va": VA_NAMES, "expr": EXPR_NAMES, "au": AU_NAMES}
 SPLIT_ALIASES = {"train": "Training_Set", "training": "Training_Set", "training_set": "Training_Set",
                  "val": "Validation_Set", "valid": "Validation_Set", "validation": "Validation_Set",
                  "validation_set": "Validation_Set"}
+SPLITS = ("Training_Set", "Validation_Set")
+UNANNOTATED = {"va": UNANNOTATED_VA, "au": UNANNOTATED_AU, "expr": UNANNOTATED_EXPR}
+# Valence/arousal: 6 significant digits in annotation files, 6 decimals in prediction files (the formats each
+# writer has always used, so files written before and after this module wrote both are byte-identical).
+ANNOTATION_VA_FORMAT = "%.6g"
+PREDICTION_VA_FORMAT = "%.6f"
 
 
 def resolve_split(split):
     key = str(split).strip()
     return SPLIT_ALIASES.get(key.lower(), key)
+
+
+def annotation_path(root, task, split, video):
+    """``ROOT/annotations/<VA|AU|EXPR>_Set/<split>/<video>.txt``."""
+    return Path(root) / "annotations" / TASK_DIRS[task] / resolve_split(split) / f"{video}.txt"
+
+
+def prediction_path(out_dir, task, video):
+    """The ABAW prediction file of ``video`` for ``task``: ``OUT/<VA|AU|EXPR>_Set/<video>.txt``."""
+    return Path(out_dir) / TASK_DIRS[task] / f"{video}.txt"
+
+
+def crop_folder(root, video):
+    return Path(root) / "cropped_aligned" / video
+
+
+def crop_name(frame):
+    """File name of the crop of 1-based ``frame``: ``00001.jpg`` for the first."""
+    return f"{frame:05d}.jpg"
+
+
+def format_annotation_line(task, value, va_format=ANNOTATION_VA_FORMAT):
+    """One line of an annotation (or prediction) file for ``task``: ``va_format`` for each of valence and
+    arousal, a class id for EXPR, eight integers for AU."""
+    if task == "va":
+        return f"{va_format % value[0]},{va_format % value[1]}"
+    if task == "expr":
+        return str(int(value))
+    return ",".join(str(int(v)) for v in value)
+
+
+def write_annotation_file(path, task, values, va_format=ANNOTATION_VA_FORMAT):
+    """Write the header of ``task`` and one line per row of ``values`` to ``path`` (parent folders created).
+
+    The file is written under a temporary name and renamed, so a failed run leaves no half file."""
+    from keras_mtanet.inference.output import AtomicFile  # lazy: keeps the data readers free of inference
+
+    path = Path(path)
+    _make_folder(path.parent)
+    lines = [",".join(HEADERS[task])] + [format_annotation_line(task, v, va_format) for v in values]
+    with AtomicFile(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def write_crop(root, video, frame, data):
+    """Write encoded image bytes ``data`` as the crop of 1-based ``frame`` of ``video`` (temporary name, then
+    renamed)."""
+    from keras_mtanet.inference.output import AtomicFile
+
+    folder = crop_folder(root, video)
+    _make_folder(folder)
+    with AtomicFile(folder / crop_name(frame), "wb") as f:
+        f.write(data)
+
+
+def _make_folder(folder):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file in the way, or no permission
+        raise DataError(f"{folder}: cannot create folder ({error.strerror or first_line(error)})") from None
+
+
+def read_annotations(root, split):
+    """``{task: {video: labels}}`` for every annotation file of a split, parsed by ``parse_annotation_file``."""
+    annotations = {}
+    for task, folder in TASK_DIRS.items():
+        ann_dir = Path(root) / "annotations" / folder / resolve_split(split)
+        for ann_file in sorted(ann_dir.glob("*.txt")) if ann_dir.is_dir() else ():
+            annotations.setdefault(task, {})[ann_file.stem] = parse_annotation_file(ann_file, task)
+    return annotations
 
 
 def parse_annotation_file(path, task):
@@ -44,7 +125,7 @@ def parse_annotation_file(path, task):
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read annotation file ({error})") from None
+        raise DataError(f"{path}: cannot read annotation file ({first_line(error)})") from None
     lines = text.splitlines()
     if not lines:
         raise DataError(f"{path}:1: empty annotation file (expected header {','.join(names)!r})")
@@ -147,10 +228,10 @@ def read_index(root, split="Training_Set", tasks=("va", "au", "expr"), check_ima
         v_expr = _column(parsed.get("expr"), length, (), UNANNOTATED_EXPR, np.int32)
         stats["videos"] += 1
         stats["annotated_frames"] += length
-        folder = crops / video
+        folder = crop_folder(root, video)
         existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
         for i in range(length):
-            name = f"{i + 1:05d}.jpg"
+            name = crop_name(i + 1)
             path = folder / name
             if not screen_image(path, name in existing, check_images, stats, skipped, "crops"):
                 continue

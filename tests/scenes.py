@@ -1,8 +1,9 @@
-"""Generated test videos: real face photographs moving over a background, with faceless stretches.
+"""Test fixture: generated videos of real face photographs moving over a background, with faceless stretches.
 
-Used by the tests and ``benchmarks/video_fps.py``: the face pixels come from a photograph the caller passes
-(e.g. scikit-image's ``astronaut()``), so detectors see a real face, and the true box of every face in every
-frame is known.
+Used by the tests (``import scenes``: pytest puts this folder on ``sys.path``) and by
+``benchmarks/video_fps.py`` (which adds this folder itself). The face pixels come from a photograph the caller
+passes (e.g. scikit-image's ``astronaut()``), so detectors see a real face, and the true box of every face in
+every frame is known. It lived in ``keras_mtanet/inference/scenes.py`` before: fixtures stay out of the package.
 """
 
 import cv2
