@@ -139,12 +139,9 @@ class MTANet(keras.Model):
             **kwargs: ``revision``, ``cache_dir``, ``token``, ``endpoint`` for Hub presets (see
                 ``keras_mtanet.load_pretrained``).
         """
-        from keras_mtanet.hub import load_pretrained
+        from keras_mtanet import presets
 
-        model = load_pretrained(preset, compile=compile, **kwargs)
-        if not isinstance(model, cls):
-            raise TypeError(f"{preset!r} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
+        return presets.load(preset, compile=compile, cls=cls, **kwargs)
 
     def inference_model(self, precision="float32"):
         """A copy for fast prediction: batch norms folded into the convolutions, optionally in bfloat16.

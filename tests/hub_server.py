@@ -2,8 +2,9 @@
 
 It implements what the real ``huggingface_hub`` client (v2.x, Xet disabled) uses to publish and pull model
 repos: repo creation, YAML validation, preupload (regular vs LFS), the git-LFS batch API with basic PUT
-uploads, NDJSON commits, tags, revision info, and ``resolve`` downloads with the ``X-Repo-Commit``,
-``ETag`` / ``X-Linked-Etag`` and ``X-Error-Code`` headers the client reads. Repos live in memory.
+uploads, NDJSON commits, tags, revision info, tree listings (``snapshot_download``), and ``resolve`` downloads
+with the ``X-Repo-Commit``, ``ETag`` / ``X-Linked-Etag`` and ``X-Error-Code`` headers the client reads. Repos
+live in memory.
 
 Failure injection for tests: while ``server.truncate[path] = n`` is set, every GET of ``path`` sends only its
 first n bytes and closes the connection (the client's retries and resumes fail too); ``server.requests``
@@ -94,6 +95,7 @@ ROUTES = [
     ("POST", rf"/api/models/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
     ("POST", rf"/api/models/{REPO}/tag/(?P<rev>[^/]+)", "tag"),
     ("GET", rf"/api/models/{REPO}/revision/(?P<rev>[^/]+)", "repo_info"),
+    ("GET", rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)", "tree"),
     ("GET", rf"/api/models/{REPO}", "repo_info"),
     ("HEAD", rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
     ("GET", rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
@@ -250,6 +252,18 @@ class Handler(BaseHTTPRequestHandler):
         siblings = [{"rfilename": p, "size": len(e["data"])} for p, e in sorted(tree.items())]
         return self._json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": sha, "private": False,
                            "siblings": siblings, "tags": [], "downloads": 0, "likes": 0})
+
+    def tree(self, repo, rev):
+        """The whole tree at ``rev`` on one page (the client follows a ``Link: next`` header only if sent)."""
+        repo = self._repo(repo)
+        sha = self._commit_sha(repo, rev)
+        entries = []
+        for path, entry in sorted(repo.commits[sha]["tree"].items()):
+            item = {"type": "file", "oid": entry["git"], "size": len(entry["data"]), "path": path}
+            if entry["lfs"]:
+                item["lfs"] = {"oid": entry["sha256"], "size": len(entry["data"]), "pointerSize": 134}
+            entries.append(item)
+        return self._json(entries)
 
     def resolve(self, repo, rev, path):
         repo = self._repo(repo)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, hub, load_pretrained, publish, zoo
+from keras_mtanet import PresetError, hub, load_pretrained, presets, publish
 
 TOKEN = "hf_test_Secret_token_0123456789"
 
@@ -46,7 +46,7 @@ def test_publish_creates_one_commit_with_the_preset_files(server, published):
     repo = server.repos[repo_id]
     assert len(sha) == 40 and repo.refs["main"] == sha and repo.refs["v1"] == sha
     tree = repo.commits[sha]["tree"]
-    assert set(tree) == {".gitattributes", *zoo.PRESET_FILES}
+    assert set(tree) == {".gitattributes", *presets.PRESET_FILES, presets.PREPROCESSOR_FILE}
     assert tree["model.weights.h5"]["lfs"] and not tree["config.json"]["lfs"]
     assert repo.commits[repo.commits[sha]["parent"]]["message"] == "initial commit"
     card = tree["README.md"]["data"].decode()
@@ -75,7 +75,15 @@ def test_pull_by_commit_tag_and_branch_gives_the_published_predictions(server, p
     assert not predictions_equal(tiny_model(), loaded, images)  # the downloaded weights are in use
     assert loaded.metadata["metrics"] == {"va_score": 0.1}
     snapshot = tmp_path / "models--org--tiny" / "snapshots" / sha
-    assert sorted(p.name for p in snapshot.iterdir()) == sorted(zoo.PRESET_FILES)
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*presets.PRESET_FILES, presets.PREPROCESSOR_FILE])
+
+
+def test_resolve_pins_a_branch_to_one_commit(server, published, tmp_path):
+    _, sha, repo_id, _ = published
+    folder = presets.resolve(f"hf://{repo_id}@main", cache_dir=tmp_path, endpoint=server.endpoint)
+    assert folder == tmp_path / "models--org--tiny" / "snapshots" / sha  # every file from the one commit
+    assert (tmp_path / "models--org--tiny" / "refs" / "main").read_text() == sha
+    assert presets.read_metadata(folder)["name"] == repo_id
 
 
 @pytest.fixture
@@ -87,13 +95,13 @@ def registry(published, tmp_path, monkeypatch, server):
     entry = hub.registry_entry(folder, repo_id, sha, "tiny test preset")
     (tmp_path / "zoo" / "tiny_test").mkdir(parents=True)
     (tmp_path / "zoo" / "tiny_test" / "preset.json").write_text(json.dumps(entry))
-    monkeypatch.setenv(zoo.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
+    monkeypatch.setenv(presets.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
     return entry
 
 
 def test_registry_name_loads_the_pinned_revision(server, published, registry, tmp_path):
     model, sha, _, images = published
-    assert "tiny_test" in zoo.list_presets()
+    assert "tiny_test" in presets.list_presets()
     loaded = load_pretrained("tiny_test", cache_dir=tmp_path / "cache", endpoint=server.endpoint)
     assert predictions_equal(model, loaded, images)
 
@@ -179,8 +187,8 @@ def test_offline_reload_from_cache_in_a_fresh_process(server, published, tmp_pat
 
 def test_local_folder_round_trip_and_tampering(tmp_path):
     model = tiny_model()
-    meta = zoo.preset_metadata(model, "nothing (test)")
-    folder = zoo.save_preset(model, tmp_path / "preset", meta, hub.model_card_text(meta, "t"))
+    meta = presets.preset_metadata(model, "nothing (test)")
+    folder = presets.save_preset(model, tmp_path / "preset", meta, hub.model_card_text(meta, "t"))
     images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     assert predictions_equal(model, load_pretrained(str(folder)), images)
     config = json.loads((folder / "config.json").read_text())
@@ -202,8 +210,8 @@ def test_cli_publish_prints_the_commit_and_a_pinned_registry_entry(server, tmp_p
     from keras_mtanet.cli import main
 
     model = tiny_model()
-    meta = zoo.preset_metadata(model, "nothing (test)")
-    folder = zoo.save_preset(model, tmp_path / "run", meta, hub.model_card_text(meta, "cli"))
+    meta = presets.preset_metadata(model, "nothing (test)")
+    folder = presets.save_preset(model, tmp_path / "run", meta, hub.model_card_text(meta, "cli"))
     assert main(["publish", str(folder), "--repo-id", "org/cli", "--tag", "v2", "--endpoint", server.endpoint,
                  "--description", "from the CLI"]) == 0
     out = capsys.readouterr().out
@@ -211,16 +219,16 @@ def test_cli_publish_prints_the_commit_and_a_pinned_registry_entry(server, tmp_p
     assert out.splitlines()[0] == f"published {folder} to org/cli at commit {sha}"
     entry = json.loads(out.split("preset.json):\n", 1)[1])
     assert entry["revision"] == sha and entry["repo_id"] == "org/cli" and entry["description"] == "from the CLI"
-    assert entry["files"]["model.weights.h5"] == zoo.sha256_file(folder / "model.weights.h5")
+    assert entry["files"]["model.weights.h5"] == presets.sha256_file(folder / "model.weights.h5")
 
 
 def test_embedded_synthetic_preset_loads_without_network_and_is_trained(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    entry = zoo.list_presets()[zoo.SYNTHETIC_PRESET]
-    assert entry["embedded"] and set(entry["files"]) == set(zoo.PRESET_FILES)
-    model = load_pretrained(zoo.SYNTHETIC_PRESET)
+    entry = presets.list_presets()[presets.SYNTHETIC_PRESET]
+    assert entry["embedded"] and set(entry["files"]) == set(presets.PRESET_FILES)
+    model = load_pretrained(presets.SYNTHETIC_PRESET)
     meta = model.metadata
-    assert meta["name"] == zoo.SYNTHETIC_PRESET and "synthetic" in meta["training_data"]
+    assert meta["name"] == presets.SYNTHETIC_PRESET and "synthetic" in meta["training_data"]
     assert meta["metrics"]["va_score"] > 0.5 and meta["metrics"]["au_f1"] > 0.6 and meta["metrics"]["expr_f1"] > 0.5
     card = (Path(entry["folder"]) / "README.md").read_text()
     assert "not meant for real-world affect" in card
@@ -239,15 +247,15 @@ def test_embedded_synthetic_preset_loads_without_network_and_is_trained(monkeypa
 def test_default_preset_is_published_and_pinned_in_a_registry(server, tmp_path, monkeypatch):
     """The embedded default goes to the Hub as it is, a registry entry pins the commit, and loading it by name
     through the Hub gives the embedded preset's predictions."""
-    default = zoo.list_presets()[zoo.DEFAULT_PRESET]
+    default = presets.list_presets()[presets.DEFAULT_PRESET]
     folder = Path(default["folder"])
-    repo_id = f"keras-mtanet/{zoo.DEFAULT_PRESET}"
+    repo_id = f"keras-mtanet/{presets.DEFAULT_PRESET}"
     sha = publish(str(folder), repo_id, tag="v1", token=TOKEN, endpoint=server.endpoint)
     entry = hub.registry_entry(folder, repo_id, sha, default["description"])
     assert entry["files"] == default["files"]  # the published files are the embedded ones, byte for byte
     (tmp_path / "zoo" / "hub_default").mkdir(parents=True)
     (tmp_path / "zoo" / "hub_default" / "preset.json").write_text(json.dumps(entry))
-    monkeypatch.setenv(zoo.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
+    monkeypatch.setenv(presets.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
     pulled = load_pretrained("hub_default", cache_dir=tmp_path / "cache", endpoint=server.endpoint)
     embedded = load_pretrained()
     size = embedded.input_shape[1]

@@ -233,3 +233,21 @@ def test_fixed_loss_weights_scale_the_total(rng):
     model.compile(metrics=None, loss_weights={"va": 2.0, "au": 0.0, "expr": 1.0})
     weighted = model.evaluate(x, y, verbose=0, return_dict=True)
     assert weighted["loss"] == pytest.approx(2 * base["va_loss"] + base["expr_loss"], rel=1e-5)
+
+
+def test_from_preset_loads_the_embedded_default_and_its_backbone(rng):
+    from keras_mtanet import SEResNetBackbone, load_pretrained, presets
+
+    model = MTANet.from_preset(presets.DEFAULT_PRESET)
+    reference = load_pretrained(presets.DEFAULT_PRESET)
+    x = rng.integers(0, 256, (2,) + tuple(model.input_shape[1:])).astype("float32")
+    a, b = model.predict(x, verbose=0), reference.predict(x, verbose=0)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    # The FER+ preset's grey input and alignment template travel with it, in the converter.
+    assert model.preprocessor.color_mode == "grayscale"
+    np.testing.assert_allclose(model.preprocessor.template, model.metadata["alignment_template"])
+    backbone = SEResNetBackbone.from_preset(presets.DEFAULT_PRESET)
+    assert isinstance(backbone, SEResNetBackbone)
+    for w, v in zip(backbone.weights, model.backbone.weights):
+        np.testing.assert_array_equal(w.numpy(), v.numpy())

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, export, hub, load_pretrained, train, zoo
+from keras_mtanet import PresetError, export, hub, load_pretrained, presets, train
 from keras_mtanet.cli import main
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError, UsageError
 
 
 def one_line(info):
@@ -22,8 +22,8 @@ def one_line(info):
 
 def make_preset(folder, **model_overrides):
     model = tiny_model(**model_overrides)
-    meta = zoo.preset_metadata(model, "nothing (test)")
-    return zoo.save_preset(model, folder, meta, hub.model_card_text(meta, "t"))
+    meta = presets.preset_metadata(model, "nothing (test)")
+    return presets.save_preset(model, folder, meta, hub.model_card_text(meta, "t"))
 
 
 def rewrite(folder, name, content, rehash=True):
@@ -31,10 +31,10 @@ def rewrite(folder, name, content, rehash=True):
     a hostile publisher would."""
     path = folder / name
     path.write_text(content if isinstance(content, str) else json.dumps(content))
-    if rehash and name != zoo.METADATA_FILE:
-        meta = json.loads((folder / zoo.METADATA_FILE).read_text())
-        meta["files"][name] = zoo.sha256_file(path)
-        (folder / zoo.METADATA_FILE).write_text(json.dumps(meta))
+    if rehash and name != presets.METADATA_FILE:
+        meta = json.loads((folder / presets.METADATA_FILE).read_text())
+        meta["files"][name] = presets.sha256_file(path)
+        (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
 
 
 # --------------------------------------------------------------------------------------------- hostile presets
@@ -56,10 +56,10 @@ def test_a_hub_preset_cannot_name_files_outside_its_folder(server, tmp_path, key
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's data")
     folder = make_preset(tmp_path / "upload")
-    meta = json.loads((folder / zoo.METADATA_FILE).read_text())
+    meta = json.loads((folder / presets.METADATA_FILE).read_text())
     target = str(victim) if key == "/abs/victim.txt" else key
     meta["files"][target] = "0" * 64  # a mismatch: the old loader deleted the file it named as "corrupt"
-    (folder / zoo.METADATA_FILE).write_text(json.dumps(meta))
+    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
     repo = f"evil/preset{abs(hash(key)) % 10**6}"
     api = HfApi(endpoint=server.endpoint, token="hf_x")
     api.create_repo(repo, exist_ok=True)
@@ -70,21 +70,21 @@ def test_a_hub_preset_cannot_name_files_outside_its_folder(server, tmp_path, key
     assert "not a plain file name" in one_line(info)
     assert victim.read_text() == "the user's data"
     snapshot = next(cache.glob("models--*/snapshots/*"))
-    assert sorted(p.name for p in snapshot.iterdir()) == sorted(zoo.PRESET_FILES)  # nothing deleted either
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*presets.PRESET_FILES, presets.PREPROCESSOR_FILE])  # none deleted
 
 
 def test_links_out_of_a_preset_and_non_regular_files_are_refused(tmp_path):
     folder = make_preset(tmp_path / "p")
     outside = tmp_path / "outside.json"
-    shutil.copy(folder / zoo.CONFIG_FILE, outside)
-    (folder / zoo.CONFIG_FILE).unlink()
-    (folder / zoo.CONFIG_FILE).symlink_to(outside)
+    shutil.copy(folder / presets.CONFIG_FILE, outside)
+    (folder / presets.CONFIG_FILE).unlink()
+    (folder / presets.CONFIG_FILE).symlink_to(outside)
     with pytest.raises(PresetError) as info:
         load_pretrained(str(folder))
     assert "links outside the preset folder" in one_line(info)
     assert outside.exists()
-    (folder / zoo.CONFIG_FILE).unlink()
-    (folder / zoo.CONFIG_FILE).mkdir()
+    (folder / presets.CONFIG_FILE).unlink()
+    (folder / presets.CONFIG_FILE).mkdir()
     with pytest.raises(PresetError) as info:
         load_pretrained(str(folder))
     assert "not a regular file" in one_line(info)
@@ -92,12 +92,12 @@ def test_links_out_of_a_preset_and_non_regular_files_are_refused(tmp_path):
 
 def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
     folder = make_preset(tmp_path / "p")
-    data = bytearray((folder / zoo.WEIGHTS_FILE).read_bytes())
+    data = bytearray((folder / presets.WEIGHTS_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (folder / zoo.WEIGHTS_FILE).write_bytes(bytes(data))
+    (folder / presets.WEIGHTS_FILE).write_bytes(bytes(data))
     with pytest.raises(PresetError, match=r"model\.weights\.h5: sha256 .* modified"):
         load_pretrained(str(folder))
-    assert (folder / zoo.WEIGHTS_FILE).read_bytes() == bytes(data)
+    assert (folder / presets.WEIGHTS_FILE).read_bytes() == bytes(data)
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -111,13 +111,16 @@ def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
     ({"stack_blocks": [1, 1, 1]}, "stack_blocks must be"),
     ({"backbone": "resnet9000"}, "backbone must be one of"),
     ({"extra_key": 1}, "unknown model config key"),
+    ({"num_aus": 5}, "num_aus must be a number from 8 to 8"),
+    ({"backbone": {"class_name": "SEResNetBackbone", "config": {}}}, "backbone must be one of"),
+    ({"alignment_template": [[0.5, 0.5]] * 3}, "alignment_template must be five"),
 ])
 def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path, monkeypatch, change, expected):
     from keras_mtanet.model import MTANet
 
     folder = make_preset(tmp_path / "p")
-    config = json.loads((folder / zoo.CONFIG_FILE).read_text())
-    rewrite(folder, zoo.CONFIG_FILE, {**config, **change})
+    config = json.loads((folder / presets.CONFIG_FILE).read_text())
+    rewrite(folder, presets.CONFIG_FILE, {**config, **change})
 
     def no_build(*args, **kwargs):
         raise AssertionError("a model was built from an unchecked config")
@@ -125,7 +128,7 @@ def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path,
     monkeypatch.setattr(MTANet, "from_config", classmethod(no_build))
     with pytest.raises(PresetError, match=expected) as info:
         load_pretrained(str(folder))
-    assert one_line(info).startswith(str(folder / zoo.CONFIG_FILE))
+    assert one_line(info).startswith(str(folder / presets.CONFIG_FILE))
 
 
 @pytest.mark.parametrize("trick, expected", [
@@ -138,7 +141,7 @@ def test_a_weights_file_cannot_read_other_files(tmp_path, trick, expected):
 
     folder = make_preset(tmp_path / "p")
     secret = tmp_path / "secret.bin"
-    with h5py.File(folder / zoo.WEIGHTS_FILE, "r+") as f:
+    with h5py.File(folder / presets.WEIGHTS_FILE, "r+") as f:
         names = []
         f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
         name = names[0]
@@ -151,20 +154,29 @@ def test_a_weights_file_cannot_read_other_files(tmp_path, trick, expected):
             f[name] = h5py.SoftLink("/" + names[1])
         else:
             f.create_dataset(name, data=np.zeros(shape, np.int32))
-    meta = json.loads((folder / zoo.METADATA_FILE).read_text())
-    meta["files"][zoo.WEIGHTS_FILE] = zoo.sha256_file(folder / zoo.WEIGHTS_FILE)
-    (folder / zoo.METADATA_FILE).write_text(json.dumps(meta))
+    meta = json.loads((folder / presets.METADATA_FILE).read_text())
+    meta["files"][presets.WEIGHTS_FILE] = presets.sha256_file(folder / presets.WEIGHTS_FILE)
+    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(PresetError, match=expected) as info:
         load_pretrained(str(folder))
-    assert one_line(info).startswith(str(folder / zoo.WEIGHTS_FILE))
+    assert one_line(info).startswith(str(folder / presets.WEIGHTS_FILE))
 
 
 def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
+    import h5py
+
     folder = make_preset(tmp_path / "p")
-    config = json.loads((folder / zoo.CONFIG_FILE).read_text())
     # The same number of weights, in other shapes: only loading can tell.
-    rewrite(folder, zoo.CONFIG_FILE, {**config, "num_aus": config["num_expressions"],
-                                      "num_expressions": config["num_aus"]})
+    with h5py.File(folder / presets.WEIGHTS_FILE, "r+") as f:
+        kernels = []
+        f.visititems(lambda name, item: kernels.append(name) if isinstance(item, h5py.Dataset)
+                     and item.ndim == 4 and item.shape[2] != item.shape[3] else None)
+        values = f[kernels[0]][()]
+        del f[kernels[0]]
+        f.create_dataset(kernels[0], data=values.reshape(values.shape[:2] + values.shape[:1:-1]))
+    meta = json.loads((folder / presets.METADATA_FILE).read_text())
+    meta["files"][presets.WEIGHTS_FILE] = presets.sha256_file(folder / presets.WEIGHTS_FILE)
+    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(PresetError) as info:
         load_pretrained(str(folder))
     assert "model.weights.h5: does not fit the model in config.json" in one_line(info)
@@ -181,13 +193,13 @@ def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
 ])
 def test_malformed_metadata_is_one_line(tmp_path, metadata, expected):
     folder = make_preset(tmp_path / "p")
-    meta = json.loads((folder / zoo.METADATA_FILE).read_text())
+    meta = json.loads((folder / presets.METADATA_FILE).read_text())
     if metadata == "drop files":
         del meta["files"]
         metadata = meta
     elif isinstance(metadata, dict):
         metadata = {**meta, **metadata}
-    rewrite(folder, zoo.METADATA_FILE, metadata)
+    rewrite(folder, presets.METADATA_FILE, metadata)
     with pytest.raises(PresetError, match=expected) as info:
         load_pretrained(str(folder))
     one_line(info)
@@ -195,18 +207,18 @@ def test_malformed_metadata_is_one_line(tmp_path, metadata, expected):
 
 def test_an_oversized_metadata_file_is_not_read_whole(tmp_path):
     folder = make_preset(tmp_path / "p")
-    with open(folder / zoo.METADATA_FILE, "w") as f:
-        f.write("[" + "0," * (zoo.MAX_JSON_BYTES // 2) + "0]")
+    with open(folder / presets.METADATA_FILE, "w") as f:
+        f.write("[" + "0," * (presets.MAX_JSON_BYTES // 2) + "0]")
     with pytest.raises(PresetError, match="larger than 1024 KiB"):
         load_pretrained(str(folder))
 
 
 def test_config_parameters_match_built_models():
     for overrides in ({}, {"backbone": "se_resnet50"}, {"se_ratio": 0}, {"fold_batchnorm": True},
-                      {"width": 0.5, "num_aus": 5, "head_filters": 7},
+                      {"width": 0.5, "head_filters": 7},
                       {"backbone": "se_resnet34", "stack_blocks": (1, 2, 1, 1)}):
         model = tiny_model(**overrides)
-        assert zoo.config_parameters(model.get_config()) == model.count_params(), overrides
+        assert presets.config_parameters(model.get_config()) == model.count_params(), overrides
 
 
 def test_a_broken_registry_entry_fails_alone(tmp_path, monkeypatch):
@@ -214,16 +226,16 @@ def test_a_broken_registry_entry_fails_alone(tmp_path, monkeypatch):
     for name, content in (("as_list", "[1, 2]"), ("no_repo", '{"description": "x", "revision": "' + "a" * 40 + '"}'),
                           ("unreadable", "{"), ("branch_pin", json.dumps({"repo_id": "o/r", "revision": "main"}))):
         (zoo_dir / name).mkdir(parents=True)
-        (zoo_dir / name / zoo.REGISTRY_FILE).write_text(content)
-    monkeypatch.setenv(zoo.ZOO_PATH_VARIABLE, str(zoo_dir))
+        (zoo_dir / name / presets.REGISTRY_FILE).write_text(content)
+    monkeypatch.setenv(presets.ZOO_PATH_VARIABLE, str(zoo_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert load_pretrained().metadata["name"] == zoo.DEFAULT_PRESET  # the embedded default is unaffected
+    assert load_pretrained().metadata["name"] == presets.DEFAULT_PRESET  # the embedded default is unaffected
     expected = {"as_list": "expected a JSON object, got list", "no_repo": "needs \"repo_id\"",
                 "unreadable": "unreadable registry entry", "branch_pin": "full commit sha"}
     for name, message in expected.items():
         with pytest.raises(PresetError, match=message) as info:
             load_pretrained(name)
-        assert one_line(info).startswith(str(zoo_dir / name / zoo.REGISTRY_FILE))
+        assert one_line(info).startswith(str(zoo_dir / name / presets.REGISTRY_FILE))
 
 
 def test_publish_to_an_unreachable_hub_is_one_line(tmp_path, capsys):
@@ -302,7 +314,7 @@ def test_a_failed_export_leaves_the_previous_one(tmp_path, monkeypatch):
 def test_training_config_errors_are_one_line_naming_the_file(tmp_path, text, expected):
     path = tmp_path / "recipe.json"
     path.write_text(text)
-    with pytest.raises(DataError, match=expected) as info:
+    with pytest.raises(UsageError, match=expected) as info:
         train.load_config(path)
     assert one_line(info).startswith(str(path))
 
@@ -392,12 +404,12 @@ def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, mo
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # stands in for a SIGKILL after fit returned
 
-    monkeypatch.setattr(zoo, "save_preset", killed)
+    monkeypatch.setattr(presets, "save_preset", killed)
     with pytest.raises(KeyboardInterrupt):
         train.train(config, tmp_path / "data", "synthetic", tmp_path / "run", **quiet)
     monkeypatch.undo()
     run = tmp_path / "run"
-    assert (run / "backup").exists() and not (run / zoo.METADATA_FILE).exists()
+    assert (run / "backup").exists() and not (run / presets.METADATA_FILE).exists()
     log_before = (run / "log.csv").read_text()
     said = []
     scores = train.train(config, tmp_path / "data", "synthetic", run, **{**quiet, "log": said.append})
@@ -407,14 +419,14 @@ def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, mo
     assert not (run / "backup").exists()
 
     # Resume refuses other settings, and says what differs, before anything is written.
-    (run / zoo.METADATA_FILE).unlink()
+    (run / presets.METADATA_FILE).unlink()
     (run / "backup").mkdir()
     recorded = (run / "train_config.json").read_text()
     for change, differs in (({"width": 0.5}, "width 0.25 -> 0.5"), ({"epochs": 3}, "epochs 2 -> 3")):
-        with pytest.raises(DataError, match="interrupted run there used other settings") as info:
+        with pytest.raises(UsageError, match="interrupted run there used other settings") as info:
             train.train({**config, **change}, tmp_path / "data", "synthetic", run, **quiet)
         assert differs in one_line(info)
-    with pytest.raises(DataError, match="data .* -> "):
+    with pytest.raises(UsageError, match="data .* -> "):
         train.train(config, tmp_path / "other", "synthetic", run, **quiet)
     assert (run / "train_config.json").read_text() == recorded
 
@@ -446,7 +458,7 @@ def test_a_backup_cut_short_at_any_point_resumes_from_a_consistent_pair(tmp_path
     (tmp_path / "run.json").write_text(json.dumps(run))
     recorder_epoch(train.RunRecorder(tmp_path), 0, 0.5)
     recorder_epoch(train.RunRecorder(tmp_path), 1, 0.6, begin=False)
-    with pytest.raises(DataError, match="no complete backup to resume from"):
+    with pytest.raises(UsageError, match="no complete backup to resume from"):
         train.prepare_run_folder(tmp_path, config, run, resume=False)
     assert (tmp_path / "backup").exists() and (tmp_path / "log.csv").exists()
     rows = (tmp_path / "log.csv").read_text().splitlines()
@@ -461,13 +473,13 @@ def test_resume_notices_other_labels_and_a_second_trainer(tmp_path):
     run = {"data": "/d", "format": "ferplus", "labels": "/a.csv"}
     (tmp_path / "train_config.json").write_text(json.dumps(config))
     (tmp_path / "run.json").write_text(json.dumps(run))
-    with pytest.raises(DataError, match='labels "/a.csv" -> "/b.csv"'):
+    with pytest.raises(UsageError, match='labels "/a.csv" -> "/b.csv"'):
         train.check_same_run(tmp_path, config, {**run, "labels": "/b.csv"})
-    with pytest.raises(DataError, match='labels "/a.csv" -> null'):
+    with pytest.raises(UsageError, match='labels "/a.csv" -> null'):
         train.check_same_run(tmp_path, config, {"data": "/d", "format": "ferplus"})
     first = train.lock_run_folder(tmp_path)
     try:
-        with pytest.raises(DataError, match="another process is training into this folder"):
+        with pytest.raises(UsageError, match="another process is training into this folder"):
             train.lock_run_folder(tmp_path)
     finally:
         first.close()
@@ -483,7 +495,7 @@ def test_export_overwrite_replaces_a_file_with_a_savedmodel_folder(tmp_path):
 
 def test_update_preset_rewrites_the_card_and_keeps_the_preset_verifiable(tmp_path):
     folder = make_preset(tmp_path / "p")
-    meta = zoo.update_preset(folder, "---\nlibrary_name: keras\n---\n# New card\n", training_data="FER+ (test)")
-    assert (folder / zoo.CARD_FILE).read_text().endswith("# New card\n")
-    assert meta["files"][zoo.CARD_FILE] == zoo.sha256_file(folder / zoo.CARD_FILE)
+    meta = presets.update_preset(folder, "---\nlibrary_name: keras\n---\n# New card\n", training_data="FER+ (test)")
+    assert (folder / presets.CARD_FILE).read_text().endswith("# New card\n")
+    assert meta["files"][presets.CARD_FILE] == presets.sha256_file(folder / presets.CARD_FILE)
     assert load_pretrained(str(folder)).metadata["training_data"] == "FER+ (test)"

@@ -1,0 +1,128 @@
+"""Small-file helpers shared by the package: hashing, writes that are never seen half done, bounded JSON reads.
+
+A write goes to a temporary name in the destination's own folder, ``.{name}.tmp``, is flushed to disk and then
+renamed over the destination, so a reader (or a process killed part-way) sees the old file or the new one,
+never a mix. The leading dot and ``.tmp`` suffix mark leftovers of a kill; run folders ignore them
+(``train.prepare_run_folder``).
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from keras_mtanet.errors import DataError
+
+MAX_JSON_BYTES = 1 << 20  # configs, metadata and registry entries are small: larger ones are refused unread
+
+
+def sha256_file(path, chunk=1 << 20):
+    """The sha256 hex digest of a file, read in ``chunk``-byte blocks (weights files need not fit in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def temporary_name(path):
+    """The temporary name ``write_atomic`` uses for ``path``: ``.{name}.tmp`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _fsync_folder(folder):
+    # The rename itself is durable only once the folder's entry is on disk; not every system allows this.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data):
+    """Write ``data`` (``str``, written as UTF-8, or ``bytes``) to ``path`` through ``.{name}.tmp``: flushed,
+    fsynced and renamed into place. Returns ``path`` as a ``Path``."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """For writers that choose their own file handling (``model.save_weights`` wants a name ending in
+    ``.weights.h5``): yields a temporary path with ``path``'s own name inside a ``.{name}.tmp`` folder beside
+    it; when the block ends without error the file is renamed over ``path``, and the folder is removed
+    either way.
+
+    Example:
+        >>> with atomic_output(folder / "model.weights.h5") as tmp:
+        ...     model.save_weights(tmp)
+    """
+    path = Path(path)
+    scratch = temporary_name(path)
+    if scratch.is_dir() and not scratch.is_symlink():
+        shutil.rmtree(scratch)  # a kill's leftover, named as only this function names folders
+    else:
+        scratch.unlink(missing_ok=True)
+    scratch.mkdir()
+    try:
+        target = scratch / path.name
+        yield target
+        with open(target, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(target, path)
+        _fsync_folder(path.parent)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def read_json(path, what, limit=MAX_JSON_BYTES, error=DataError):
+    """A small JSON file, parsed, read no further than ``limit`` bytes.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (``"model config"``).
+        limit: largest size accepted; a larger file is refused without being read whole.
+        error: the exception class raised (``DataError`` for data, ``PresetError`` for presets...).
+
+    Raises:
+        ``error``, one line starting with the file's path, when it is missing, unreadable, too large or not JSON.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{path}: missing") from None
+    except OSError as failure:
+        raise error(f"{path}: unreadable {what} ({failure.strerror or failure})") from None
+    if len(data) > limit:
+        raise error(f"{path}: {what} larger than {limit // 1024} KiB; refused")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as failure:  # RecursionError: deep nesting
+        raise error(f"{path}: unreadable {what} ({failure})") from None
+
+
+def dump_json(value):
+    """``value`` as the package writes JSON files: indented two spaces, ending in a newline."""
+    return json.dumps(value, indent=2) + "\n"
