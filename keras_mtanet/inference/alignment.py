@@ -14,6 +14,22 @@ TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                      [70.7299, 92.2041]], np.float64) / 112.0
 
 
+def landmarks_from_keypoints(left_eye, right_eye, nose, mouth_centre, template=TEMPLATE):
+    """The five template landmarks from four measured points (BlazeFace gives the mouth centre, not its
+    corners): the corners are placed about the mouth centre along the eye line, as far apart relative to the
+    eye distance as in ``template``. A similarity fit to these five points is then the fit to the four
+    measured ones with the mouth centre counted twice, so the corners add no information of their own.
+
+    Each argument is an (..., 2) array of pixel coordinates; returns (..., 5, 2).
+    """
+    template = np.asarray(template, np.float64)
+    half_mouth = 0.5 * np.linalg.norm(template[4] - template[3]) / np.linalg.norm(template[1] - template[0])
+    eye_line = np.asarray(right_eye, np.float64) - np.asarray(left_eye, np.float64)
+    mouth_centre = np.asarray(mouth_centre, np.float64)
+    return np.stack([left_eye, right_eye, nose, mouth_centre - half_mouth * eye_line,
+                     mouth_centre + half_mouth * eye_line], axis=-2).astype(np.float64)
+
+
 def similarity_transform(src, dst):
     """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` points onto ``dst``.
 
