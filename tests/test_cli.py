@@ -1,5 +1,7 @@
+import argparse
 import csv
 import os
+import platform
 import subprocess
 import sys
 
@@ -7,7 +9,10 @@ import cv2
 import pytest
 
 import keras_mtanet
-from keras_mtanet.cli import main
+from keras_mtanet import startup
+from keras_mtanet.cli import build_parser, main
+from keras_mtanet.errors import UsageError
+from keras_mtanet.inference import output
 
 
 def test_version_flag(capsys):
@@ -35,7 +40,9 @@ def test_presets_lists_the_embedded_default(capsys):
 
 
 def test_demo_runs_the_embedded_preset_in_a_fresh_process(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    # A newcomer's environment: no log levels set (conftest sets TF_CPP_MIN_LOG_LEVEL for the test process).
+    env = {**{k: v for k, v in os.environ.items() if k not in startup.QUIET_ENVIRONMENT}, "HF_HUB_OFFLINE": "1",
+           "HF_ENDPOINT": "http://127.0.0.1:9"}
     result = subprocess.run([sys.executable, "-m", "keras_mtanet", "demo", "--output", str(tmp_path / "faces.csv"),
                              "--plot", str(tmp_path / "faces.png")], capture_output=True, text=True, timeout=300,
                             env=env, cwd=tmp_path)
@@ -52,6 +59,7 @@ def test_demo_runs_the_embedded_preset_in_a_fresh_process(tmp_path):
     picture = cv2.imread(str(tmp_path / "faces.png"))
     assert picture.shape[:2] == (512 + 24, 1024)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.csv", "faces.png"]  # nothing else written
+    assert not native_lines(result.stderr), result.stderr
 
     result = subprocess.run([sys.executable, "-m", "keras_mtanet", "demo", "--synthetic", "--frames", "24",
                              "--output", str(tmp_path / "demo.csv")], capture_output=True, text=True, timeout=300,
@@ -60,7 +68,122 @@ def test_demo_runs_the_embedded_preset_in_a_fresh_process(tmp_path):
     assert "trained on: keras_mtanet synthetic cartoon faces" in result.stdout
     assert "ABAW scores on this video: ccc_valence" in result.stdout
     lines = (tmp_path / "demo.csv").read_text().splitlines()
-    assert len(lines) == 25 and lines[0].startswith("frame,valence,arousal,AU1_prob")
+    assert len(lines) == 25 and lines[0] == ",".join(output.COLUMNS)  # predict's record format
+    assert not native_lines(result.stderr), result.stderr
+
+
+# What TensorFlow, Abseil and TensorFlow Lite print from C++ when they start (seen on Linux x86-64, TF 2.21).
+NATIVE_MARKERS = ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit", "cpu_feature_guard",
+                  "XNNPACK delegate")
+
+
+def native_lines(stderr):
+    return [line for line in stderr.splitlines() if any(marker in line for marker in NATIVE_MARKERS)]
+
+
+def test_the_command_keeps_native_start_up_logs_quiet_unless_verbose(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in startup.QUIET_ENVIRONMENT}
+    command = [sys.executable, "-m", "keras_mtanet"]
+    quiet = subprocess.run([*command, "presets"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    verbose = subprocess.run([*command, "--verbose", "presets"], capture_output=True, text=True, timeout=300, env=env,
+                             cwd=tmp_path)
+    assert verbose.returncode == 0 and verbose.stdout == quiet.stdout
+    if sys.platform == "linux" and platform.machine() == "x86_64":  # where TensorFlow prints its oneDNN notice
+        assert native_lines(verbose.stderr), verbose.stderr
+
+
+def test_verbose_leaves_the_environment_alone(monkeypatch, capsys):
+    for name in startup.QUIET_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert main(["--verbose", "presets"]) == 0 and main(["presets", "--verbose"]) == 0
+    assert not any(name in os.environ for name in startup.QUIET_ENVIRONMENT)
+    assert main(["presets"]) == 0
+    assert {name: os.environ[name] for name in startup.QUIET_ENVIRONMENT} == startup.QUIET_ENVIRONMENT
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # what the user set wins
+    assert main(["presets"]) == 0 and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+def test_only_the_command_itself_is_quieted(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/keras-mtanet", "demo"])
+    assert startup.launched_as_command()
+    monkeypatch.setattr(sys, "argv", ["-m", "demo"])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "keras_mtanet.cli", "demo"])
+    assert startup.launched_as_command()
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "train.py", "--verbose"])
+    assert not startup.launched_as_command()
+    assert startup.verbose_requested(["--verbose", "demo"]) and startup.verbose_requested(["demo", "--verbose"])
+    assert not startup.verbose_requested(["predict", "--", "--verbose"])
+
+
+def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
+    with startup.native_logs_dropped():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1795697422.371307    8353 port.cc:153] oneDNN custom operations are on.\n"
+                    b"W0000 00:00:1795697422.371616    8353 foo.cc:31] a warning\n"
+                    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                    b"E0000 00:00:1795697426.445970    8353 bar.cc:52] a real error\n"
+                    b"UserWarning: something Python said\n")
+    assert capfd.readouterr().err == ("E0000 00:00:1795697426.445970    8353 bar.cc:52] a real error\n"
+                                      "UserWarning: something Python said\n")
+
+
+def test_choices_come_from_the_modules():
+    from keras_mtanet import backbone, evaluate, export, train
+    from keras_mtanet.data import ferplus
+    from keras_mtanet.inference import detection, runtimes
+    from keras_mtanet.teachers import teach
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    def option(command, flag):
+        return next(a for a in commands[command]._actions if flag in a.option_strings)
+
+    assert tuple(option("predict", "--detector").choices) == detection.DETECTORS
+    assert option("predict", "--detector").default == detection.DEFAULT_DETECTOR
+    assert tuple(option("predict", "--runtime").choices) == runtimes.RUNTIMES
+    assert set(option("predict", "--precision").choices) == {p for ps in runtimes.PRECISIONS.values() for p in ps}
+    assert tuple(option("train", "--format").choices) == train.FORMATS
+    assert tuple(option("train", "--backbone").choices) == tuple(backbone.BACKBONES)
+    assert tuple(option("train", "--strategy").choices) == train.STRATEGIES
+    assert tuple(option("train", "--distribution").choices) == train.DISTRIBUTIONS
+    assert tuple(option("export", "--format").choices) == export.FORMATS
+    assert tuple(option("evaluate", "--format").choices) == evaluate.FORMATS
+    assert tuple(option("teach", "--format").choices) == teach.FORMATS
+    assert tuple(option("teach", "--splits").choices) == ferplus.SPLITS
+
+
+def test_top_level_help_loads_no_command_module():
+    code = ("import sys\nfrom keras_mtanet.cli import build_parser\nbuild_parser(None if len(sys.argv) < 2 else "
+            "sys.argv[1]).format_help()\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('keras_mtanet.'))))")
+    heavy = ("keras_mtanet.inference", "keras_mtanet.train", "keras_mtanet.export", "keras_mtanet.teachers",
+             "keras_mtanet.evaluate", "keras_mtanet.commands")
+    loaded = subprocess.run([sys.executable, "-c", code, "presets"], capture_output=True, text=True,
+                            timeout=300).stdout.split()
+    assert loaded and not [m for m in loaded if m.startswith(heavy)], loaded
+    loaded = subprocess.run([sys.executable, "-c", code, "predict"], capture_output=True, text=True,
+                            timeout=300).stdout.split()
+    assert "keras_mtanet.inference.detection" in loaded and "keras_mtanet.train" not in loaded
+
+
+def test_command_line_mistakes_are_usage_errors(capsys, tmp_path):
+    from keras_mtanet import commands
+
+    with pytest.raises(UsageError, match="--frames applies to --synthetic only"):
+        commands.run_demo(build_parser("demo").parse_args(["demo", "--frames", "5"]))
+    with pytest.raises(UsageError, match="--int8 applies to --format tflite only"):
+        commands.run_export(build_parser("export").parse_args(["export", "--format", "onnx", "--int8", "--output",
+                                                               str(tmp_path / "m.onnx")]))
+    args = build_parser("predict").parse_args(["predict", str(tmp_path), "--output", str(tmp_path / "o.csv"),
+                                               "--runtime", "onnxruntime", "--precision", "bfloat16"])
+    with pytest.raises(UsageError, match="--precision bfloat16: the onnxruntime runtime runs in float32"):
+        commands.run_predict(args)
+    args = build_parser("predict").parse_args(["predict", str(tmp_path / "nothing*.jpg"), "--output",
+                                               str(tmp_path / "o.csv")])
+    with pytest.raises(UsageError, match="no file matches"):
+        commands.run_predict(args)
 
 
 def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):

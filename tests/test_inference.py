@@ -8,10 +8,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import scenes
 from conftest import ASTRONAUT_BOX
 
 from keras_mtanet.cli import main
-from keras_mtanet.inference import Predictor, alignment, detection, output, scenes, tracking
+from keras_mtanet.inference import Predictor, alignment, detection, output, tracking
 from keras_mtanet.inference.predictor import smooth_records
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
@@ -122,7 +123,7 @@ def test_mtcnn_finds_the_astronaut_and_predicts_values_in_range(predictor, prese
     assert record["face_detected"] == 1 and record["face_id"] == 0 and record["source"] == "astronaut"
     check_record_ranges(record)
     # The pipeline's numbers are the model's on the aligned crop.
-    face = detection.MTCNNDetector().detect([photo])[0][0]
+    face = predictor.detector.detect([photo])[0][0]  # the default detector (detection.DEFAULT_DETECTOR)
     crop = alignment.align_face(photo, face.landmarks, predictor.size)
     direct = preset.predict_on_batch(crop[None].astype("float32"))  # not batch-norm-folded
     assert record["valence"] == pytest.approx(float(direct["va"][0, 0]), abs=1e-4)

@@ -16,14 +16,15 @@ import time
 import cv2
 import numpy as np
 import pytest
+import scenes
 from conftest import ASTRONAUT_BOX
 from skimage import data as skdata
 
 import keras_mtanet
 from keras_mtanet import evaluate, hub
-from keras_mtanet.cli import main, write_demo_csv
+from keras_mtanet.cli import main
 from keras_mtanet.data.errors import DataError
-from keras_mtanet.inference import Predictor, detection, output, predictor, progress, scenes, sources, tracking
+from keras_mtanet.inference import Predictor, detection, output, predictor, progress, sources, tracking
 from keras_mtanet.inference.sources import Source
 from keras_mtanet.labels import EXPR_NAMES
 
@@ -288,19 +289,26 @@ def test_demo_output_into_a_missing_folder_fails_before_loading(no_model, tmp_pa
                                                "does not exist")
 
 
-def test_demo_csv_replaces_the_file_only_when_complete(tmp_path):
+def test_demo_writes_through_the_record_writer_and_replaces_only_when_complete(tmp_path):
+    from keras_mtanet.inference import demo
+
     path = tmp_path / "demo.csv"
     path.write_text("earlier run\n")
     rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
     out = {"va": rng.uniform(-1, 1, (3, 2)), "au": rng.uniform(0, 1, (3, 8)), "expr": rng.dirichlet(np.ones(7), 3)}
     broken = {**out, "au": out["au"][:2]}  # fails on the third row
-    with pytest.raises(IndexError):
-        write_demo_csv(path, broken)
+    with pytest.raises(IndexError), output.RecordWriter(path) as writer:
+        writer.write(demo.frame_records("synthetic", video, broken))
     assert path.read_text() == "earlier run\n" and leftovers(tmp_path) == []
-    write_demo_csv(path, out)
+    with output.RecordWriter(path) as writer:
+        writer.write(demo.frame_records("synthetic", video, out))
     rows = read_csv(path)
-    assert [int(r["frame"]) for r in rows] == [0, 1, 2] and leftovers(tmp_path) == []
+    assert list(rows[0]) == list(output.COLUMNS) and leftovers(tmp_path) == []  # predict's columns
+    assert [int(r["frame"]) for r in rows] == [0, 1, 2] and {r["face_detected"] for r in rows} == {"1"}
+    assert [(r["x"], r["y"], r["w"], r["h"]) for r in rows] == [("0", "0", "16", "16")] * 3  # the whole frame
     assert float(rows[2]["AU1_prob"]) == pytest.approx(out["au"][2, 0], abs=1e-5)
+    assert rows[1]["expression"] == EXPR_NAMES[int(out["expr"][1].argmax())]
 
 
 # ------------------------------------------------------------------ 6. outputs checked before the model
@@ -413,7 +421,7 @@ def test_ctrl_c_keeps_a_complete_file_with_the_smoothed_video_so_far(cli, tmp_pa
     def interrupt(self, frames, faces):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(progress.ProgressLine, "update", interrupt)
+    monkeypatch.setattr(progress.Progress, "update", interrupt)
     out = tmp_path / "out.json"
     out.write_text("[]\n")
     assert cli(["predict", str(video), "--no-detect", "--smooth", "3f", "--batch-size", "8", "--output",

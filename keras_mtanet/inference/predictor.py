@@ -1,40 +1,67 @@
 """``Predictor``: MTANet on real images and video.
 
-Decoding, detection and prediction run as a three-stage pipeline: a reader thread decodes frames, a detector
-thread finds, tracks and aligns faces, and the calling thread runs the model on batches of aligned crops.
-OpenCV and TensorFlow release the GIL, so the stages overlap. Records come out in frame order.
+Decoding, detection and prediction run as a three-stage pipeline (``inference.pipeline``): a reader thread
+decodes frames, a detector thread finds, tracks and aligns faces, and the calling thread runs the model on
+batches of aligned crops through the chosen runtime (``inference.runtimes``). Records come out in frame order.
 """
 
 import collections
-import queue
-import threading
-import time
+import dataclasses
+import os
 import warnings
 
-import cv2
 import numpy as np
-import tensorflow as tf
 
-from keras_mtanet.data.errors import DataError
-from keras_mtanet.evaluate import smooth_series, smoothing_window
-from keras_mtanet.inference import alignment, output, tracking
-from keras_mtanet.inference.detection import Face, make_detector
+from keras_mtanet.errors import DataError, UsageError
+from keras_mtanet.inference import alignment, runtimes
+from keras_mtanet.inference.detection import DEFAULT_DETECTOR, DETECTORS, make_detector
+from keras_mtanet.inference.output import (
+    AU_PROB_COLUMNS,
+    EXPR_PROB_COLUMNS,
+    RecordWriter,
+    as_table,
+    set_predictions,
+)
+from keras_mtanet.inference.pipeline import Pipeline
 from keras_mtanet.inference.sources import Source, expand_inputs, webcam_source
-from keras_mtanet.labels import TASKS
+from keras_mtanet.smoothing import smooth_series, smoothing_window
 
-_STOP = object()
-DEFAULT_FPS = 30.0
+DEFAULT_FPS = 30.0  # for a smoothing window in seconds on a video whose header gives no frame rate
 
 
-class Predictor:
+@dataclasses.dataclass
+class FilesReport:
+    """What ``Predictor.predict_files`` did with its inputs.
+
+    ``inputs``: the sources read (after folders and globs were expanded). ``missing``: inputs that named no
+    image, video, folder, glob match or webcam (their messages come first). ``unreadable``: sources that could
+    not be read, or whose face detection failed (the rest of that source skipped). ``truncated``: videos that
+    ended before the frame count in their header. ``failed``: sources that are either. ``messages``: one line
+    per failure, in order. ``frames``: decoded frames predicted; ``faces``: face records; ``frames_without_face``;
+    ``corrupt_frames``: video frames that could not be decoded (skipped); ``rows``: records handed to the output.
+    """
+    inputs: int = 0
+    missing: int = 0
+    unreadable: int = 0
+    truncated: int = 0
+    failed: int = 0
+    messages: list = dataclasses.field(default_factory=list)
+    frames: int = 0
+    faces: int = 0
+    frames_without_face: int = 0
+    corrupt_frames: int = 0
+    rows: int = 0
+
+
+class Predictor(Pipeline):
     """Valence/arousal, AU and expression predictions for every face in images and videos.
 
     Args:
         model: an ``MTANet``, a preset name / ``hf://`` address / folder for ``load_pretrained``, or None for
             the embedded default preset.
-        detector: ``"mtcnn"`` (box, score and five landmarks), ``"haar"`` (OpenCV cascade; faster, landmarks
-            estimated from the box), None to treat each whole image as an aligned face crop (Aff-Wild2's
-            ``cropped_aligned``), or an object with ``detect(images) -> [[Face, ...], ...]``.
+        detector: a name in ``detection.DETECTORS`` (default ``detection.DEFAULT_DETECTOR``), None to treat
+            each whole image as an aligned face crop (Aff-Wild2's ``cropped_aligned``), or an object with
+            ``detect(images) -> [[Face, ...], ...]``.
         batch_size: the most face crops per model call.
         detect_every: run the detector on every N-th frame of a video and track faces by optical flow in
             between.
@@ -43,26 +70,30 @@ class Predictor:
             ``alignment_template`` metadata, else ``alignment.TEMPLATE``).
         max_latency: seconds a partial batch of crops waits for more faces before the model runs on it
             (bounds the delay for webcams and slow detectors).
-        precision: ``"float32"`` or ``"bfloat16"`` (about twice as fast on CPUs with AMX / AVX-512 BF16;
-            check its accuracy on your data, see ``benchmarks/reduced_precision.py``).
+        precision: one of ``runtimes.PRECISIONS[runtime]``: ``"float32"``; ``"bfloat16"`` (about twice as fast
+            on CPUs with AMX / AVX-512 BF16); ``"int8"`` (TFLite). Check reduced precision on your data, see
+            ``benchmarks/reduced_precision.py``.
+        runtime: what runs the model, one of ``runtimes.RUNTIMES``: ``"keras"`` (default), or an exported form
+            run by OpenVINO, TFLite or ONNX Runtime (same outputs to 1e-4 in float32; see ``runtimes``).
+        cache_dir: folder keeping the exported forms between runs (default: a temporary one).
 
     Example:
-        >>> predictor = keras_mtanet.Predictor()          # embedded preset, MTCNN
+        >>> predictor = keras_mtanet.Predictor()          # embedded preset, default detector, Keras
         >>> table = predictor.predict_image("photo.jpg")  # DataFrame if pandas is installed
         >>> table[["face_id", "valence", "arousal", "expression"]]
     """
 
-    def __init__(self, model=None, detector="mtcnn", batch_size=32, detect_every=1, min_face_size=40,
-                 template=None, max_latency=0.5, precision="float32"):
+    def __init__(self, model=None, detector=DEFAULT_DETECTOR, batch_size=32, detect_every=1, min_face_size=40,
+                 template=None, max_latency=0.5, precision="float32", runtime="keras", cache_dir=None):
+        super().__init__()
+        if isinstance(detector, str) and detector not in DETECTORS:
+            raise UsageError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         if model is None or isinstance(model, str):
             from keras_mtanet.hub import load_pretrained
             model = load_pretrained(model)
-        # The batch-norm-folded copy predicts the same numbers faster (see MTANet.inference_model).
-        self.model = model.inference_model(precision) if hasattr(model, "inference_model") else model
+        self.model = model
+        self.runtime = runtimes.load_runtime(model, runtime, precision, cache_dir=cache_dir)
         self.size = int(model.input_shape[1])
-        # One graph for every batch size (predict_on_batch would trace again for each new size).
-        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
-        self._forward = tf.function(lambda images: self.model(images, training=False), input_signature=[spec])
         meta = getattr(model, "metadata", None) or {}
         self.template = np.asarray(template if template is not None
                                    else meta.get("alignment_template", alignment.TEMPLATE), np.float64)
@@ -72,8 +103,11 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.detect_every = max(1, int(detect_every))
         self.max_latency = float(max_latency)
-        self.timings = collections.Counter()  # busy seconds per stage: decode, detect, track, align, predict
-        self.counts = collections.Counter()   # frames, faces, frames_without_face, detector_calls
+
+    def forward(self, batch):
+        """The model on a float32 (N, H, W, 3) batch of aligned RGB crops in [0, 255]: ``{"va", "au", "expr"}``
+        numpy arrays. The one place the model runs, through the runtime chosen at construction."""
+        return self.runtime(batch)
 
     # ----------------------------------------------------------------------------------------------- API
     def predict_image(self, image, name=None):
@@ -83,227 +117,133 @@ class Predictor:
             source = Source(str(image), "image", str(image))
         else:
             source = Source(name or "image", "array", image)
-        return output.as_table(self.predict_source(source))
+        return as_table(self.predict_source(source))
 
     def predict_video(self, path, stride=1, max_frames=None, smooth=None):
         """Records for every ``stride``-th frame of a video file (or a webcam index), optionally smoothed over
         ``smooth`` (seconds, or ``"15f"`` frames). Raises ``DataError`` if it cannot be read."""
         text = str(path)
         source = webcam_source(text) if text.isdigit() else Source(text, "video", text)
-        return output.as_table(self.predict_source(source, stride, max_frames, smooth))
-
-    def predict_files(self, inputs, stride=1, max_frames=None, smooth=None):
-        """Records for image/video files, folders and globs; an unreadable input raises ``DataError``."""
-        sources, problems = expand_inputs(inputs)
-        if problems:
-            raise DataError(problems[0])
-        records = []
-        for source in sources:
-            records.extend(self.predict_source(source, stride, max_frames, smooth))
-        return output.as_table(records)
+        return as_table(self.predict_source(source, stride, max_frames, smooth))
 
     def predict_source(self, source, stride=1, max_frames=None, smooth=None):
-        """The list of records for one ``Source``, smoothed if asked."""
-        records = []
-        for kind, src, payload in self.stream([source], stride, max_frames):
-            if kind == "error":
-                raise DataError(payload)
-            if kind == "records":
-                records.extend(payload)
-        if source.truncated_at is not None:
-            warnings.warn(source.truncation_message(), stacklevel=2)
-        return smooth_records(records, smooth, source.fps) if smooth else records
+        """The list of records for one ``Source``, smoothed if asked; ``DataError`` if it cannot be read."""
+        records = _Rows()
+        self.predict_files([source], records, stride=stride, max_frames=max_frames, smooth=smooth)
+        return list(records)
 
-    def stream(self, sources, stride=1, max_frames=None, progress=None):
-        """Run the pipeline over ``sources``; yields, in order:
+    def predict_files(self, inputs, output=None, stride=1, max_frames=None, smooth=None, on_error=None,
+                      progress=None):
+        """Predict every face in images, videos, folders, globs and webcams, streaming the records to ``output``.
 
-        - ``("records", source, [record, ...])`` for each decoded frame (one record per face, or one
-          ``face_detected=0`` record),
-        - ``("error", source, message)`` for a source that could not be read, or where face detection or
-          alignment failed (a one-line message naming it; the rest of that source is skipped, the other
-          sources go on),
-        - ``("done", source, None)`` after each source (``source.truncated_at`` then tells a truncated video).
+        One record per face per frame, or one ``face_detected=0`` record for a frame without a face, in input
+        and frame order. Only a smoothed video's records are held (until it ends); everything else goes to
+        ``output`` as each model batch finishes, so memory stays flat over long videos and large folders.
 
-        ``progress(frames, faces)`` is called after each model batch.
+        Args:
+            inputs: paths, folders (searched recursively), globs, webcam indices (``"0"``) or ``Source`` objects.
+            output: None to return the records as a table; a ``.csv`` / ``.json`` path (written under a temporary
+                name and renamed into place when done, see ``output.RecordWriter``); or an object with
+                ``write(records)`` such as an open ``RecordWriter``.
+            stride: predict frames 0, ``stride``, 2 ``stride``, ... of each video (images are always read).
+            max_frames: predict at most this many frames of each video or webcam.
+            smooth: smooth each face's predictions over time within each video: seconds (``0.5``) or frames
+                (``"15f"``); centred moving average, AU decisions and expression recomputed.
+            on_error: None to raise ``DataError`` for the first input that cannot be read; or a callable taking
+                a one-line message for each input that fails or is truncated, while the others go on.
+            progress: ``progress(frames, faces)``, called with running totals after each model batch.
+
+        Returns:
+            With ``output=None``, the records as a DataFrame (pandas installed) or list of dicts; otherwise a
+            ``FilesReport``. On Ctrl-C (``KeyboardInterrupt``) the records finished so far, a smoothed video's
+            included, are handed to ``output`` before it propagates.
         """
-        stop = threading.Event()
-        frames_q, jobs_q = queue.Queue(maxsize=4 * self.batch_size), queue.Queue(maxsize=4 * self.batch_size)
-        errors = []
-        threads = [threading.Thread(target=self._guard, args=(self._read, errors, jobs_q, stop, sources, stride,
-                                                               max_frames, frames_q), daemon=True),
-                   threading.Thread(target=self._guard, args=(self._detect, errors, jobs_q, stop, frames_q,
-                                                               jobs_q), daemon=True)]
-        for thread in threads:
-            thread.start()
-        try:
-            yield from self._predict(jobs_q, errors, progress)
-        finally:
-            stop.set()
-            for q in (frames_q, jobs_q):
-                _drain(q)
-            for thread in threads:
-                thread.join(timeout=5)
+        if smooth:
+            smoothing_window(smooth, DEFAULT_FPS)  # a malformed window fails before any work
+        if output is None:
+            rows = _Rows()
+            self.predict_files(inputs, rows, stride, max_frames, smooth, on_error, progress)
+            return as_table(list(rows))
+        if isinstance(output, (str, bytes, os.PathLike)):
+            with RecordWriter(output) as writer:
+                return self.predict_files(inputs, writer, stride, max_frames, smooth, on_error, progress)
+        sources, problems = _sources(inputs, on_error)
+        report = FilesReport(inputs=len(sources), missing=len(problems), messages=list(problems))
+        held, failed, unreadable = {}, set(), set()
+        before = collections.Counter(self.counts)
 
-    # ------------------------------------------------------------------------------------------ stages
-    @staticmethod
-    def _guard(stage, errors, jobs_q, stop, *args):
-        """Run a stage thread; an unexpected exception is handed to the consumer and ends the stream."""
-        try:
-            stage(stop, *args)
-        except BaseException as error:  # re-raised in the consumer thread
-            errors.append(error)
-            _put(jobs_q, _STOP, stop)
+        def put(records):
+            output.write(records)
+            report.rows += len(records)
 
-    def _read(self, stop, sources, stride, max_frames, frames_q):
-        for source in sources:
-            frames = source.frames(stride, max_frames)
-            while not stop.is_set():
-                start = time.perf_counter()
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    break
-                except DataError as error:
-                    _put(frames_q, ("error", source, str(error)), stop)
-                    break
-                except Exception as error:  # e.g. out of memory, or an OpenCV error: this input fails alone
-                    _put(frames_q, ("error", source, f"{source.name}: could not be read ({_one_line(error)})"),
-                         stop)
-                    break
-                finally:
-                    self.timings["decode"] += time.perf_counter() - start
-                _put(frames_q, ("frame", source, frame), stop)
-            _put(frames_q, ("done", source, None), stop)
-        _put(frames_q, _STOP, stop)
-
-    def _detect(self, stop, frames_q, jobs_q):
-        state, carry, failed = None, None, None
-        while not stop.is_set():
-            item, carry = (carry if carry is not None else _get(frames_q, stop)), None
-            if item is _STOP:
-                break
-            kind, source, frame = item
-            if kind != "frame":
-                state = None
-                if kind == "done":
-                    failed = None
-                _put(jobs_q, item, stop)
-                continue
-            if source is failed:
-                continue  # detection failed earlier in this source: its error was reported
-            if state is None:
-                state = _TrackState()
-            # Take the frames of this source already decoded (up to 8) to run the detector on them at once.
-            batch = [frame]
-            while self.detector is not None and len(batch) < 8:
-                try:
-                    nxt = frames_q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is not _STOP and nxt[0] == "frame" and nxt[1] is source:
-                    batch.append(nxt[2])
-                else:
-                    carry = nxt
-                    break
-            try:
-                for job in self._faces_of(batch, state):
-                    _put(jobs_q, ("frame", source, job), stop)
-            except Exception as error:  # one input's failure, not the run's
-                failed = source
-                where = f" at frame {batch[0].index}, the rest skipped" if source.kind in ("video", "webcam") else ""
-                _put(jobs_q, ("error", source, f"{source.name}: face detection or alignment failed{where} "
-                                               f"({_one_line(error)})"), stop)
-        _put(jobs_q, _STOP, stop)
-
-    def _faces_of(self, frames, state):
-        """(frame, faces, ids, crops) for consecutive ``frames`` of one source: detected, or tracked from the
-        previous frame, then aligned."""
-        if self.detector is None:
-            for frame in frames:
-                start = time.perf_counter()
-                crop = alignment.resize_whole(frame.image, self.size)
-                self.timings["align"] += time.perf_counter() - start
-                h, w = frame.image.shape[:2]
-                yield frame, [Face(np.array([0.0, 0.0, w, h]), float("nan"), None, False)], [0], [crop]
-            return
-        needs = [(state.since_detection + i) % self.detect_every == 0 for i in range(len(frames))]
-        to_detect = [f.image for f, need in zip(frames, needs) if need]
-        start = time.perf_counter()
-        detected = iter(self.detector.detect(to_detect) if to_detect else ())
-        self.timings["detect"] += time.perf_counter() - start
-        self.counts["detector_calls"] += len(to_detect)
-        for frame, need in zip(frames, needs):
-            start = time.perf_counter()
-            gray = cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY) if self.detect_every > 1 else None
-            if need:
-                faces = next(detected)
+        def fail(source, message, unread):
+            if on_error is None and unread:
+                raise DataError(message)
+            if on_error is None:
+                warnings.warn(message, stacklevel=3)
             else:
-                faces = tracking.propagate(state.gray, gray, state.faces)
-            faces = sorted(faces, key=lambda f: (f.box[0], f.box[1]))
-            ids = state.tracker.update(faces)
-            state.gray, state.faces = gray, faces
-            state.since_detection += 1
-            self.timings["track"] += time.perf_counter() - start
-            start = time.perf_counter()
-            crops = [alignment.align_face(frame.image, face.landmarks, self.size, self.template) for face in faces]
-            self.timings["align"] += time.perf_counter() - start
-            yield frame, faces, ids, crops
+                on_error(message)
+            report.messages.append(message)
+            failed.add(id(source))
+            if unread:
+                unreadable.add(id(source))
 
-    def _predict(self, jobs_q, errors, progress):
-        pending, crops, finished, since = [], [], False, None
-        while not finished:
-            # Batches fill up to batch_size; a partial batch waits at most max_latency for more faces.
-            wait = None if since is None else max(0.0, self.max_latency - (time.perf_counter() - since))
-            try:
-                item = jobs_q.get(timeout=wait)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                finished = True
-            elif item is not None:
-                pending.append(item)
-                since = since or time.perf_counter()
-                if item[0] == "frame":
-                    crops.extend(item[2][3])
-            late = since is not None and time.perf_counter() - since >= self.max_latency
-            if pending and (finished or late or len(crops) >= self.batch_size):
-                yield from self._flush(pending, crops)
-                pending, crops, since = [], [], None
-                if progress is not None:
-                    progress(self.counts["frames"], self.counts["faces"])
-        if errors:
-            raise errors[0]
+        events = self.stream(sources, stride, max_frames, progress=progress)
+        try:
+            for kind, source, payload in events:
+                if kind == "records":
+                    if smooth and source.kind in ("video", "webcam"):
+                        held.setdefault(id(source), (source, []))[1].extend(payload)
+                    else:
+                        put(payload)
+                elif kind == "error":
+                    fail(source, payload, unread=True)
+                elif kind == "done":
+                    if id(source) in held:
+                        source, records = held.pop(id(source))
+                        put(smooth_records(records, smooth, source.fps))
+                    if source.truncated_at is not None:
+                        fail(source, source.truncation_message(), unread=False)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: what was finished, the video in progress too, goes to the output.
+            events.close()
+            for source, records in held.values():
+                put(smooth_records(records, smooth, source.fps))
+            raise
+        finally:
+            events.close()
+        counts = self.counts - before
+        report.unreadable, report.failed = len(unreadable), len(failed)
+        report.truncated = sum(s.truncated_at is not None for s in sources)
+        report.frames, report.faces = counts["frames"], counts["faces"]
+        report.frames_without_face = counts["frames_without_face"]
+        report.corrupt_frames = sum(s.corrupt_frames for s in sources)
+        return report
 
-    def _flush(self, pending, crops):
-        outputs = None
-        if crops:
-            start = time.perf_counter()
-            outputs = {}
-            for lo in range(0, len(crops), self.batch_size):
-                batch = np.stack(crops[lo:lo + self.batch_size]).astype(np.float32)
-                pred = self._forward(batch)
-                for key in TASKS:
-                    outputs.setdefault(key, []).append(pred[key].numpy())
-            outputs = {key: np.concatenate(parts) for key, parts in outputs.items()}
-            self.timings["predict"] += time.perf_counter() - start
-        k = 0
-        for kind, source, payload in pending:
-            if kind != "frame":
-                yield kind, source, payload
-                continue
-            frame, faces, ids, _ = payload
-            self.counts["frames"] += 1
-            if not faces:
-                self.counts["frames_without_face"] += 1
-                yield "records", source, [output.empty_record(frame)]
-                continue
-            records = []
-            for face, face_id in zip(faces, ids):
-                records.append(output.face_record(frame, face_id, face.box, face.score, outputs["va"][k],
-                                                  outputs["au"][k], outputs["expr"][k]))
-                k += 1
-            self.counts["faces"] += len(faces)
-            yield "records", source, records
+
+class _Rows(list):
+    """A list that takes records as an output does (``write``)."""
+
+    def write(self, records):
+        self.extend(records)
+
+
+def _sources(inputs, on_error):
+    """``(sources, problems)``: ``inputs`` as ``Source`` objects, in order, and a line for each input naming
+    nothing, which raises ``DataError`` (``on_error`` None) or is reported through ``on_error``."""
+    sources, messages = [], []
+    for item in inputs:
+        if isinstance(item, Source):
+            sources.append(item)
+            continue
+        found, problems = expand_inputs([item])
+        for problem in problems:
+            if on_error is None:
+                raise DataError(problem)
+            on_error(problem)
+        messages.extend(problems)
+        sources.extend(found)
+    return sources, messages
 
 
 def smooth_records(records, smooth, fps=None):
@@ -316,54 +256,14 @@ def smooth_records(records, smooth, fps=None):
     for record in records:
         if record["face_detected"]:
             tracks[(record["source"], record["face_id"])].append(record)
-    columns = ("valence", "arousal") + output.AU_PROB_COLUMNS + output.EXPR_PROB_COLUMNS
-    n_va, n_au = 2, len(output.AU_PROB_COLUMNS)
+    columns = ("valence", "arousal") + AU_PROB_COLUMNS + EXPR_PROB_COLUMNS
+    n_va, n_au = 2, len(AU_PROB_COLUMNS)
     smoothed = {}
     for track in tracks.values():
         track.sort(key=lambda r: r["frame"])
         values = smooth_series(np.array([[r[c] for c in columns] for r in track], np.float64), window)
         for record, row in zip(track, values):
             new = dict(record)
-            output.set_predictions(new, row[:n_va], row[n_va:n_va + n_au], row[n_va + n_au:])
+            set_predictions(new, row[:n_va], row[n_va:n_va + n_au], row[n_va + n_au:])
             smoothed[id(record)] = new
     return [smoothed.get(id(r), r) for r in records]
-
-
-class _TrackState:
-    """Per-source detector-thread state: face ids, and the last frame's faces for optical-flow tracking."""
-
-    def __init__(self):
-        self.tracker = tracking.IoUTracker()
-        self.gray, self.faces, self.since_detection = None, [], 0
-
-
-def _one_line(error, limit=300):
-    """An exception as one short line (OpenCV's messages span several)."""
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _get(q, stop):
-    while not stop.is_set():
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            continue
-    return _STOP
-
-
-def _put(q, item, stop):
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue
-
-
-def _drain(q):
-    try:
-        while True:
-            q.get_nowait()
-    except queue.Empty:
-        pass

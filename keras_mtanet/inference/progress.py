@@ -1,40 +1,48 @@
-"""A one-line progress display on stderr: frames done, faces and frames per second."""
+"""The progress bar of ``keras-mtanet predict``: frames done, faces found and frames per second, drawn by tqdm
+on stderr."""
 
 import sys
-import time
+
+from tqdm import tqdm
 
 
-class ProgressLine:
-    """Redrawn in place on a terminal (at most 4 times a second); a line every 10 s when stderr is a file."""
+class Progress:
+    """A tqdm counter of frames (the total is not known ahead: videos may end early or be webcams).
 
-    def __init__(self, enabled=True, stream=None):
+    Args:
+        enabled: True to draw, False not to, None (default) to draw only when ``stream`` is a terminal, so logs
+            and pipes get no redraw noise.
+        stream: where to draw (default: ``sys.stderr``).
+
+    ``update(frames, faces)`` takes running totals (``Predictor.stream``'s progress callback); ``message(text)``
+    prints a line above the bar without breaking it.
+    """
+
+    def __init__(self, enabled=None, stream=None):
         self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = self.enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-        self._last, self._shown = self.start, False
+        if enabled is None:
+            enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = tqdm(total=None, unit=" frames", file=self.stream, disable=not enabled, dynamic_ncols=True,
+                        mininterval=0.25, leave=False)
 
     def update(self, frames, faces):
-        if not self.enabled:
+        if self.bar.disable:
             return
-        now = time.perf_counter()
-        if now - self._last < (0.25 if self.tty else 10.0):
-            return
-        self._last = now
-        elapsed = max(now - self.start, 1e-9)
-        text = f"frames {frames}  faces {faces}  {frames / elapsed:.1f} frames/s"
-        if self.tty:
-            self.stream.write("\r" + text.ljust(60))
-            self._shown = True
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        self.bar.set_postfix_str(f"{faces} faces", refresh=False)
+        self.bar.update(frames - self.bar.n)
 
-    def clear(self):
-        if self._shown:
-            self.stream.write("\r" + " " * 60 + "\r")
-            self.stream.flush()
-            self._shown = False
+    def message(self, text):
+        """Print ``text`` as one line on the bar's stream, above the bar."""
+        if self.bar.disable:
+            print(text, file=self.stream, flush=True)
+        else:
+            self.bar.write(text, file=self.stream)
 
     def close(self):
-        self.clear()
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

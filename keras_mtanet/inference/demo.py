@@ -1,0 +1,144 @@
+"""``keras-mtanet demo``: a preset on a real photo (default) or on a generated video of synthetic faces, printed as
+a table, with the predictions written through the same record writer as ``keras-mtanet predict``."""
+
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from keras_mtanet import startup
+from keras_mtanet.errors import DataError, UsageError
+from keras_mtanet.inference import output, plots
+from keras_mtanet.inference.output import plain, printable
+from keras_mtanet.inference.sources import Frame, Source, read_image
+
+# The generated video and its predictions are held in memory: 10000 frames peaked at 2.6 GB (1 minute on 2 CPU
+# cores); 100000000 frames once grew to 22 GB before failing.
+MAX_FRAMES = 10000
+DEFAULT_FRAMES = 120
+MAX_IMAGES = 8  # drawn side by side
+PHOTO = "astronaut.jpg"  # keras_mtanet/assets: NASA, public domain (see assets/README.md)
+SYNTHETIC_PRESET = "mtanet_se_resnet18_synth"
+
+
+def check_frames(frames):
+    """The synthetic video's frame count (``DEFAULT_FRAMES`` for None); ``UsageError`` outside 1..MAX_FRAMES."""
+    frames = DEFAULT_FRAMES if frames is None else frames
+    if not 1 <= frames <= MAX_FRAMES:
+        raise UsageError(f"--frames {frames}: give 1 to {MAX_FRAMES} frames")
+    return frames
+
+
+def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=False):
+    """Find the faces in ``images`` (paths; default: the bundled astronaut photograph beside its mirror image),
+    print each face's predictions, write them to ``output_path`` (.csv / .json) and draw them into
+    ``plot_path`` (default: a new file in a temporary folder). ``quiet``: drop the detector's native start-up
+    log lines (``startup.native_logs_dropped``)."""
+    import cv2
+
+    from keras_mtanet import load_pretrained
+    from keras_mtanet.inference.predictor import Predictor
+
+    if output_path:
+        output.check_output_path(output_path)
+    if plot_path:
+        plots.check_image_path(plot_path)
+    if images and len(images) > MAX_IMAGES:
+        raise UsageError(f"--image: give at most {MAX_IMAGES} photos (they are drawn side by side); use "
+                         "keras-mtanet predict for more")
+    if images:
+        photos = [(str(path), read_image(path)) for path in images]
+        described = ", ".join(printable(name) for name, _ in photos)
+    else:
+        with resources.as_file(resources.files("keras_mtanet") / "assets" / PHOTO) as path:
+            photo = read_image(path)
+        photos = [("astronaut+mirror", np.concatenate([photo, photo[:, ::-1]], axis=1))]
+        described = ("scikit-image's astronaut photograph (NASA, public domain) beside its mirror image: two faces "
+                     "that should get about the same predictions")
+    loaded = load_pretrained(model)
+    meta = loaded.metadata
+    with startup.quiet_unless(not quiet):
+        predictor = Predictor(loaded)
+    print(f"model: {plain(meta.get('name') or model or 'default')} ({loaded.backbone_name}, "
+          f"{loaded.input_shape[1]} px {getattr(loaded, 'color_mode', 'rgb')}, {loaded.count_params():,} parameters)")
+    print(f"trained on: {plain(meta.get('training_data') or 'not stated by the preset')}")
+    print(f"input: {described}")
+    print()
+    print(f"{'image':<18} face  {'box (x, y, w, h)':<20} valence arousal  {'expression (p)':<18} active AUs (p > 0.5)")
+    records = []
+    for name, image in photos:
+        found = predictor.predict_source(Source(name, "array", image))
+        records.extend(found)
+        for r in found:
+            if not r["face_detected"]:
+                print(f"{printable(name)[:18]:<18}    -  no face found")
+                continue
+            aus = ",".join(au for au in output.AU_COLUMNS if r[au]) or "-"
+            box = f"{r['x']:.0f}, {r['y']:.0f}, {r['w']:.0f}, {r['h']:.0f}"
+            p = r[f"{r['expression']}_prob"]
+            print(f"{printable(name)[:18]:<18} {r['face_id']:4d}  {box:<20} {r['valence']:+.2f}   "
+                  f"{r['arousal']:+.2f}    {r['expression']:<10} ({p:.2f})  {aus}")
+    print()
+    print(f"what the preset is: {plain(meta.get('description') or 'see its model card')}")
+    if output_path:
+        with output.RecordWriter(output_path) as writer:
+            writer.write(records)
+        print(f"per-face predictions: {printable(output_path)}")
+    plot = plot_path or str(Path(tempfile.mkdtemp(prefix="keras-mtanet-demo-")) / "faces.png")
+    drawn = plots.draw_faces([image for _, image in photos], records, [name for name, _ in photos])
+    ok, data = cv2.imencode(Path(plot).suffix.lower() or ".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(f"{printable(plot)}: OpenCV cannot write this image format")
+    with output.AtomicFile(plot, "wb") as f:
+        f.write(data.tobytes())
+    print(f"plot: {printable(plot)}")
+    return 0
+
+
+def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
+    """Run a preset (default: the synthetic one) on a generated video of ``frames`` synthetic faces, print every
+    few frames beside their generated truth and the ABAW scores, and write one record per frame to
+    ``output_path`` (.csv / .json; each frame is a whole aligned face, as ``predict --no-detect`` gives)."""
+    from keras_mtanet import abaw_scores, load_pretrained
+    from keras_mtanet.data import synthetic
+    from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+
+    frames = check_frames(frames)
+    if output_path:
+        output.check_output_path(output_path)  # before the model loads
+    loaded = load_pretrained(model or SYNTHETIC_PRESET)
+    meta = loaded.metadata
+    size = int(loaded.input_shape[1])  # the checked config's, not the metadata's say-so
+    video, labels = synthetic.render_video(np.random.SeedSequence([seed, 7]), frames, size)
+    out = loaded.predict(video.astype("float32"), verbose=0)
+    print(f"model: {plain(meta.get('name') or model)} ({loaded.backbone_name}, {size} px, "
+          f"{loaded.count_params():,} parameters)")
+    print(f"trained on: {plain(meta.get('training_data') or 'not stated by the preset')}")
+    print(f"input: a generated video of {frames} synthetic faces (seed {seed}), not seen in training")
+    print()
+    print(" frame  valence arousal  expression (p)        active AUs              | truth: V     A    expression")
+    for i in range(0, frames, max(1, frames // 12)):
+        expr = int(out["expr"][i].argmax())
+        aus = ",".join(n for n, p in zip(AU_NAMES, out["au"][i]) if p > 0.5) or "-"
+        print(f"{i:6d}  {out['va'][i, 0]:+.2f}   {out['va'][i, 1]:+.2f}    {EXPR_NAMES[expr]:<10} "
+              f"({out['expr'][i, expr]:.2f})  {aus:<23} |  {labels['va'][i, 0]:+.2f} {labels['va'][i, 1]:+.2f} "
+              f" {EXPR_NAMES[labels['expr'][i]]}")
+    scores = abaw_scores(labels, out)
+    print()
+    print("ABAW scores on this video: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    print("These faces are synthetic cartoons: the scores show the pipeline at work, not real-world affect.")
+    if output_path:
+        with output.RecordWriter(output_path) as writer:
+            writer.write(frame_records(f"synthetic video (seed {seed})", video, out))
+        print(f"per-frame predictions: {printable(output_path)}")
+    return 0
+
+
+def frame_records(name, video, out):
+    """One record per frame of ``video`` (N, H, W, 3), each frame a whole face crop (box = the frame, no
+    detector score), with the model outputs ``out`` ({"va", "au", "expr"}, N rows each)."""
+    h, w = video.shape[1:3]
+    box = (0.0, 0.0, float(w), float(h))
+    return [output.face_record(Frame(name, i, None, video[i]), 0, box, float("nan"), out["va"][i], out["au"][i],
+                               out["expr"][i]) for i in range(len(video))]
