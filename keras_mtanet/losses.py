@@ -77,8 +77,9 @@ class CCCLoss(_MaskedLoss):
 
     Example:
         >>> loss = CCCLoss()
-        >>> float(loss([[0.1, 0.2], [0.5, -0.3], [-5.0, -5.0]], [[0.1, 0.2], [0.5, -0.3], [0.9, 0.9]]))
-        0.0
+        >>> value = loss([[0.1, 0.2], [0.5, -0.3], [-5.0, -5.0]], [[0.2, 0.1], [0.4, -0.2], [0.9, 0.9]])
+        >>> round(float(value), 4)  # the -5 row is skipped: 1 - (CCC 0.8 + CCC 15/17) / 2
+        0.1588
     """
 
     def __init__(self, name="ccc_loss", **kwargs):

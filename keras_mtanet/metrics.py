@@ -8,7 +8,10 @@ Definitions (Kollias et al., "Analysing Affective Behavior in the First ABAW 202
 - AU: 0.5 * mean per-AU F1 + 0.5 * accuracy over all AU decisions; a probability above 0.5 means "active";
   an AU never active in annotations or predictions has F1 0, as sklearn's binary F1 gives.
 
-Unannotated entries (VA below -2, AU below 0, EXPR below 0) are excluded everywhere. The streaming metrics
+Unannotated entries (VA below -2, AU below 0, EXPR below 0) are excluded everywhere, entry by entry: an AU
+entry with the unannotated code leaves out that AU of that frame alone (the frame's other AUs still count, in
+the F1 of their AU and in the accuracy), and a valence entry below -2 does not hide the arousal beside it. An
+AU with no annotated entry at all scores F1 0, as sklearn's binary F1 of nothing does. The streaming metrics
 keep sufficient statistics, so their result is the dataset-level value whatever the batch size or order.
 
 Soft targets are scored as hard decisions: an AU target is active above 0.5 (the threshold the predictions

@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from keras_mtanet import load_pretrained, train
 from keras_mtanet.data import synthetic
+from keras_mtanet.metrics import SCORE_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25, "epochs": 1,
@@ -72,7 +74,7 @@ def test_training_on_affectnet_layout(tmp_path):
 def test_predict_video_example_summarises_each_face(tmp_path):
     from skimage import data as skdata
 
-    from keras_mtanet.inference import scenes
+    import scenes
 
     patch, box = scenes.face_patch(skdata.astronaut(), (182, 64, 83, 107), margin=0.35)
     frames, _ = scenes.compose(6, [(patch, box, (20, 20), (5, 0))], size=(240, 320), faceless=(5,))
@@ -87,3 +89,28 @@ def test_predict_video_example_summarises_each_face(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["face_detected"] for r in rows] == ["1"] * 5 + ["0"]
     assert (tmp_path / "faces.png").stat().st_size > 10_000
+
+
+def test_fit_minimal_example_runs_with_tiny_settings(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "fit_minimal.py"), "--epochs", "2", "--size",
+                             "32", "--train", "64", "--test", "32", "--width", "0.25", "--head-filters", "32"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    shares = dict(re.findall(r"(\w+) (\d+)%", next(line for line in lines if line.startswith("annotated share"))))
+    # mask_partial leaves about 80 % of VA rows and 70 % of AU and expression rows annotated.
+    assert set(shares) == {"va", "au", "expr"} and all(40 <= int(v) < 100 for v in shares.values()), shares
+    epochs = [line for line in lines if line.startswith("epoch")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch  1", "epoch  2"]
+    for line in epochs:
+        losses = dict(re.findall(r"(\w+) (-?\d+\.\d+)", line))
+        assert set(losses) == {"loss", "va_loss", "au_loss", "expr_loss"}
+        assert all(np.isfinite(float(v)) and float(v) >= 0 for v in losses.values()), line
+    held_out = dict(re.findall(r"(\w+) (-?\d+\.\d+|nan)", next(line for line in lines if line.startswith("held-out"))))
+    assert tuple(held_out) == SCORE_KEYS
+    for key, value in held_out.items():
+        low = -1.0 if key.startswith(("ccc", "va")) else 0.0
+        assert low <= float(value) <= 1.0, (key, value)
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "fit_minimal.py"), "--epochs", "0"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "--epochs: must be positive, got 0" in bad.stderr

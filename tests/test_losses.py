@@ -110,3 +110,36 @@ def test_task_uncertainty_combination_by_hand():
     total = float(layer.combine({"a": 2.0, "b": 3.0}))
     assert total == pytest.approx(2.0 / 4.0 + np.log(4.0) + 3.0, rel=1e-6)
     assert layer.weights_dict() == pytest.approx({"a": 0.25, "b": 1.0})
+
+
+@pytest.mark.parametrize("module", ["keras_mtanet.losses", "keras_mtanet.metrics"])
+def test_docstring_examples_hold(module):
+    """The Example values in the docstrings are computed, not hoped for."""
+    import doctest
+    import importlib
+
+    results = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS, verbose=False)
+    assert results.attempted > 0 and results.failed == 0
+
+
+def test_ccc_loss_docstring_value_by_hand():
+    # Valence rows (0.1, 0.5) vs (0.2, 0.4): cov 0.02, variances 0.04 and 0.01, equal means -> CCC 0.8.
+    # Arousal rows (0.2, -0.3) vs (0.1, -0.2): cov 0.0375, variances 0.0625 and 0.0225 -> CCC 15/17.
+    t = np.array([[0.1, 0.2], [0.5, -0.3], [-5.0, -5.0]], "float32")
+    p = np.array([[0.2, 0.1], [0.4, -0.2], [0.9, 0.9]], "float32")
+    assert float(CCCLoss()(t, p)) == pytest.approx(1 - (0.8 + 15 / 17) / 2, abs=1e-5)
+
+
+def test_masked_bce_masks_single_entries_across_batches(rng):
+    """Per-entry masks: an unannotated AU entry is skipped alone; its row's other AUs still count."""
+    t = rng.integers(0, 2, (24, 8)).astype("float32")
+    p = rng.uniform(0.05, 0.95, (24, 8)).astype("float32")
+    t[rng.random((24, 8)) < 0.4] = -1
+    valid = t >= 0
+    assert ((~valid).any(axis=1) & valid.any(axis=1)).sum() > 15
+    bce = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    assert float(MaskedBinaryCrossentropy()(t, p)) == pytest.approx(bce[valid].mean(), rel=1e-5)
+    for start in (0, 8, 16):
+        part = slice(start, start + 8)
+        assert float(MaskedBinaryCrossentropy()(t[part], p[part])) == pytest.approx(
+            bce[part][valid[part]].mean(), rel=1e-5)

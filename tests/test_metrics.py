@@ -169,3 +169,78 @@ def test_streaming_metrics_agree_with_abaw_scores_on_model_style_outputs(rng):
     assert stream(CCC(1), va_t, va_p, 33) == pytest.approx(scores["ccc_arousal"], abs=1e-5)
     assert stream(AUF1(), au_t, au_p, 33) == pytest.approx(scores["au_f1"], abs=1e-6)
     assert stream(ExprF1(), ex_t, ex_p, 33) == pytest.approx(scores["expr_f1"], abs=1e-6)
+
+
+def per_entry_au_data(rng, n):
+    """AU targets where single entries, not whole rows, carry the unannotated code (Aff-Wild2: -1)."""
+    t = rng.integers(0, 2, (n, 8)).astype("float32")
+    p = np.clip(t * 0.5 + rng.uniform(0, 0.7, (n, 8)), 0, 1).astype("float32")
+    t[rng.random((n, 8)) < 0.3] = -1  # about 30 % of entries, scattered over rows and AUs
+    t[rng.random(n) < 0.1] = -1  # and a few whole rows
+    t[:, 7] = np.where(np.arange(n) % 2 == 0, -1, t[:, 7])  # AU25 annotated on every other row only
+    return t, p
+
+
+def sklearn_au_scores(t, p):
+    """Per AU, sklearn's F1 on that AU's annotated entries alone; accuracy over every annotated entry."""
+    f1s = []
+    for j in range(t.shape[1]):
+        keep = t[:, j] >= 0
+        f1s.append(f1_score(t[keep, j].astype(int), (p[keep, j] > 0.5).astype(int), zero_division=0))
+    keep = t >= 0
+    return np.mean(f1s), accuracy_score(t[keep].astype(int), (p[keep] > 0.5).astype(int))
+
+
+def test_au_metrics_mask_single_entries_not_whole_rows(rng):
+    t, p = per_entry_au_data(rng, 301)
+    partial_rows = ((t < 0).any(axis=1) & (t >= 0).any(axis=1)).sum()
+    assert partial_rows > 200  # most rows mix annotated and unannotated entries
+    expected_f1, expected_acc = sklearn_au_scores(t, p)
+    # Masking whole rows (any -1 drops the row) would give another value: the test can tell the two apart.
+    rows = (t >= 0).all(axis=1)
+    row_f1, _ = sklearn_au_scores(t[rows], p[rows])
+    assert abs(row_f1 - expected_f1) > 1e-3
+    for batch in (1, 7, 64, 301):  # streaming: masked entries fall inside and across batches
+        assert stream(AUF1(), t, p, batch) == pytest.approx(expected_f1, abs=1e-6), batch
+        assert stream(AUAccuracy(), t, p, batch) == pytest.approx(expected_acc, abs=1e-6), batch
+    order = rng.permutation(len(t))
+    assert stream(AUF1(), t[order], p[order], 50) == pytest.approx(expected_f1, abs=1e-6)
+    scores = abaw_scores({"au": t}, {"au": p})
+    assert scores["au_f1"] == pytest.approx(expected_f1, abs=1e-12)
+    assert scores["au_acc"] == pytest.approx(expected_acc, abs=1e-12)
+    assert scores["au_score"] == pytest.approx(0.5 * expected_f1 + 0.5 * expected_acc, abs=1e-12)
+
+
+def test_au_metrics_per_entry_mask_by_hand():
+    # Two AUs, three rows; -1 hides one entry in row 0 (AU b) and one in row 2 (AU a).
+    t = np.array([[1, -1], [0, 1], [-1, 0]], "float32")
+    p = np.array([[0.9, 0.9], [0.8, 0.2], [0.9, 0.9]], "float32")
+    # AU a on rows 0, 1: truth 1, 0; pred 1, 1 -> tp 1 fp 1 -> F1 2/3. AU b on rows 1, 2: truth 1, 0; pred 0, 1
+    # -> tp 0 -> F1 0. Accuracy: right on (0, a) only, of 4 annotated entries.
+    for batch in (1, 2, 3):
+        assert stream(AUF1(num_aus=2), t, p, batch) == pytest.approx(1 / 3, abs=1e-6)
+        assert stream(AUAccuracy(num_aus=2), t, p, batch) == pytest.approx(1 / 4, abs=1e-6)
+    scores = abaw_scores({"au": t}, {"au": p})
+    assert scores["au_f1"] == pytest.approx(1 / 3) and scores["au_acc"] == pytest.approx(1 / 4)
+
+
+def test_au_column_never_annotated_scores_zero_f1_and_adds_no_decision():
+    t = np.array([[1, -1], [0, -1], [1, -1]], "float32")
+    p = np.array([[0.9, 0.9], [0.1, 0.9], [0.8, 0.9]], "float32")
+    # AU a: F1 1; AU b has no annotated entry, so F1 0 (as an AU never active); accuracy 3 of 3.
+    assert stream(AUF1(num_aus=2), t, p, 2) == pytest.approx(0.5, abs=1e-6)
+    assert stream(AUAccuracy(num_aus=2), t, p, 2) == pytest.approx(1.0, abs=1e-6)
+    assert abaw_scores({"au": t}, {"au": p})["au_f1"] == pytest.approx(0.5)
+
+
+def test_valence_and_arousal_are_masked_separately(rng):
+    t, p = va_data(rng, 240)
+    t[rng.random(240) < 0.2, 0] = -5.0  # valence missing where arousal is present, and the other way round
+    t[rng.random(240) < 0.2, 1] = -5.0
+    scores = abaw_scores({"va": t}, {"va": p})
+    for dim, key in enumerate(("ccc_valence", "ccc_arousal")):
+        keep = t[:, dim] > -2
+        assert keep.sum() > (t > -2).all(axis=1).sum() + 20  # more than the fully annotated rows
+        expected = ccc_pearson(t[keep, dim].astype(np.float64), p[keep, dim].astype(np.float64))
+        assert scores[key] == pytest.approx(expected, abs=1e-9)
+        assert stream(CCC(dim), t, p, 17) == pytest.approx(expected, abs=1e-5)

@@ -210,3 +210,146 @@ def test_teach_resumes_after_a_kill_to_the_same_file(tmp_path, monkeypatch):
     index = ferplus.read_index(root, "test", labels=out)
     assert index.stats["teacher_found"] + index.stats["teacher_missed"] == len(index)
     assert landmarker.BUNDLE_SHA256 in (tmp_path / "labels.csv.json").read_text()
+
+
+class StubLandmarker:
+    """Stands in for MediaPipe: a face is 'found' in an image whose mean grey is above 100, with blendshapes
+    that are a function of the pixels, so each row of the cache depends on its image alone."""
+
+    def __init__(self, model_path, **kwargs):
+        self.calls = 0
+
+    def settings(self):
+        return {"stub": 1}
+
+    def observe(self, gray):
+        self.calls += 1
+        mean = float(np.mean(gray)) / 255.0
+        if mean <= 100 / 255:
+            return landmarker.Observation(False, np.full(52, np.nan, np.float32), np.full(7, np.nan, np.float32))
+        return landmarker.Observation(True, np.linspace(0, mean, 52).astype(np.float32),
+                                      np.full(7, mean / 10, np.float32), 0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def write_fake_ferplus(root, splits=(("FER2013Test", 23), ("FER2013Train", 17)), seed=0):
+    """A FER+ layout of random grey 48x48 PNGs; names not in sorted order in label.csv."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    votes = {}
+    for folder, n in splits:
+        (root / folder).mkdir(parents=True)
+        lines = []
+        for i in rng.permutation(n):
+            name = f"fer{i:07d}.png"
+            level = int(rng.integers(40, 200))  # dark images: no face found by the stub
+            cv2.imwrite(str(root / folder / name), rng.integers(level - 30, level + 30, (48, 48)).astype(np.uint8))
+            v = rng.integers(0, 5, 10)
+            v[8:] = 0
+            v[rng.integers(0, 8)] += 1  # at least one vote on an emotion
+            votes[f"{folder}/{name}"] = v
+            lines.append(f'{name},"(0, 0, 48, 48)",' + ",".join(str(int(c)) for c in v))
+        (root / folder / "label.csv").write_text("\n".join(lines) + "\n")
+    return votes
+
+
+def test_teach_parses_label_csv_once_and_writes_sorted_rows(tmp_path, monkeypatch):
+    votes = write_fake_ferplus(tmp_path / "fer")
+    monkeypatch.setattr(landmarker, "FaceLandmarker", StubLandmarker)
+    monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
+
+    def no_second_parse(*args, **kwargs):
+        raise AssertionError("teach parsed label.csv a second time")
+
+    monkeypatch.setattr(ferplus, "read_votes", no_second_parse)
+    out = tmp_path / "labels.csv"
+    report = teach_module.teach(tmp_path / "fer", "stub.task", out, splits=("train", "test"), chunk=4,
+                                log=lambda *a: None)
+    rows = list(cache.iter_rows(out))
+    keys = [r[0] for r in rows]
+    # train before test (the cache's split order), names sorted within each split; every image once.
+    assert keys == sorted(k for k in votes if k.startswith("FER2013Train")) + sorted(
+        k for k in votes if k.startswith("FER2013Test"))
+    for row in rows:  # valence/arousal from the image's own votes, as derive_va gives them
+        np.testing.assert_allclose(cache.entry(row).va, va.derive_va(votes[row[0]]), atol=1e-4)
+    found = {f: sum(r[1] == "1" for r in rows if r[0].startswith(f)) for f in ("FER2013Train", "FER2013Test")}
+    assert {f: (r["images"], r["found"]) for f, r in report.items()} == {
+        "FER2013Train": (17, found["FER2013Train"]), "FER2013Test": (23, found["FER2013Test"])}
+    assert 0 < found["FER2013Test"] < 23  # both kinds of row are present
+
+
+def test_teach_resumed_run_gives_the_same_bytes_without_mediapipe(tmp_path, monkeypatch):
+    write_fake_ferplus(tmp_path / "fer")
+    monkeypatch.setattr(landmarker, "FaceLandmarker", StubLandmarker)
+    monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
+    quiet = lambda *a: None  # noqa: E731
+    reference = tmp_path / "reference.csv"
+    teach_module.teach(tmp_path / "fer", "stub.task", reference, splits=("test",), chunk=5, log=quiet)
+    calls = {"n": 0}
+    observe = StubLandmarker.observe
+
+    def dying(self, gray):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt
+        return observe(self, gray)
+
+    out = tmp_path / "labels.csv"
+    monkeypatch.setattr(StubLandmarker, "observe", dying)
+    with pytest.raises(KeyboardInterrupt):
+        teach_module.teach(tmp_path / "fer", "stub.task", out, splits=("test",), chunk=5, log=quiet)
+    assert len(list((tmp_path / "labels.csv.parts").glob("part-*.csv"))) == 2
+    monkeypatch.setattr(StubLandmarker, "observe", observe)
+    teach_module.teach(tmp_path / "fer", "stub.task", out, splits=("test",), chunk=5, log=quiet)
+    assert out.read_bytes() == reference.read_bytes()
+    # Adding a split to a finished cache merges the new rows in order, keeping the old ones byte for byte.
+    teach_module.teach(tmp_path / "fer", "stub.task", out, splits=("test", "train"), chunk=5, log=quiet)
+    lines = out.read_text().splitlines()
+    assert lines[0] == ",".join(cache.COLUMNS) and len(lines) == 1 + 23 + 17
+    assert lines[1 + 17:] == reference.read_text().splitlines()[1:]
+
+
+def cache_row(image, found=True):
+    return cache.format_row(image, found, [0.5] * 8 if found else [], [0.1, -0.2], [0.0] * 52 if found else
+                            [math.nan] * 52, [0.0] * 7 if found else [math.nan] * 7)
+
+
+def test_merge_streams_sorted_runs_and_keeps_the_last_duplicate(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    cache.write_rows(a, [cache_row("FER2013Test/1.png"), cache_row("FER2013Test/3.png")])
+    cache.write_rows(b, [cache_row("FER2013Test/2.png"), cache_row("FER2013Test/3.png", found=False)])
+    merged = list(cache.merge_sorted([a, b], key=lambda r: r[0]))
+    assert [(r[0], r[1]) for r in merged] == [("FER2013Test/1.png", "1"), ("FER2013Test/2.png", "1"),
+                                              ("FER2013Test/3.png", "0")]  # b listed last wins, as dict.update
+    assert merged == sorted({**cache.read_rows(a), **cache.read_rows(b)}.values())
+    cache.write_rows(a, [cache_row("FER2013Test/3.png"), cache_row("FER2013Test/1.png")])
+    with pytest.raises(DataError, match=f"^{a}: rows out of order at image FER2013Test/1.png"):
+        list(cache.merge_sorted([a, b], key=lambda r: r[0]))
+
+
+def test_write_rows_takes_a_generator_and_a_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / "labels.csv"
+    cache.write_rows(path, (cache_row(f"FER2013Test/{i}.png") for i in range(3)))
+    before = path.read_bytes()
+    assert len(cache.read_rows(path)) == 3
+
+    def failing():
+        yield cache_row("FER2013Test/9.png")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cache.write_rows(path, failing())
+    assert path.read_bytes() == before and not (tmp_path / "labels.csv.tmp").exists()
+
+
+def test_unknown_data_format_is_a_usage_error(tmp_path):
+    from keras_mtanet.errors import UsageError
+
+    with pytest.raises(UsageError, match="^teach: unknown data format 'affwild2'; choose one of ferplus$"):
+        teach_module.teach(tmp_path, "x.task", tmp_path / "labels.csv", data_format="affwild2")

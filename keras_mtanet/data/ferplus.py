@@ -148,7 +148,7 @@ def read_index(root, split="train", labels=None, check_images=True):
         teacher = cache.read_labels(labels)
 
     existing = {p.name for p in split_dir.iterdir()}
-    paths, lines, boxes, soft, expr, au, va, skipped = [], [], [], [], [], [], [], []
+    paths, lines, boxes, soft, expr, au, va, skipped, raw = [], [], [], [], [], [], [], [], []
     stats = {"rows": 0, "frames": 0, **{k: 0 for k in LEFT_OUT}, "contempt_majority": 0}
     if teacher is not None:
         stats.update(teacher_found=0, teacher_missed=0, not_in_labels=0)
@@ -193,6 +193,7 @@ def read_index(root, split="train", labels=None, check_images=True):
                 paths.append(str(path))
                 lines.append(line)
                 boxes.append(box)
+                raw.append(votes)
                 soft.append(distribution)
                 expr.append(majority)
                 au.append(row_au)
@@ -206,7 +207,8 @@ def read_index(root, split="train", labels=None, check_images=True):
                       np.asarray(va, np.float32).reshape(n, 2), np.asarray(au, np.float32).reshape(n, len(AU_NAMES)),
                       np.asarray(expr, np.int32).reshape(n), stats, skipped,
                       boxes=np.asarray(boxes, np.int32).reshape(n, 4),
-                      expr_soft=np.asarray(soft, np.float32).reshape(n, len(EXPR_NAMES)))
+                      expr_soft=np.asarray(soft, np.float32).reshape(n, len(EXPR_NAMES)),
+                      votes=np.asarray(raw, np.int64).reshape(n, len(VOTE_NAMES)))
 
 
 def read_votes(root, split):

@@ -19,6 +19,7 @@ class FrameIndex:
         boxes: optional (N, 4) int32 face boxes (x, y, width, height) to crop before resizing.
         expr_soft: optional (N, 7) float32 expression distributions (FER+ crowd votes) to train on; ``expr``
             then holds the majority class, which the metrics score. An all-zero row is unannotated.
+        votes: optional (N, 10) int64 raw FER+ vote counts (``ferplus.VOTE_NAMES`` order), for the teachers.
     """
     paths: list
     videos: list
@@ -30,6 +31,7 @@ class FrameIndex:
     skipped: list
     boxes: np.ndarray = None
     expr_soft: np.ndarray = None
+    votes: np.ndarray = None
 
     def __len__(self):
         return len(self.paths)

@@ -9,13 +9,14 @@ mapping can be revisited without rerunning the landmarker (``features``, ``au.au
 
 import collections
 import csv
+import heapq
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError
 from keras_mtanet.labels import AU_NAMES, UNANNOTATED_AU, UNANNOTATED_VA, VA_NAMES
 from keras_mtanet.teachers.landmarker import BLENDSHAPE_NAMES, GEOMETRY_NAMES
 
@@ -40,13 +41,17 @@ def format_row(image, found, au, va, blendshapes, geometry):
 
 
 def read_rows(path):
-    """``{image: list of strings}`` of a cache file, checking the header and every row.
+    """``{image: list of strings}`` of a cache file, checking the header and every row (see ``iter_rows``)."""
+    return {row[0]: row for row in iter_rows(path)}
+
+
+def iter_rows(path):
+    """The checked rows (lists of strings) of a cache file, one at a time, so a caller may stream them.
 
     Raises:
         DataError: a missing file, a wrong header or a malformed row (naming file and line).
     """
     path = Path(path)
-    rows = {}
     try:
         f = open(path, newline="", encoding="utf-8")
     except FileNotFoundError:
@@ -62,12 +67,11 @@ def read_rows(path):
                 if not row:
                     continue
                 _check(path, reader.line_num, row)
-                rows[row[0]] = row
+                yield row
         except csv.Error as error:
             raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({error})") from None
         except UnicodeDecodeError:
             raise DataError(f"{path}: not a text file") from None
-    return rows
 
 
 def _check(path, line, row):
@@ -109,13 +113,48 @@ def features(row):
 
 
 def write_rows(path, rows):
-    """Write a header and ``rows`` (lists of strings) to ``path`` through a temporary file and a rename."""
+    """Write a header and ``rows`` (lists of strings) to ``path`` through a temporary file and a rename.
+
+    ``rows`` may be any iterable, a generator included: each row goes to the file as it comes, so writing a
+    merged cache keeps no more than one row in memory. A failure while writing leaves ``path`` as it was.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for row in rows:
+                writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def merge_sorted(paths, key):
+    """The rows of cache files each sorted by ``key(row)``, merged in that order, streamed (``heapq.merge``).
+
+    Where several files hold the same image, the row of the file listed last is kept, as a dict update would.
+    """
+    runs = [_in_order(p, key) for p in paths]
+    previous = None
+    for row in heapq.merge(*runs, key=lambda r: (key(r), r[0])):
+        if previous is not None and previous[0] != row[0]:
+            yield previous
+        previous = row
+    if previous is not None:
+        yield previous
+
+
+def _in_order(path, key):
+    previous = None
+    for row in iter_rows(path):
+        k = (key(row), row[0])
+        if previous is not None and k < previous:
+            raise DataError(f"{path}: rows out of order at image {row[0]} (a cache keeps split order, then "
+                            "image name); write it again with keras-mtanet teach")
+        previous = k
+        yield row

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError
 
 BUNDLE_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 BUNDLE_PAGE = "https://ai.google.dev/edge/mediapipe/solutions/vision/face_landmarker"
@@ -161,7 +161,7 @@ class FaceLandmarker:
             import mediapipe
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError:
-            from keras_mtanet.inference.detection import DependencyError
+            from keras_mtanet.errors import DependencyError
 
             raise DependencyError("the AU teacher needs MediaPipe: pip install 'keras-mtanet[teacher]'") from None
         self._mp = mediapipe

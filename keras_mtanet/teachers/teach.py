@@ -3,7 +3,8 @@
 The work is done in parts of ``CHUNK`` images, each written whole to ``OUTPUT.parts/`` (temporary name, then a
 rename), so an interrupted run loses at most the part in progress and a rerun of the same command skips every
 image already written. When every image is done the parts are merged into ``OUTPUT`` (again through a
-temporary name) and ``OUTPUT.json`` records the settings, the share of faces found and the time per split. A
+temporary name; each part is written sorted, so the merge streams row by row and memory stays flat however large
+the data set) and ``OUTPUT.json`` records the settings, the share of faces found and the time per split. A
 rerun over a finished cache only adds images it lacks. Each image's result depends on that image alone (the
 landmarker runs in image mode, without tracking), so a resumed run ends with the same file as one that was not
 interrupted.
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from keras_mtanet.data import ferplus
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError, UsageError
 from keras_mtanet.teachers import au as au_teacher
 from keras_mtanet.teachers import cache, landmarker, va
 
@@ -60,19 +61,19 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
             started with other settings.
     """
     if data_format not in FORMATS:
-        raise DataError(f"teach: unknown data format {data_format!r}; choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"teach: unknown data format {data_format!r}; choose one of {', '.join(FORMATS)}")
     output = Path(output)
     parts = output.with_name(output.name + ".parts")
     summary_path = output.with_name(output.name + ".json")
     folders = [ferplus.split_folder(s) for s in splits]
+    # One parse of each label.csv: the index carries the raw votes the valence/arousal teacher needs.
     indexes = {folder: ferplus.read_index(root, split) for split, folder in zip(splits, folders)}
-    votes = {folder: ferplus.read_votes(root, split) for split, folder in zip(splits, folders)}
     if not output.parent.is_dir():
         raise DataError(f"{output.parent}: output folder not found")
 
     with landmarker.FaceLandmarker(model_path) as lm:
         settings = _settings(lm)
-        done = {}
+        done = set()  # keys only: the rows stay on disk and are merged from there at the end
         timing = {}
         if output.exists():
             if not summary_path.exists():
@@ -82,7 +83,7 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
             if previous.get("settings") != settings:
                 raise DataError(f"{output}: was written with other teacher settings ({summary_path.name}); "
                                 "choose another --output")
-            done.update(cache.read_rows(output))
+            done.update(row[0] for row in cache.iter_rows(output))
             timing = {k: dict(v) for k, v in previous.get("timing", {}).items()}
         if parts.exists():
             started = parts / "settings.json"
@@ -90,7 +91,10 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
                 raise DataError(f"{parts}: an unfinished run with other teacher settings; delete it or choose "
                                 "another --output")
             for part in sorted(parts.glob("part-*.csv")):
-                done.update(cache.read_rows(part))
+                rows = list(cache.iter_rows(part))  # one part: at most a chunk of rows
+                done.update(row[0] for row in rows)
+                if rows != sorted(rows, key=_order):  # a part from a version that did not sort them
+                    cache.write_rows(part, sorted(rows, key=_order))
             if (parts / "timing.json").exists():
                 for folder, t in _read_json(parts / "timing.json").items():
                     timing[folder] = t
@@ -109,13 +113,13 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
             log(f"{folder}: {total - len(pending)} of {total} images already done, {len(pending)} to go")
             for start in range(0, len(pending), chunk):
                 began = time.perf_counter()
-                rows = [_teach_one(lm, folder, index.paths[i], votes[folder]) for i in pending[start:start + chunk]]
+                rows = sorted((_teach_one(lm, folder, index.paths[i], index.votes[i])
+                               for i in pending[start:start + chunk]), key=_order)
                 while (parts / f"part-{number:05d}.csv").exists():
                     number += 1
                 cache.write_rows(parts / f"part-{number:05d}.csv", rows)
                 number += 1
-                for row in rows:
-                    done[row[0]] = row
+                done.update(row[0] for row in rows)
                 spent["seconds"] += time.perf_counter() - began
                 spent["images"] += len(rows)
                 _write_json(parts / "timing.json", timing)
@@ -124,9 +128,11 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
                 log(f"{folder}: {total - len(pending) + finished}/{total} images, {rate:.0f} images/s, "
                     f"about {(len(pending) - finished) / rate / 60:.1f} min left in this split")
 
-    rows = sorted(done.values(), key=lambda r: (_split_order(r[0]), r[0]))
-    cache.write_rows(output, rows)
-    report = _report(rows, timing)
+    # Each source is sorted, so a streamed merge gives the order a full sort would, holding one row per source.
+    sources = ([output] if output.exists() else []) + (sorted(parts.glob("part-*.csv")) if parts.exists() else [])
+    counts = {}
+    cache.write_rows(output, _counted(cache.merge_sorted(sources, key=_order), counts))
+    report = _report(counts, timing)
     _write_json(summary_path, {"settings": settings, "timing": timing, "splits": report})
     if parts.exists():
         shutil.rmtree(parts)
@@ -143,13 +149,22 @@ def _split_order(key):
     return order.index(folder) if folder in order else len(order)
 
 
-def _report(rows, timing):
-    report = {}
+def _order(row):
+    """The cache's row order: split (train, valid, test), then image key."""
+    return _split_order(row[0]), row[0]
+
+
+def _counted(rows, counts):
+    """Pass ``rows`` through, counting images and found faces per split folder into ``counts``."""
     for row in rows:
-        folder = row[0].split("/", 1)[0]
-        r = report.setdefault(folder, {"images": 0, "found": 0})
+        r = counts.setdefault(row[0].split("/", 1)[0], {"images": 0, "found": 0})
         r["images"] += 1
         r["found"] += row[1] == "1"
+        yield row
+
+
+def _report(counts, timing):
+    report = counts
     for folder, r in report.items():
         r["found_share"] = round(r["found"] / max(r["images"], 1), 4)
         r["seconds"] = round(timing.get(folder, {}).get("seconds", 0.0), 1)
@@ -157,10 +172,9 @@ def _report(rows, timing):
 
 
 def _teach_one(lm, folder, path, votes):
-    name = Path(path).name
     gray = landmarker.read_gray(path)
     seen = lm.observe(gray) if gray is not None else None
-    derived = va.derive_va(votes[name])
+    derived = va.derive_va(votes)
     if seen is None or not seen.found:
         nan = [float("nan")]
         return cache.format_row(_key(folder, path), False, [], derived, nan * len(landmarker.BLENDSHAPE_NAMES),
