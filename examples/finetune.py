@@ -17,8 +17,6 @@ import numpy as np  # noqa: E402
 import keras_mtanet  # noqa: E402
 from keras_mtanet.data import synthetic  # noqa: E402
 
-HEAD_PREFIXES = ("head_", "va", "au", "expr")
-
 
 def load_data(size, seed=11):
     images, labels = synthetic.generate(360, size=size, seed=seed, frames_per_video=60)
@@ -33,19 +31,17 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
 
-    model = keras_mtanet.load_pretrained(args.preset)
-    size = model.metadata["input_size"][0]
+    model = keras_mtanet.MTANet.from_preset(args.preset)
+    size = model.preprocessor.image_size[0]
     (x, y), (x_test, y_test) = load_data(size)
     before = keras_mtanet.abaw_scores(y_test, model.predict(x_test, verbose=0))
 
     # Stage 1: only the head learns; BatchNorm statistics of the frozen backbone stay as they are.
-    for layer in model.layers:
-        layer.trainable = layer.name.startswith(HEAD_PREFIXES)
+    model.backbone.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(x, y, batch_size=32, epochs=args.epochs, verbose=2)
     # Stage 2: everything, with a small learning rate.
-    for layer in model.layers:
-        layer.trainable = True
+    model.backbone.trainable = True
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
     model.fit(x, y, batch_size=32, epochs=1, verbose=2)
 

@@ -276,7 +276,7 @@ def test_predict_with_a_huge_smoothing_window_writes_every_row(cli, tmp_path, ca
 @pytest.mark.parametrize("frames", ["0", "-5", "100000000"])
 def test_demo_refuses_absurd_frame_counts_before_loading(frames, no_model, capsys):
     assert main(["demo", "--synthetic", "--frames", frames]) == 2
-    assert capsys.readouterr().err.strip() == f"keras-mtanet: error: --frames {frames}: give 1 to 10000 frames"
+    assert capsys.readouterr().err.strip() == f"keras-mtanet: error: --frames {frames}: give 1 to 100000 frames"
 
 
 def test_demo_output_into_a_missing_folder_fails_before_loading(no_model, tmp_path, capsys):

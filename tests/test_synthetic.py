@@ -129,3 +129,13 @@ def test_written_set_reads_back_and_keeps_its_bytes(tmp_path):
             assert [index.frames[i] for i in rows] == [f for f in range(1, 11) if f not in info["missing"]]
     assert sum(len(v["missing"]) for s in truth.values() for v in s.values()) > 0
     assert any(np.any(v == -1) for v in affwild2.read_annotations(tmp_path, "train")["expr"].values())
+
+
+def test_video_in_chunks_is_the_same_video():
+    seed = np.random.SeedSequence([3, 7])
+    frames, labels = synthetic.render_video(seed, 23, 32)
+    chunks = list(synthetic.render_video_chunks(seed, 23, 32, chunk=5))
+    assert [len(f) for f, _ in chunks] == [5, 5, 5, 5, 3]
+    np.testing.assert_array_equal(np.concatenate([f for f, _ in chunks]), frames)
+    for key in labels:
+        np.testing.assert_array_equal(np.concatenate([lab[key] for _, lab in chunks]), labels[key])

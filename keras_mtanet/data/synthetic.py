@@ -111,11 +111,21 @@ def state_labels(states):
 
 def render_video(seed, n_frames=90, size=112, nuisance=1.0):
     """One synthetic video: ``(frames (N, size, size, 3) uint8, labels dict)``."""
+    chunks = list(render_video_chunks(seed, n_frames, size, nuisance, chunk=max(1, n_frames)))
+    return chunks[0] if len(chunks) == 1 else (
+        np.concatenate([f for f, _ in chunks]), {k: np.concatenate([lab[k] for _, lab in chunks]) for k in chunks[0][1]})
+
+
+def render_video_chunks(seed, n_frames=90, size=112, nuisance=1.0, chunk=256):
+    """``render_video``'s frames and labels, ``chunk`` frames at a time: the same video (same random draws) with
+    memory bounded by the chunk, for long videos."""
     rng = np.random.default_rng(seed)
     identity = random_identity(rng)
-    states = video_states(rng, n_frames, nuisance=nuisance)
-    frames = np.stack([finish(render_face(s, identity, size), rng, s.noise) for s in states])
-    return frames, state_labels(states)
+    states = video_states(rng, n_frames, nuisance=nuisance)  # a few numbers per frame
+    for start in range(0, n_frames, chunk):
+        part = states[start:start + chunk]
+        yield (np.stack([finish(render_face(s, identity, size), rng, s.noise) for s in part]),
+               state_labels(part))
 
 
 def generate(n, size=64, seed=0, frames_per_video=30, nuisance=1.0):

@@ -1,6 +1,7 @@
 """``keras-mtanet demo``: a preset on a real photo (default) or on a generated video of synthetic faces, printed as
 a table, with the predictions written through the same record writer as ``keras-mtanet predict``."""
 
+import contextlib
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -13,9 +14,11 @@ from keras_mtanet.inference import output, plots
 from keras_mtanet.inference.output import plain, printable
 from keras_mtanet.inference.sources import Frame, Source, read_image
 
-# The generated video and its predictions are held in memory: 10000 frames peaked at 2.6 GB (1 minute on 2 CPU
-# cores); 100000000 frames once grew to 22 GB before failing.
-MAX_FRAMES = 10000
+# The generated video is rendered, predicted and written CHUNK frames at a time; only the 17 outputs and labels per
+# frame are kept for the scores (about 0.2 KB a frame). 100000000 frames once grew to 22 GB before failing; the
+# cap keeps a run under about half an hour on 2 cores.
+MAX_FRAMES = 100_000
+CHUNK = 256
 DEFAULT_FRAMES = 120
 MAX_IMAGES = 8  # drawn side by side
 PHOTO = "astronaut.jpg"  # keras_mtanet/assets: NASA, public domain (see assets/README.md)
@@ -110,8 +113,20 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
     loaded = load_pretrained(model or SYNTHETIC_PRESET)
     meta = loaded.metadata
     size = int(loaded.input_shape[1])  # the checked config's, not the metadata's say-so
-    video, labels = synthetic.render_video(np.random.SeedSequence([seed, 7]), frames, size)
-    out = loaded.predict(video.astype("float32"), verbose=0)
+    name = f"synthetic video (seed {seed})"
+    parts, truth = [], []
+    start = 0
+    with output.RecordWriter(output_path) if output_path else contextlib.nullcontext() as writer:
+        for video, labels in synthetic.render_video_chunks(np.random.SeedSequence([seed, 7]), frames, size,
+                                                           chunk=CHUNK):
+            out = {k: np.asarray(v) for k, v in loaded.predict_on_batch(video.astype("float32")).items()}
+            if writer is not None:
+                writer.write(frame_records(name, video, out, start))
+            parts.append(out)
+            truth.append(labels)
+            start += len(video)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    labels = {k: np.concatenate([t[k] for t in truth]) for k in truth[0]}
     print(f"model: {plain(meta.get('name') or model)} ({loaded.backbone_name}, {size} px, "
           f"{loaded.count_params():,} parameters)")
     print(f"trained on: {plain(meta.get('training_data') or 'not stated by the preset')}")
@@ -129,16 +144,14 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
     print("ABAW scores on this video: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     print("These faces are synthetic cartoons: the scores show the pipeline at work, not real-world affect.")
     if output_path:
-        with output.RecordWriter(output_path) as writer:
-            writer.write(frame_records(f"synthetic video (seed {seed})", video, out))
         print(f"per-frame predictions: {printable(output_path)}")
     return 0
 
 
-def frame_records(name, video, out):
-    """One record per frame of ``video`` (N, H, W, 3), each frame a whole face crop (box = the frame, no
-    detector score), with the model outputs ``out`` ({"va", "au", "expr"}, N rows each)."""
+def frame_records(name, video, out, start=0):
+    """One record per frame of ``video`` (N, H, W, 3), numbered from ``start``, each frame a whole face crop
+    (box = the frame, no detector score), with the model outputs ``out`` ({"va", "au", "expr"}, N rows each)."""
     h, w = video.shape[1:3]
     box = (0.0, 0.0, float(w), float(h))
-    return [output.face_record(Frame(name, i, None, video[i]), 0, box, float("nan"), out["va"][i], out["au"][i],
-                               out["expr"][i]) for i in range(len(video))]
+    return [output.face_record(Frame(name, start + i, None, video[i]), 0, box, float("nan"), out["va"][i],
+                               out["au"][i], out["expr"][i]) for i in range(len(video))]
