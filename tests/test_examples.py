@@ -114,3 +114,16 @@ def test_fit_minimal_example_runs_with_tiny_settings(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "examples" / "fit_minimal.py"), "--epochs", "0"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "--epochs: must be positive, got 0" in bad.stderr
+
+
+def test_finetune_example_freezes_the_backbone_then_trains_all(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "finetune.py"), "--preset",
+                             "mtanet_se_resnet18_synth", "--epochs", "1", "--frames", "96"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The head: two 1x1 convolutions and three dense layers, a kernel and a bias each.
+    stage1 = re.search(r"stage 1 trains (\d+) of (\d+) weight tensors", result.stdout)
+    assert stage1 and int(stage1.group(1)) == 10, result.stdout
+    lines = re.findall(r"^(va_score|expr_f1|au_f1): (-?[\d.]+) before fine-tuning, (-?[\d.]+) after$",
+                       result.stdout, re.M)
+    assert [name for name, _, _ in lines] == ["va_score", "expr_f1", "au_f1"]
