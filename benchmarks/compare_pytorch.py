@@ -1,61 +1,112 @@
-"""MTANet (Keras 3 / TensorFlow) vs a PyTorch SE-ResNet on the same CPU, in one run.
+"""MTANet (Keras 3 / TensorFlow, and every prediction runtime) vs a PyTorch SE-ResNet on the same CPU, in one run.
 
-PyTorch baseline: timm's ``seresnet50`` / ``seresnet18`` (17 outputs, as MTANet's 2 + 8 + 7), 112 x 112,
-batch 32, as many threads as TensorFlow uses. Inference: eager, channels_last, and torch.compile with
-channels_last, under ``torch.inference_mode()``. Training: one eager SGD (Nesterov momentum) step.
-Ours: ``predict_on_batch`` after warm-up (the path users call) on the model as trained, on its
-batch-norm-folded ``inference_model()`` (what ``Predictor`` and ``export`` use) and on
-``inference_model("bfloat16")``; and ``model.fit`` steps with the same SGD (float32, and mixed bfloat16).
+PyTorch baseline: an SE-ResNet-50 / -18 written out below with the layers of timm's ``seresnet50`` /
+``seresnet18`` (SE after the last batch norm of each block, reduction 16 rounded to 8 channels; 17 outputs, as
+MTANet's 2 + 8 + 7), 112 x 112, batch 32, as many threads as TensorFlow uses. Inference: eager, channels_last,
+and torch.compile with channels_last, under ``torch.inference_mode()``. Training: one eager SGD (Nesterov
+momentum) step.
+Ours: ``predict_on_batch`` after warm-up on the model as trained, then every runtime of
+``keras_mtanet.inference.runtimes`` (what ``Predictor(runtime=...)`` and ``keras-mtanet predict --runtime``
+use) in each precision it offers: Keras ``inference_model()`` (batch norms folded) in float32 and bfloat16,
+OpenVINO float32 and bfloat16, TFLite float32 and int8, ONNX Runtime float32; and ``model.fit`` steps with the
+same SGD (float32, and mixed bfloat16). Reduced precisions move the scores a little: see
+``benchmarks/reduced_precision.py --runtime NAME``.
 
 Each measurement runs in a fresh child process so thread pools and caches do not carry over, ``--repeats`` times,
 alternating; speed differs between processes on this machine (the same script gives two distinct levels from
-run to run, in PyTorch too), so the parent prints medians with the range, and ratios of medians.
-PyTorch and timm are needed for the baseline only (not package dependencies):
+run to run, in PyTorch too), so the parent prints medians with the range, and ratios of medians. Exports are
+made once into a cache folder shared by the child processes (conversion time is not measured).
+PyTorch is needed for the baseline only (not a package dependency):
 
-    pip install torch==2.14.1 torchvision==0.29.1 timm   # the versions on this project's machines
+    pip install torch==2.14.1   # the version on this project's machines (CPU wheel)
     python benchmarks/compare_pytorch.py [--backbones se_resnet50 se_resnet18] [--batch-size 32]
+    python benchmarks/compare_pytorch.py --quick --backbones se_resnet50   # inference only, one process each
 """
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from timing import rate  # benchmarks/timing.py: the script's folder is on sys.path
 
 SIZE = 112
 OUTPUTS = 17
+# Seconds each figure is timed for (at least): the default, and --quick.
+SECONDS = {"full": 4.0, "quick": 2.0}
+STACKS = {"se_resnet50": ("bottleneck", (3, 4, 6, 3)), "se_resnet18": ("basic", (2, 2, 2, 2))}
 
 
-def torch_infer(backbone, batch, threads):
-    import timm
+def torch_se_resnet(backbone, num_classes=OUTPUTS):
+    """timm's ``seresnet50`` / ``seresnet18`` layer for layer (random weights; speed does not depend on them)."""
+    from torch import nn
+
+    def conv_bn(cin, cout, kernel, stride=1):
+        return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout))
+
+    class SE(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            hidden = max(8, int(channels / 16 + 4) // 8 * 8)  # timm's make_divisible(channels / 16, 8)
+            self.fc1, self.fc2 = nn.Conv2d(channels, hidden, 1), nn.Conv2d(hidden, channels, 1)
+
+        def forward(self, x):
+            gate = x.mean((2, 3), keepdim=True)
+            return x * self.fc2(self.fc1(gate).relu()).sigmoid()
+
+    class Block(nn.Module):
+        def __init__(self, kind, cin, width, stride):
+            super().__init__()
+            cout = width * (4 if kind == "bottleneck" else 1)
+            if kind == "bottleneck":
+                self.body = nn.Sequential(conv_bn(cin, width, 1), nn.ReLU(), conv_bn(width, width, 3, stride),
+                                          nn.ReLU(), conv_bn(width, cout, 1), SE(cout))
+            else:
+                self.body = nn.Sequential(conv_bn(cin, width, 3, stride), nn.ReLU(), conv_bn(width, cout, 3), SE(cout))
+            self.shortcut = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+            self.out_channels = cout
+
+        def forward(self, x):
+            return (self.body(x) + self.shortcut(x)).relu()
+
+    kind, stacks = STACKS[backbone]
+    layers, cin = [conv_bn(3, 64, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1)], 64
+    for i, (blocks, width) in enumerate(zip(stacks, (64, 128, 256, 512))):
+        for j in range(blocks):
+            layers.append(Block(kind, cin, width, 2 if i > 0 and j == 0 else 1))
+            cin = layers[-1].out_channels
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+
+
+def torch_infer(backbone, batch, threads, seconds, cache):
     import torch
 
     torch.set_num_threads(threads)
     x = torch.rand(batch, 3, SIZE, SIZE) * 255.0
     results = {}
-    model = timm.create_model(TIMM_NAMES[backbone], pretrained=False, num_classes=OUTPUTS).eval()
+    model = torch_se_resnet(backbone).eval()
     with torch.inference_mode():
-        results["eager"] = rate(lambda: model(x), batch)
+        results["eager"] = rate(lambda: model(x), batch, min_seconds=seconds)
         model_cl = model.to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
-        results["channels_last"] = rate(lambda: model_cl(x_cl), batch)
+        results["channels_last"] = rate(lambda: model_cl(x_cl), batch, min_seconds=seconds)
         compiled = torch.compile(model_cl)
-        results["compile_channels_last"] = rate(lambda: compiled(x_cl), batch, warmup=3)
-    results["versions"] = f"torch {torch.__version__}, timm {timm.__version__}"
+        results["compile_channels_last"] = rate(lambda: compiled(x_cl), batch, warmup=3, min_seconds=seconds)
+    results["versions"] = f"torch {torch.__version__}"
     return results
 
 
-def torch_train(backbone, batch, threads):
-    import timm
+def torch_train(backbone, batch, threads, seconds, cache):
     import torch
 
     torch.set_num_threads(threads)
     x = torch.rand(batch, 3, SIZE, SIZE) * 255.0
-    model = timm.create_model(TIMM_NAMES[backbone], pretrained=False, num_classes=OUTPUTS).train()
+    model = torch_se_resnet(backbone).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
     target = torch.randint(0, OUTPUTS, (batch,))
 
@@ -68,26 +119,50 @@ def torch_train(backbone, batch, threads):
     return {"train_eager": rate(step, batch, warmup=2, min_seconds=8.0, min_repeats=3)}
 
 
-def keras_infer(backbone, batch, threads):
+def keras_infer(backbone, batch, threads, seconds, cache):
     import keras
     import numpy as np
     import tensorflow as tf
 
     from keras_mtanet import MTANet
 
-    results = {}
     x = np.random.default_rng(0).uniform(0, 255, (batch, SIZE, SIZE, 3)).astype("float32")
     model = MTANet(backbone, input_shape=(SIZE, SIZE, 3))
-    results["predict_on_batch"] = rate(lambda: model.predict_on_batch(x), batch)
-    folded = model.inference_model()
-    results["predict_on_batch_folded"] = rate(lambda: folded.predict_on_batch(x), batch)
-    half = model.inference_model("bfloat16")
-    results["predict_on_batch_bf16"] = rate(lambda: half.predict_on_batch(x), batch)
-    results["versions"] = f"tensorflow {tf.__version__}, keras {keras.__version__}"
+    return {"predict_on_batch": rate(lambda: model.predict_on_batch(x), batch, min_seconds=seconds),
+            "versions": f"tensorflow {tf.__version__}, keras {keras.__version__}"}
+
+
+def runtime_infer(name, backbone, batch, threads, seconds, cache):
+    """Every precision of runtime ``name`` on a fresh MTANet; exports land in (and are reused from) ``cache``."""
+    import keras
+    import numpy as np
+
+    from keras_mtanet import MTANet
+    from keras_mtanet.data import synthetic
+    from keras_mtanet.inference import runtimes
+
+    x = np.random.default_rng(0).uniform(0, 255, (batch, SIZE, SIZE, 3)).astype("float32")
+    # Fixed seeds: the same weights in every process, so the cached exports are reused (and int8's speed does
+    # not depend on which faces calibrated it: 32 synthetic ones keep the conversion short).
+    keras.utils.set_random_seed(0)
+    model = MTANet(backbone, input_shape=(SIZE, SIZE, 3))
+    calibration = synthetic.generate(32, size=SIZE, seed=1)[0].astype("float32")
+    results = {}
+    for precision in runtimes.PRECISIONS[name]:
+        run = runtimes.load_runtime(model, name, precision, cache_dir=cache, calibration=calibration)
+        results[f"{name} {precision}"] = rate(lambda run=run: run(x), batch, min_seconds=seconds)
+    results["versions"] = runtime_version(name)
     return results
 
 
-def keras_fit(backbone, batch, threads, policy="float32"):
+def runtime_version(name):
+    from importlib import metadata
+
+    package = {"keras": "keras", "tflite": "tensorflow", "openvino": "openvino", "onnxruntime": "onnxruntime"}[name]
+    return f"{package} {metadata.version(package)}"
+
+
+def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
     import keras
     import numpy as np
 
@@ -112,13 +187,16 @@ def keras_fit(backbone, batch, threads, policy="float32"):
 
 PARTS = {"torch_infer": torch_infer, "torch_train": torch_train, "keras_infer": keras_infer,
          "keras_fit": keras_fit, "keras_fit_bf16": lambda *a: keras_fit(*a, policy="mixed_bfloat16")}
-TIMM_NAMES = {"se_resnet50": "seresnet50", "se_resnet18": "seresnet18"}
+RUNTIME_NAMES = ("keras", "openvino", "tflite", "onnxruntime")  # keras_mtanet.inference.runtimes.RUNTIMES
+PARTS.update({f"runtime_{name}": (lambda *a, name=name: runtime_infer(name, *a)) for name in RUNTIME_NAMES})
+TRAINING = ("torch_train", "keras_fit", "keras_fit_bf16")
 
 
-def child(part, backbone, batch, threads):
+def child(part, backbone, batch, threads, seconds, cache):
     """Run one framework's measurements in a fresh interpreter; returns its results dict."""
     out = subprocess.run([sys.executable, __file__, "--child", part, "--backbones", backbone, "--batch-size",
-                          str(batch), "--threads", str(threads)], capture_output=True, text=True)
+                          str(batch), "--threads", str(threads), "--seconds", str(seconds), "--cache-dir", cache],
+                         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{part} measurement failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -131,47 +209,87 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3,
                         help="fresh processes per framework; medians are reported (speed varies between processes)")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIME_NAMES, default=None,
+                        help="prediction runtimes to measure (default: every installed one)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"inference only, one process per measurement, {SECONDS['quick']:.0f} s per figure")
+    parser.add_argument("--cache-dir", help="folder for the exported models (default: a temporary one)")
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=tuple(PARTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(PARTS[args.child](args.backbones[0], args.batch_size, args.threads)))
+        print(json.dumps(PARTS[args.child](args.backbones[0], args.batch_size, args.threads, args.seconds,
+                                           args.cache_dir)))
         return
 
+    from keras_mtanet.inference import runtimes
+
+    names = args.runtimes or runtimes.available()
+    repeats = 1 if args.quick else args.repeats
+    seconds = SECONDS["quick" if args.quick else "full"]
+    parts = [p for p in PARTS if not (args.quick and p in TRAINING)
+             and not (p.startswith("runtime_") and p[len("runtime_"):] not in names)]
+    cache = args.cache_dir or tempfile.mkdtemp(prefix="compare_pytorch-")
     print(f"{SIZE}x{SIZE}, batch {args.batch_size}, {args.threads} threads; img/s (higher is better), median of "
-          f"{args.repeats} processes per framework [min-max]")
-    for backbone in args.backbones:
-        runs = {"torch": [], "keras": []}
-        for _ in range(args.repeats):  # alternate, so both see the same machine conditions
-            for framework in runs:
-                merged = {}
-                for part in PARTS:  # every measurement in a fresh process
-                    if part.startswith(framework):
-                        merged.update(child(part, backbone, args.batch_size, args.threads))
-                runs[framework].append(merged)
-        theirs, ours = _medians(runs["torch"]), _medians(runs["keras"])
-        print(f"\n{backbone}  ({runs['torch'][0]['versions']}; {runs['keras'][0]['versions']})")
-        for name, label in (("eager", "PyTorch eager"), ("channels_last", "PyTorch channels_last"),
-                            ("compile_channels_last", "PyTorch torch.compile + channels_last"),
-                            ("train_eager", "PyTorch eager SGD step")):
+          f"{repeats} processes per measurement [min-max]{'; --quick' if args.quick else ''}")
+    try:
+        for backbone in args.backbones:
+            report(backbone, parts, names, repeats, args.batch_size, args.threads, seconds, cache)
+    finally:
+        if args.cache_dir is None:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def report(backbone, parts, names, repeats, batch, threads, seconds, cache):
+    runs = {"torch": [], "keras": []}
+    for _ in range(repeats):  # alternate, so both see the same machine conditions
+        for framework, results in runs.items():
+            merged = {}
+            for part in parts:  # every measurement in a fresh process
+                if part.startswith(framework) or (framework == "keras" and part.startswith("runtime_")):
+                    result = child(part, backbone, batch, threads, seconds, cache)
+                    if part.startswith("runtime_"):
+                        merged.setdefault("runtime_versions", []).append(result.pop("versions"))
+                    merged.update(result)
+            results.append(merged)
+    theirs, ours = _medians(runs["torch"]), _medians(runs["keras"])
+    best_torch = theirs["compile_channels_last"]
+    versions = ", ".join([runs["keras"][0]["versions"]] + [v for v in runs["keras"][0].get("runtime_versions", [])
+                                                           if not v.startswith(("keras ", "tensorflow "))])
+    print(f"\n{backbone}  ({runs['torch'][0]['versions']}; {versions})")
+    rows = [("eager", "PyTorch eager"), ("channels_last", "PyTorch channels_last"),
+            ("compile_channels_last", "PyTorch torch.compile + channels_last"),
+            ("train_eager", "PyTorch eager SGD step")]
+    for name, label in rows:
+        if name in theirs:
             print(f"  {label:<46} {_spread(runs['torch'], name)}")
-        for name, label in (("predict_on_batch", "MTANet predict_on_batch float32"),
-                            ("predict_on_batch_folded", "MTANet inference_model() float32"),
-                            ("predict_on_batch_bf16", "MTANet inference_model('bfloat16')"),
-                            ("fit", "MTANet fit float32 (SGD)"), ("fit_bf16", "MTANet fit mixed_bfloat16 (SGD)")):
+    print(f"  {'':<46} {'img/s':>7}  [range]      vs torch.compile + channels_last")
+    inference = ["predict_on_batch"] + [key for key in ours if key.split()[0] in RUNTIME_NAMES]
+    labels = {"predict_on_batch": "MTANet predict_on_batch float32 (as trained)"}
+    for key in inference:
+        label = labels.get(key, f"runtime {key}")
+        print(f"  {label:<46} {_spread(runs['keras'], key)}  {ours[key] / best_torch:.2f}x")
+    for name, label in (("fit", "MTANet fit float32 (SGD)"), ("fit_bf16", "MTANet fit mixed_bfloat16 (SGD)")):
+        if name in ours:
             print(f"  {label:<46} {_spread(runs['keras'], name)}")
-        best_torch = theirs["compile_channels_last"]
-        print(f"  inference float32 vs torch.compile+channels_last: predict_on_batch "
-              f"{ours['predict_on_batch'] / best_torch:.2f}x, "
-              f"inference_model {ours['predict_on_batch_folded'] / best_torch:.2f}x (target 1.2x)")
-        print(f"  inference bfloat16 vs our float32 inference_model: "
-              f"{ours['predict_on_batch_bf16'] / ours['predict_on_batch_folded']:.2f}x (target 1.8x); "
-              f"vs torch.compile: {ours['predict_on_batch_bf16'] / best_torch:.2f}x")
+    fp32 = {key: value for key, value in ours.items() if key.endswith(" float32")}
+    if fp32:
+        best = max(fp32, key=fp32.get)
+        print(f"  inference float32: fastest runtime {best.split()[0]} {fp32[best] / best_torch:.2f}x "
+              f"torch.compile + channels_last (target 1.2x); keras {ours.get('keras float32', 0) / best_torch:.2f}x")
+    reduced = {key: value for key, value in ours.items() if key.split()[-1] in ("bfloat16", "int8")}
+    for key, value in reduced.items():
+        base = ours.get(f"{key.split()[0]} float32")
+        vs_own = f"{value / base:.2f}x its float32, " if base else ""
+        print(f"  inference {key}: {vs_own}{value / best_torch:.2f}x torch.compile + channels_last")
+    if "train_eager" in theirs and "fit" in ours:
         print(f"  training float32 vs eager PyTorch step: {ours['fit'] / theirs['train_eager']:.2f}x (target 1.2x); "
               f"mixed bfloat16: {ours['fit_bf16'] / theirs['train_eager']:.2f}x")
 
 
 def _medians(results):
-    return {key: statistics.median(r[key] for r in results) for key in results[0] if key != "versions"}
+    return {key: statistics.median(r[key] for r in results) for key, value in results[0].items()
+            if isinstance(value, float)}
 
 
 def _spread(results, key):

@@ -1,8 +1,9 @@
-"""Export a model for serving: TensorFlow SavedModel, TFLite (float32 or int8) and ONNX.
+"""Export a model for serving: TensorFlow SavedModel, TFLite (float32 or int8), ONNX and OpenVINO IR.
 
 Every format takes RGB face crops with values in [0, 255] (float32, N x H x W x 3; normalisation is inside
 the model) and returns ``va`` (N, 2), ``au`` (N, 8) and ``expr`` (N, 7), as ``MTANet.predict`` does. The
-exported graph is the batch-norm-folded inference form (``MTANet.inference_model``).
+exported graph is the batch-norm-folded inference form (``MTANet.inference_model``). Every format keeps the
+batch dimension dynamic. ``keras_mtanet.inference.runtimes`` runs the exported forms.
 """
 
 import os
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import DataError
-from keras_mtanet.inference.detection import DependencyError
+from keras_mtanet.errors import DataError, DependencyError
 from keras_mtanet.labels import TASKS
 
-FORMATS = ("savedmodel", "tflite", "onnx")
+FORMATS = ("savedmodel", "tflite", "onnx", "openvino")
+# The suffix of each file format (required for OpenVINO, whose weights go beside the .xml as .bin).
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 
 
 def _inference_form(model):
@@ -85,6 +87,20 @@ def export_onnx(model, path, opset=None):
     return Path(path)
 
 
+def export_openvino(model, path):
+    """An OpenVINO IR: ``path`` (``.xml``, the graph) and the weights beside it (same name, ``.bin``), via
+    Keras's own exporter (the ``[openvino]`` extra). Input ``image``; outputs va, au, expr."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise DependencyError("OpenVINO export needs openvino: pip install 'keras-mtanet[openvino]'") from None
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise DataError(f"{path}: an OpenVINO export is a .xml file (its weights go beside it as .bin)")
+    _inference_form(model).export(str(path), format="openvino", verbose=False)
+    return path
+
+
 def check_export_path(path, format, overwrite=False):
     """``DataError`` unless ``path`` can receive an export: its folder exists and nothing is there (an empty
     folder for a SavedModel), or ``overwrite`` was asked for. Nothing is touched."""
@@ -102,6 +118,14 @@ def check_export_path(path, format, overwrite=False):
             raise DataError(f"{path}: already exists; choose another --output or pass --overwrite to replace it")
         if path.is_dir() and format != "savedmodel":
             raise DataError(f"{path}: is a folder; a {format} export is a file")
+    if format == "openvino":
+        if path.suffix != ".xml":
+            raise DataError(f"{path}: an OpenVINO export is a .xml file (its weights go beside it as .bin)")
+        weights = path.with_suffix(".bin")
+        if (weights.is_symlink() or weights.exists()) and not overwrite:
+            raise DataError(f"{weights}: already exists; choose another --output or pass --overwrite to replace it")
+        if weights.is_dir() and not weights.is_symlink():
+            raise DataError(f"{weights}: is a folder; the OpenVINO weights file goes there")
     return path
 
 
@@ -122,6 +146,10 @@ def export(model, path, format, int8=False, calibration=None, overwrite=False):
             export_savedmodel(model, staged)
         elif format == "tflite":
             export_tflite(model, staged, int8=int8, calibration=calibration)
+        elif format == "openvino":
+            export_openvino(model, staged)
+            # The weights first: the .xml names the model, so it appears only once its weights are in place.
+            os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
         else:
             export_onnx(model, staged)
         if path.is_dir() and not path.is_symlink():

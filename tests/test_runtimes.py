@@ -1,0 +1,215 @@
+"""Every runtime gives the Keras model's outputs for any batch size; missing packages, bad arguments and the
+export cache behave as documented."""
+
+import builtins
+import gc
+import shutil
+
+import numpy as np
+import pytest
+
+from keras_mtanet import MTANet, export
+from keras_mtanet.errors import DataError, DependencyError, UsageError
+from keras_mtanet.inference import runtimes
+
+EXTRAS = {"openvino": "openvino", "onnxruntime": "onnx"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny MTANet whose batch norms hold non-trivial statistics, so the folded exports have work to do."""
+    net = MTANet("se_resnet18", input_shape=(64, 64, 3), stack_blocks=(1, 1, 1, 1))
+    rng = np.random.default_rng(7)
+    for weight in net.weights:
+        leaf = weight.path.rsplit("/", 1)[-1]
+        shape = tuple(weight.shape)
+        if leaf == "moving_variance":
+            weight.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
+        elif leaf in ("moving_mean", "beta"):
+            weight.assign(rng.normal(0.0, 0.1, shape).astype("float32"))
+        elif leaf == "gamma":
+            weight.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
+    return net
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(3).uniform(0, 255, (5, 64, 64, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def expected(model, images):
+    """The trainable model's own outputs (batch norms unfolded): the reference every runtime must give."""
+    return model.predict_on_batch(images)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("runtime_cache")
+
+
+def _require(name):
+    if not runtimes.installed(name):
+        pytest.skip(f"{name} is not installed (pip install 'keras-mtanet[{EXTRAS[name]}]')")
+
+
+@pytest.mark.parametrize("name", runtimes.RUNTIMES)
+def test_float32_runtime_equals_keras_for_any_batch_size(name, model, images, expected, cache):
+    if name in EXTRAS:
+        _require(name)
+    run = runtimes.load_runtime(model, name, cache_dir=cache)
+    assert (run.name, run.precision) == (name, "float32")
+    assert (run.path is None) == (name == "keras")
+    for batch in (slice(0, 5), slice(0, 1), slice(1, 4), slice(0, 5), slice(0, 0)):  # sizes 5, 1, 3, 5, 0
+        out = run(images[batch])
+        assert sorted(out) == ["au", "expr", "va"]
+        for key, width in (("va", 2), ("au", 8), ("expr", 7)):
+            assert out[key].dtype == np.float32
+            assert out[key].shape == (len(images[batch]), width)
+            np.testing.assert_allclose(out[key], expected[key][batch], atol=1e-4, rtol=0, err_msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("name", ["keras", "openvino"])
+def test_bfloat16_runtime_stays_close_to_float32(name, model, images, expected, cache):
+    if name in EXTRAS:
+        _require(name)
+    run = runtimes.load_runtime(model, name, "bfloat16", cache_dir=cache)
+    out = run(images)
+    # bfloat16 keeps 8 significant bits: a few hundredths on these outputs, far from another prediction.
+    for key in ("va", "au", "expr"):
+        np.testing.assert_allclose(out[key], expected[key], atol=0.05, rtol=0, err_msg=key)
+    np.testing.assert_allclose(out["expr"].sum(1), 1.0, atol=1e-3)
+    if name == "keras":  # bfloat16 arithmetic in effect (OpenVINO uses it only where the CPU has it)
+        assert np.abs(out["va"] - expected["va"]).max() > 1e-5
+
+
+def test_tflite_int8_runtime_runs_a_smaller_file(model, images, expected, cache):
+    run = runtimes.load_runtime(model, "tflite", "int8", cache_dir=cache, calibration=images)
+    fp32 = runtimes.load_runtime(model, "tflite", cache_dir=cache)  # reused from the float32 test
+    assert "int8" in run.path.parent.name
+    assert run.path.stat().st_size < 0.4 * fp32.path.stat().st_size
+    out = run(images[:3])
+    assert out["expr"].shape == (3, 7)
+    np.testing.assert_allclose(out["expr"].sum(1), 1.0, atol=0.02)
+    np.testing.assert_allclose(out["au"], expected["au"][:3], atol=0.2)
+
+
+def test_missing_package_is_a_one_line_dependency_error(model, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_runtimes(name, *args, **kwargs):
+        if name.split(".")[0] in ("openvino", "onnxruntime"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_runtimes)
+    with pytest.raises(DependencyError) as error:
+        runtimes.load_runtime(model, "openvino")
+    assert str(error.value) == "the openvino runtime needs openvino: pip install 'keras-mtanet[openvino]'"
+    with pytest.raises(DependencyError, match=r"^the onnxruntime runtime needs onnxruntime: "
+                                              r"pip install 'keras-mtanet\[onnx\]'$"):
+        runtimes.load_runtime(model, "onnxruntime")
+    with pytest.raises(DependencyError, match=r"pip install 'keras-mtanet\[openvino\]'"):
+        export.export_openvino(model, "unused.xml")
+
+
+def test_best_runtime_is_the_fastest_installed_one(monkeypatch):
+    present = set()
+    monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda module: object() if module in present else None)
+    assert runtimes.available() == ("keras", "tflite")  # TensorFlow's own: always there
+    assert runtimes.best_runtime() == "keras"
+    present.update({"onnxruntime", "tf2onnx"})
+    assert runtimes.available() == ("keras", "tflite", "onnxruntime")
+    assert runtimes.best_runtime() == "keras"
+    present.add("openvino")
+    assert runtimes.available() == runtimes.RUNTIMES
+    assert runtimes.best_runtime() == "openvino"
+    present.discard("tf2onnx")  # ONNX Runtime alone cannot run a Keras model: the export needs tf2onnx
+    assert not runtimes.installed("onnxruntime")
+
+
+def test_usage_errors_name_the_problem(model, images):
+    with pytest.raises(UsageError, match=r"^unknown runtime 'tensorrt'; choose one of keras, openvino, tflite, "
+                                         r"onnxruntime$"):
+        runtimes.load_runtime(model, "tensorrt")
+    with pytest.raises(UsageError, match=r"^the onnxruntime runtime runs in float32, not 'int8'$"):
+        runtimes.load_runtime(model, "onnxruntime", "int8")
+    run = runtimes.load_runtime(model, "keras")
+    with pytest.raises(UsageError, match=r"takes \(N, 64, 64, 3\) images, got shape \(64, 64, 3\)"):
+        run(images[0])
+
+
+def test_export_cache_reuses_files_and_never_replaces_any(model, cache, monkeypatch):
+    user_file = cache / "notes.txt"
+    user_file.write_text("mine")
+    first = runtimes.load_runtime(model, "tflite", cache_dir=cache)
+    exported = first.path.read_bytes()
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again instead of reusing the cached file")
+
+    monkeypatch.setattr(export, "export_tflite", no_export)
+    again = runtimes.load_runtime(model, "tflite", cache_dir=cache)
+    assert again.path == first.path and again.path.read_bytes() == exported
+    assert user_file.read_text() == "mine"
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+
+    # Another model (one weight changed) gets another name, so a stale export is never picked up.
+    digest = runtimes.model_digest(model, "tflite")
+    kernel = next(w for w in model.weights if w.path.endswith("kernel"))
+    saved = kernel.numpy()
+    kernel.assign(saved + 1e-3)
+    try:
+        assert runtimes.model_digest(model, "tflite") != digest
+    finally:
+        kernel.assign(saved)
+    assert runtimes.model_digest(model, "tflite") == digest
+    assert runtimes.model_digest(model, "tflite", int8=True) != digest
+
+    with pytest.raises(DataError, match=r"notes.txt: is not a folder"):
+        runtimes.load_runtime(model, "tflite", cache_dir=user_file)
+
+
+def test_without_cache_dir_the_export_goes_with_the_runtime(model, images, expected, cache, monkeypatch):
+    cached = runtimes.load_runtime(model, "tflite", cache_dir=cache).path
+    # The export itself is tested above: copy it rather than convert again.
+    monkeypatch.setattr(export, "export_tflite", lambda model, path, **kwargs: shutil.copy(cached, path))
+    run = runtimes.load_runtime(model, "tflite")
+    folder = run.path.parent.parent
+    assert folder != cache and folder.is_dir()
+    np.testing.assert_allclose(run(images[:2])["va"], expected["va"][:2], atol=1e-4)
+    del run
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_openvino_export_format_is_atomic_and_refuses_to_overwrite(model, images, expected, tmp_path,
+                                                                   monkeypatch):
+    _require("openvino")
+    import openvino as ov
+
+    target = tmp_path / "m.xml"
+    assert export.export(model, target, "openvino") == target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
+    compiled = ov.Core().compile_model(str(target), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(images)
+    np.testing.assert_allclose(result[compiled.output("expr")], expected["expr"], atol=1e-4)
+
+    with pytest.raises(DataError, match=r"m.xml: already exists"):
+        export.export(model, target, "openvino")
+    user_weights = tmp_path / "other.bin"
+    user_weights.write_bytes(b"not ours")
+    with pytest.raises(DataError, match=r"other.bin: already exists"):
+        export.export(model, tmp_path / "other.xml", "openvino")
+    assert user_weights.read_bytes() == b"not ours" and not (tmp_path / "other.xml").exists()
+    with pytest.raises(DataError, match=r"m.onnx: an OpenVINO export is a .xml file"):
+        export.export(model, tmp_path / "m.onnx", "openvino")
+
+    def new_export(model, path):  # stands in for a second conversion: the replacement is what is tested
+        path.write_text("new graph")
+        path.with_suffix(".bin").write_text("new weights")
+
+    monkeypatch.setattr(export, "export_openvino", new_export)
+    export.export(model, target, "openvino", overwrite=True)
+    assert (target.read_text(), (tmp_path / "m.bin").read_text()) == ("new graph", "new weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "other.bin"]
