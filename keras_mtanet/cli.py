@@ -75,9 +75,10 @@ def predict_arguments(p):
                    help="predict video frames 0, K, 2K, ... only (default 1: every frame)")
     p.add_argument("--max-frames", type=int, metavar="N", help="predict at most N frames of each video or webcam")
     p.add_argument("--min-face", type=int, default=40, help="smallest face side in pixels (default 40)")
-    p.add_argument("--runtime", choices=runtimes.RUNTIMES, default="keras",
-                   help="what runs the model: keras (default), or an exported form (same outputs to 1e-4 in "
-                        "float32; see keras_mtanet.inference.runtimes)")
+    p.add_argument("--runtime", choices=runtimes.RUNTIMES, default=None,
+                   help="what runs the model: keras, or an exported form (same outputs to 1e-4 in float32; see "
+                        "keras_mtanet.inference.runtimes); default: $KERAS_MTANET_RUNTIME, else the fastest "
+                        "installed (openvino with keras-mtanet[openvino], else keras)")
     p.add_argument("--precision", choices=precisions, default="float32",
                    help="float32 (default); " + "; ".join(f"{name}: {', '.join(names)}" for name, names in
                                                            runtimes.PRECISIONS.items()))

@@ -46,6 +46,10 @@ def run_predict(args):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its warnings repeat our error lines
     at_least_one(batch_size=args.batch_size, every=args.every, stride=args.stride, max_frames=args.max_frames,
                  min_face=args.min_face)
+    if args.runtime is None:
+        args.runtime = runtimes.default_runtime(args.precision)
+        if args.cache_dir is None and args.runtime != "keras":
+            args.cache_dir = str(runtimes.default_cache_dir())
     if args.precision not in runtimes.PRECISIONS[args.runtime]:
         raise UsageError(f"--precision {args.precision}: the {args.runtime} runtime runs in "
                          f"{' or '.join(runtimes.PRECISIONS[args.runtime])}")

@@ -7,6 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_HUB_OFFLINE", None)
+# Predictors in tests run Keras unless a test names a runtime (the default would export to OpenVINO where installed).
+os.environ["KERAS_MTANET_RUNTIME"] = "keras"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -213,3 +213,23 @@ def test_openvino_export_format_is_atomic_and_refuses_to_overwrite(model, images
     export.export(model, target, "openvino", overwrite=True)
     assert (target.read_text(), (tmp_path / "m.bin").read_text()) == ("new graph", "new weights")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml", "other.bin"]
+
+
+def test_default_runtime_follows_the_variable_then_the_fastest_installed(monkeypatch, tmp_path):
+    monkeypatch.setenv(runtimes.RUNTIME_VARIABLE, "tflite")
+    assert runtimes.default_runtime() == "tflite"
+    monkeypatch.setenv(runtimes.RUNTIME_VARIABLE, "magic")
+    with pytest.raises(UsageError, match="KERAS_MTANET_RUNTIME='magic'"):
+        runtimes.default_runtime()
+    monkeypatch.delenv(runtimes.RUNTIME_VARIABLE)
+    monkeypatch.setattr(runtimes, "installed", lambda name: name in ("keras", "tflite", "openvino"))
+    assert runtimes.default_runtime() == "openvino"
+    assert runtimes.default_runtime("bfloat16") == "openvino"
+    assert runtimes.default_runtime("int8") == "tflite"  # the first installed runtime offering int8
+    monkeypatch.setattr(runtimes, "installed", lambda name: name == "keras")
+    assert runtimes.default_runtime() == "keras"
+    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(tmp_path))
+    assert runtimes.default_cache_dir() == tmp_path / "runtimes"
+    monkeypatch.delenv(runtimes.CACHE_VARIABLE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert runtimes.default_cache_dir() == tmp_path / "xdg" / "keras_mtanet" / "runtimes"

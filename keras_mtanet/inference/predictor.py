@@ -73,9 +73,12 @@ class Predictor(Pipeline):
         precision: one of ``runtimes.PRECISIONS[runtime]``: ``"float32"``; ``"bfloat16"`` (about twice as fast
             on CPUs with AMX / AVX-512 BF16); ``"int8"`` (TFLite). Check reduced precision on your data, see
             ``benchmarks/reduced_precision.py``.
-        runtime: what runs the model, one of ``runtimes.RUNTIMES``: ``"keras"`` (default), or an exported form
-            run by OpenVINO, TFLite or ONNX Runtime (same outputs to 1e-4 in float32; see ``runtimes``).
-        cache_dir: folder keeping the exported forms between runs (default: a temporary one).
+        runtime: what runs the model, one of ``runtimes.RUNTIMES``: ``"keras"``, or an exported form run by
+            OpenVINO, TFLite or ONNX Runtime (same outputs to 1e-4 in float32; see ``runtimes``). Default
+            (``None``): ``$KERAS_MTANET_RUNTIME``, else the fastest installed (``runtimes.default_runtime``:
+            OpenVINO where ``keras-mtanet[openvino]`` is installed, else Keras).
+        cache_dir: folder keeping the exported forms between runs (default: ``runtimes.default_cache_dir()``
+            for the default runtime, a temporary folder for a named one).
 
     Example:
         >>> predictor = keras_mtanet.Predictor()          # embedded preset, default detector, Keras
@@ -84,7 +87,7 @@ class Predictor(Pipeline):
     """
 
     def __init__(self, model=None, detector=DEFAULT_DETECTOR, batch_size=32, detect_every=1, min_face_size=40,
-                 template=None, max_latency=0.5, precision="float32", runtime="keras", cache_dir=None):
+                 template=None, max_latency=0.5, precision="float32", runtime=None, cache_dir=None):
         super().__init__()
         if isinstance(detector, str) and detector not in DETECTORS:
             raise UsageError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
@@ -92,11 +95,18 @@ class Predictor(Pipeline):
             from keras_mtanet.hub import load_pretrained
             model = load_pretrained(model)
         self.model = model
+        if runtime is None:  # the fastest installed one, its exports kept between runs
+            runtime = runtimes.default_runtime(precision)
+            if cache_dir is None and runtime != "keras":
+                cache_dir = runtimes.default_cache_dir()
         self.runtime = runtimes.load_runtime(model, runtime, precision, cache_dir=cache_dir)
         self.size = int(model.input_shape[1])
         meta = getattr(model, "metadata", None) or {}
-        self.template = np.asarray(template if template is not None
-                                   else meta.get("alignment_template", alignment.TEMPLATE), np.float64)
+        if template is None:  # the converter's (a preset's template travels in it), else the metadata's
+            converter = getattr(model, "preprocessor", None)
+            template = (converter.template if converter is not None
+                        else meta.get("alignment_template", alignment.TEMPLATE))
+        self.template = np.asarray(template, np.float64)
         if isinstance(detector, str):
             detector = make_detector(detector, min_face_size=min_face_size)
         self.detector = detector

@@ -62,6 +62,32 @@ def best_runtime():
     return next(name for name in DEFAULT_ORDER if installed(name))
 
 
+RUNTIME_VARIABLE = "KERAS_MTANET_RUNTIME"  # the runtime Predictor and predict use when none is given
+CACHE_VARIABLE = "KERAS_MTANET_CACHE"
+
+
+def default_runtime(precision="float32"):
+    """The runtime used when none is named: ``$KERAS_MTANET_RUNTIME`` if set, else the first installed runtime of
+    ``DEFAULT_ORDER`` that offers ``precision``."""
+    chosen = os.environ.get(RUNTIME_VARIABLE)
+    if chosen:
+        if chosen not in RUNTIMES:
+            raise UsageError(f"{RUNTIME_VARIABLE}={chosen!r}: choose one of {', '.join(RUNTIMES)}")
+        return chosen
+    return next((name for name in DEFAULT_ORDER if installed(name) and precision in PRECISIONS[name]), "keras")
+
+
+def default_cache_dir():
+    """Where exported forms are kept between runs when no ``cache_dir`` is given to a default runtime:
+    ``$KERAS_MTANET_CACHE/runtimes``, else ``$XDG_CACHE_HOME/keras_mtanet/runtimes`` (``~/.cache`` by default).
+    Each export sits in a folder named by a digest of the model's config and weights, so a changed model never
+    picks up a stale file."""
+    root = os.environ.get(CACHE_VARIABLE)
+    if root:
+        return Path(root) / "runtimes"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keras_mtanet" / "runtimes"
+
+
 def load_runtime(model, name, precision="float32", cache_dir=None, calibration=None):
     """A callable running ``model`` through runtime ``name`` (one of ``RUNTIMES``).
 
