@@ -76,10 +76,10 @@ def train(args):
     import cv2
     import keras
 
-    from keras_mtanet import train as recipes
+    from keras_mtanet import recipe  # the config and what it builds, without TensorFlow
     from keras_mtanet.model import MTANet
 
-    config = recipes.load_config(args.config, input_size=args.input_size, epochs=args.epochs)
+    config = recipe.load_config(args.config, input_size=args.input_size, epochs=args.epochs)
     faces, targets = unpack(args.packed)
     size, batch = int(config["input_size"]), int(config["batch_size"])
     keras.utils.set_random_seed(int(config["seed"]))
@@ -133,10 +133,9 @@ def train(args):
             return np.clip(image, 0, 255)
 
     data = Batches()
-    model = MTANet(config["backbone"], input_shape=(size, size, 3), stack_blocks=config["stack_blocks"],
-                   width=config["width"], color_mode=config["color_mode"])
+    model = recipe.build_model(config)
     index = argparse.Namespace(au=targets["au"])  # what compile_model reads (the AU positive weights)
-    recipes.compile_model(model, config, index, len(data))
+    recipe.compile_model(model, config, index, len(data))
     started = time.perf_counter()
 
     class Budget(keras.callbacks.Callback):
@@ -154,8 +153,11 @@ def train(args):
     seconds = time.perf_counter() - started
     bare = MTANet.from_config(model.get_config())  # a compiled model's file would carry the optimizer's slots too
     bare.set_weights(model.get_weights())
-    bare.save_weights(args.output)
-    Path(args.output).with_suffix(".json").write_text(json.dumps(
+    output = Path(args.output)
+    tmp = output.with_name(f".tmp-{output.name}")  # renamed into place once complete
+    bare.save_weights(tmp)
+    os.replace(tmp, output)
+    output.with_suffix(".json").write_text(json.dumps(
         {"config": config, "seconds": round(seconds, 1), "backend": keras.backend.backend(),
          "epochs_run": len(history.history.get("loss", [])), "stopped_by_time_budget": budget.stopped_after,
          "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}, indent=1))

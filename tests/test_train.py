@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_mtanet import load_pretrained, train, zoo
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import UsageError
 
 TINY_RECIPE = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25,
                "epochs": 2, "batch_size": 16, "optimizer": "adamw", "learning_rate": 0.003,
@@ -53,21 +53,72 @@ def test_a_finished_run_is_not_trained_again_or_overwritten(run):
     assert again == {k: round(float(v), 4) for k, v in scores.items()}
     assert len(said) == 1 and "already finished" in said[0]
     assert {p: p.stat().st_mtime_ns for p in (root / "run").rglob("*")} == before
-    with pytest.raises(DataError, match=r"used other settings \(epochs 2 -> 3\)"):
+    with pytest.raises(UsageError, match=r"used other settings \(epochs 2 -> 3\)"):
         train.train({**config, "epochs": 3}, root / "data", "synthetic", root / "run", log=lambda *a: None)
-    with pytest.raises(DataError, match="nothing to resume"):
+    with pytest.raises(UsageError, match="nothing to resume"):
         train.train(config, root / "data", "synthetic", root / "fresh", resume=True, log=lambda *a: None)
 
 
 def test_config_errors(tmp_path):
     (tmp_path / "bad.json").write_text('{"epochs": 1, "learning_rat": 0.1}')
-    with pytest.raises(DataError, match="unknown config key.*learning_rat"):
+    with pytest.raises(UsageError, match="bad.json: unknown config key.*learning_rat"):
         train.load_config(tmp_path / "bad.json")
     (tmp_path / "broken.json").write_text("{")
-    with pytest.raises(DataError, match="broken.json: not valid JSON"):
+    with pytest.raises(UsageError, match="broken.json: not valid JSON"):
         train.load_config(tmp_path / "broken.json")
     assert train.load_config(None, epochs=3)["epochs"] == 3
     assert train.load_config(None)["optimizer"] == "sgd"  # the authors' recipe by default
+    (tmp_path / "both.json").write_text('{"strategy": "mirrored", "distribution": "data-parallel"}')
+    with pytest.raises(UsageError, match="both.json: distribution data-parallel .* and strategy mirrored .* exclude"):
+        train.load_config(tmp_path / "both.json")
+    with pytest.raises(UsageError, match="training config: distribution must be one of null, data-parallel"):
+        train.load_config(None, distribution="pipeline")
+    assert train.STRATEGIES == ("default", "mirrored", "multiworker") and train.DISTRIBUTIONS == ("data-parallel",)
+
+
+def test_the_default_recipe_sgd_with_polynomial_decay_trains_and_writes_a_preset(tmp_path):
+    import types
+
+    import keras
+
+    from keras_mtanet import recipe
+
+    # The authors' recipe as load_config() gives it (SGD, Nesterov momentum 0.9, lr 1e-3, weight decay 1e-4,
+    # polynomial decay to 1e-5, uncertainty task weights, augmentation); only the network and the data are tiny.
+    config = train.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25,
+                               epochs=2, batch_size=16, synthetic=TINY_RECIPE["synthetic"])
+    assert (config["optimizer"], config["schedule"], config["task_weighting"]) == ("sgd", "polynomial", "uncertainty")
+    model = recipe.build_model(config)
+    recipe.compile_model(model, config, types.SimpleNamespace(au=np.eye(8, dtype="float32")), steps_per_epoch=5)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
+    assert optimizer.momentum == 0.9 and optimizer.weight_decay == 1e-4
+    schedule = keras.saving.deserialize_keras_object(optimizer.get_config()["learning_rate"])
+    # Linear (power 1) decay from 1e-3 to 1e-3 * 0.01 over 2 epochs of 5 steps, then constant.
+    for step, expected in ((0, 1e-3), (5, 0.5 * (1e-3 + 1e-5)), (10, 1e-5), (25, 1e-5)):
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5)
+
+    scores = train.train(config, tmp_path / "data", "synthetic", tmp_path / "run", verbose=0, tensorboard=False,
+                         log=lambda *a: None)
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"] and all(np.isfinite(float(r["loss"])) for r in rows)
+    preset = load_pretrained(str(tmp_path / "run"))
+    assert preset.metadata["training_config"] == config
+    assert preset.metadata["metrics"] == {k: round(float(v), 4) for k, v in scores.items()}
+    out = preset.predict(np.full((2, 32, 32, 3), 128, "float32"), verbose=0)
+    assert all(np.isfinite(v).all() for v in out.values())
+
+
+def test_the_multiworker_workaround_applies_under_that_strategy_only():
+    from keras_mtanet import MTANet, recipe
+    from keras_mtanet.strategies import MultiWorkerFit
+
+    config = train.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25)
+    assert type(recipe.build_model(config)) is MTANet
+    model = recipe.build_model({**config, "strategy": "multiworker"})
+    assert isinstance(model, MultiWorkerFit) and isinstance(model, MTANet)
+    assert model.get_config() == recipe.build_model(config).get_config()  # presets save the same config
 
 
 def test_au_pos_weight_by_hand():
@@ -187,13 +238,15 @@ def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path, capsys, mon
 def test_init_copies_every_matching_layer_and_adopts_the_architecture(run, tmp_path):
     from conftest import tiny_model
 
-    source = tiny_model(color_mode="grayscale")
-    target = tiny_model(num_aus=5, input_shape=(48, 48, 3))
+    source = tiny_model(color_mode="grayscale")  # head_filters 32
+    target = tiny_model(head_filters=16, input_shape=(48, 48, 3))
     copied, skipped = train.init_weights(target, source)
-    assert skipped == ["au"]  # 5 AUs cannot take the 8-AU head; everything else can
-    assert copied == sum(1 for layer in target.layers if layer.weights) - 1
+    # 16 head filters cannot take the 32-filter head convolutions, nor the task layers over their features;
+    # everything else can (no weight depends on the input size or the colour mode).
+    assert sorted(skipped) == ["au", "expr", "head_gap_conv", "head_gmp_conv", "va"]
+    assert copied == sum(1 for layer in target.layers if layer.weights) - 5
     for layer in target.layers:
-        if layer.weights and layer.name != "au":
+        if layer.weights and layer.name not in skipped:
             for a, b in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
                 np.testing.assert_array_equal(a, b)
 

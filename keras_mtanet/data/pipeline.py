@@ -32,7 +32,7 @@ def _tensors(index):
 
 def make_dataset(source, image_size=112, batch_size=32, training=False, augment=None, shuffle_buffer=20000,
                  seed=None, deterministic=False, balance_expressions=False, drop_remainder=False,
-                 num_parallel_calls=AUTOTUNE):
+                 num_parallel_calls=AUTOTUNE, shard=None):
     """A batched ``tf.data.Dataset`` of ``(images, {"va", "au", "expr"})`` from an index or TFRecords.
 
     Args:
@@ -51,6 +51,8 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
         balance_expressions: sample expression classes equally (frames without an expression label keep
             their natural share); an epoch still has as many frames as the source.
         drop_remainder: drop the last incomplete batch.
+        shard: ``(count, index)`` for one of ``count`` processes training together (same ``seed``): this
+            process's slice of each global batch of ``count * batch_size`` frames (give ``drop_remainder``).
     """
     if deterministic and seed is None:
         seed = 0
@@ -74,6 +76,12 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
             raise ValueError("balance_expressions needs a FrameIndex source, not TFRecords.")
         ds = tfrecord.read_examples(files, training=training, seed=seed, shuffle_buffer=shuffle_buffer)
         from_bytes, use_box, size = True, True, None
+
+    if shard is not None:
+        # Every process shuffles alike and keeps slice ``index`` of each global batch, before decoding: together
+        # the processes' n-th batches, in process order, are the n-th batch a single process would draw.
+        ds = ds.batch(batch_size).shard(*shard).unbatch()
+        size = size and size // shard[0]
 
     def load(data, box, labels):
         return decode_and_resize(data, image_size, box if use_box else None, from_bytes=from_bytes), labels
