@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from keras_mtanet import zoo
+from keras_mtanet import files, presets
 from keras_mtanet.errors import UsageError
 from keras_mtanet.recipe import SCORE_KEY
 
@@ -24,10 +24,8 @@ RUN_ENTRIES = {RUN_FILE, CONFIG_RECORD, LOG_FILE, LOCK_FILE, "checkpoints", "bac
 
 
 def _write_json(path, value):
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write JSON through a temporary file beside ``path``, renamed into place (``files.write_atomic``)."""
+    files.write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def _read_record(path):
@@ -46,7 +44,7 @@ def prepare_run_folder(output, config, run, resume):
         raise UsageError(f"{output}: is a file; --output must be a new or empty folder, or an earlier run's")
     backup = output / "backup"
     recorded = output / CONFIG_RECORD
-    if (output / zoo.METADATA_FILE).exists():
+    if (output / presets.METADATA_FILE).exists():
         if not recorded.exists():
             raise UsageError(f"{output}: holds a preset that is not a training run; choose another --output")
         check_same_run(output, config, run, finished=True)
@@ -146,7 +144,7 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
         """The pair's state if its weights are the ones it names, else ``None``."""
         state = _read_record(state_file)
         if isinstance(state, dict) and isinstance(state.get("epoch"), int) and weights.is_file() and \
-                state.get("weights_sha256") == zoo.sha256_file(weights):
+                state.get("weights_sha256") == presets.sha256_file(weights):
             return state
         return None
 
@@ -175,7 +173,7 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
         latest_s.unlink(missing_ok=True)
         os.replace(tmp, latest_w)
         _write_json(latest_s, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                               "weights_sha256": zoo.sha256_file(latest_w)})
+                               "weights_sha256": presets.sha256_file(latest_w)})
 
 
 def _copy_atomic(source, target):

@@ -11,11 +11,11 @@ interrupted.
 """
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
+from keras_mtanet import files
 from keras_mtanet.data import ferplus
 from keras_mtanet.errors import DataError, UsageError
 from keras_mtanet.teachers import au as au_teacher
@@ -37,9 +37,7 @@ def _settings(lm):
 
 
 def _write_json(path, data):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _read_json(path):
