@@ -3,7 +3,6 @@ build, compile and two fit steps on masked labels, evaluate, predict, a .keras r
 under TensorFlow loaded here, and a preset saved here. Prints one JSON object on its last line."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
