@@ -12,7 +12,7 @@ from keras_mtanet.hub import load_pretrained, publish
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model import MTANet
 from keras_mtanet.preprocessing import ImageConverter
-from keras_mtanet.zoo import list_presets
+from keras_mtanet.presets import list_presets
 
 
 def __getattr__(name):

@@ -2,8 +2,9 @@
 
 Layer names take a fixed prefix (``stack2_block1_...``) so that name-based work stays readable and stable:
 batch-norm folding (``fused.fold_batchnorm``), ports of other weights, per-layer inspection. (Keras 3
-``.weights.h5`` files are keyed by layer class and order, not by these names.) Strided convolutions pad explicitly and symmetrically, as PyTorch does, so weights ported from a
-PyTorch SE-ResNet give the same activations; stride-1 convolutions use ``"same"``, which is identical there.
+``.weights.h5`` files are keyed by layer class and order, not by these names.) Strided convolutions pad
+explicitly and symmetrically, as PyTorch does, so weights ported from a PyTorch SE-ResNet give the same
+activations; stride-1 convolutions use ``"same"``, which is identical there.
 
 Reference: Hu, Shen & Sun, "Squeeze-and-Excitation Networks", CVPR 2018; He et al., "Deep Residual Learning
 for Image Recognition", CVPR 2016.

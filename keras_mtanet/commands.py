@@ -26,8 +26,12 @@ def run_demo(args):
 
 def run_presets(args):
     from keras_mtanet import list_presets
+    from keras_mtanet.inference.output import printable
 
     for name, entry in list_presets().items():
+        if "error" in entry:  # a malformed registry entry: listed with its one-line problem
+            print(f"{name:<32} {'(unusable)':<40} {printable(entry['error'])}")
+            continue
         where = "embedded" if entry.get("embedded") else f"{entry['repo_id']}@{entry['revision'][:12]}"
         print(f"{name:<32} {where:<40} {entry.get('description', '')}")
     return 0
@@ -49,7 +53,8 @@ def run_predict(args):
     if args.runtime is None:
         args.runtime = runtimes.default_runtime(args.precision)
         if args.cache_dir is None and args.runtime != "keras":
-            args.cache_dir = str(runtimes.default_cache_dir())
+            cache = runtimes.usable_default_cache()
+            args.cache_dir = None if cache is None else str(cache)
     if args.precision not in runtimes.PRECISIONS[args.runtime]:
         raise UsageError(f"--precision {args.precision}: the {args.runtime} runtime runs in "
                          f"{' or '.join(runtimes.PRECISIONS[args.runtime])}")
@@ -75,7 +80,7 @@ def run_predict(args):
     sink = _Keep(writer) if args.plot else writer
     try:
         with bar:
-            report = runner.predict_files(found, sink, stride=args.stride, max_frames=args.max_frames,
+            report = runner.predict_files(found, output=sink, stride=args.stride, max_frames=args.max_frames,
                                           smooth=args.smooth, progress=bar.update,
                                           on_error=lambda message: bar.message(f"keras-mtanet: error: {show(message)}"))
         written = writer.close()

@@ -3,13 +3,14 @@
 A write goes to a temporary name in the destination's own folder, ``.{name}.tmp``, is flushed to disk and then
 renamed over the destination, so a reader (or a process killed part-way) sees the old file or the new one,
 never a mix. The leading dot and ``.tmp`` suffix mark leftovers of a kill; run folders ignore them
-(``train.prepare_run_folder``).
+(``runs.prepare_run_folder``).
 """
 
 import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -28,9 +29,10 @@ def sha256_file(path, chunk=1 << 20):
 
 
 def temporary_name(path):
-    """The temporary name ``write_atomic`` uses for ``path``: ``.{name}.tmp`` beside it."""
+    """A fresh temporary name beside ``path``: ``.{name}.{random}.tmp`` (leftovers of a kill are recognisable
+    by the leading dot and the ``.tmp`` suffix, which ``runs.prepare_run_folder`` ignores)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp")
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
 def _fsync_folder(folder):
@@ -54,7 +56,8 @@ def write_atomic(path, data):
     tmp = temporary_name(path)
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     try:
-        with open(tmp, "wb") as f:
+        # O_EXCL: never write into (or through a link at) a file that is already there.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
@@ -69,8 +72,8 @@ def write_atomic(path, data):
 @contextlib.contextmanager
 def atomic_output(path):
     """For writers that choose their own file handling (``model.save_weights`` wants a name ending in
-    ``.weights.h5``): yields a temporary path with ``path``'s own name inside a ``.{name}.tmp`` folder beside
-    it; when the block ends without error the file is renamed over ``path``, and the folder is removed
+    ``.weights.h5``): yields a temporary path with ``path``'s own name inside a new ``.{name}.{random}.tmp``
+    folder beside it; when the block ends without error the file is renamed over ``path``, and the folder is removed
     either way.
 
     Example:
@@ -79,11 +82,7 @@ def atomic_output(path):
     """
     path = Path(path)
     scratch = temporary_name(path)
-    if scratch.is_dir() and not scratch.is_symlink():
-        shutil.rmtree(scratch)  # a kill's leftover, named as only this function names folders
-    else:
-        scratch.unlink(missing_ok=True)
-    scratch.mkdir()
+    scratch.mkdir()  # a fresh name: fails rather than reuse anything already there
     try:
         target = scratch / path.name
         yield target

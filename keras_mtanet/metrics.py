@@ -132,7 +132,8 @@ class AUF1(_AUConfusion):
         super().__init__(num_aus, threshold, name=name, dtype=dtype)
 
     def result(self):
-        tp, fp, fn = ops.convert_to_tensor(self.counts)[0], ops.convert_to_tensor(self.counts)[1], ops.convert_to_tensor(self.counts)[2]
+        counts = ops.convert_to_tensor(self.counts)
+        tp, fp, fn = counts[0], counts[1], counts[2]
         denom = 2.0 * tp + fp + fn
         return ops.mean(ops.where(denom > 0, 2.0 * tp / ops.maximum(denom, 1.0), 0.0))
 

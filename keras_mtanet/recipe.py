@@ -13,7 +13,7 @@ import math
 import keras
 import numpy as np
 
-from keras_mtanet import losses, zoo
+from keras_mtanet import losses, presets
 from keras_mtanet.backbone import BACKBONES
 from keras_mtanet.errors import UsageError
 from keras_mtanet.model import MTANet
@@ -189,7 +189,7 @@ def adopt_architecture(config, source, log=print):
     config's: every layer's weights are independent of it)."""
     preset = source.get_config()
     for key in ("se_ratio", "head_filters"):
-        default = zoo.MODEL_CONFIG_DEFAULTS[key]
+        default = presets.MODEL_CONFIG_DEFAULTS[key]
         if preset.get(key, default) != default:
             raise UsageError(f"--init: the preset's {key} is {preset[key]}, but train builds {default}; its "
                              f"{'SE gates' if key == 'se_ratio' else 'head'} could not start from it")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from keras_mtanet import hub, zoo
+from keras_mtanet import hub, presets
 from keras_mtanet.data import affectnet, affwild2, ferplus, synthetic
 from keras_mtanet.data import augment as augmentation
 from keras_mtanet.errors import DataError, UsageError
@@ -188,7 +188,7 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
         run["init"] = str(Path(init).resolve()) if Path(init).expanduser().is_dir() else str(init)
     state = prepare_run_folder(output, config, run, resume)
     if state == "finished":
-        meta = zoo.read_metadata(output)
+        meta = presets.read_metadata(output)
         log(f"{output}: this run has already finished and its preset is written; nothing to do (choose another "
             "--output for a new run)")
         return dict(meta.get("metrics") or {})
@@ -287,7 +287,7 @@ def _train_locked(config, data, data_format, output, state, run, role, labels, i
         model.load_weights(best)
     scores = abaw_scores(val_index.labels(), model.predict(val_ds, verbose=0))
     elapsed = time.perf_counter() - started
-    meta = zoo.preset_metadata(model, described, metrics={k: round(float(v), 4) for k, v in scores.items()},
+    meta = presets.preset_metadata(model, described, metrics={k: round(float(v), 4) for k, v in scores.items()},
                                name=output.name, description=config.get("description"),
                                extra={"training_config": config, "training_seconds": round(elapsed, 1),
                                       "validation_frames": len(val_index),
@@ -297,7 +297,7 @@ def _train_locked(config, data, data_format, output, state, run, role, labels, i
                                limitations=config.get("limitations"))
     log(f"trained in {elapsed:.0f} s; validation: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     if role.chief:
-        zoo.save_preset(model, output, meta, card)
+        presets.save_preset(model, output, meta, card)
         log(f"preset written to {output}; load it with keras_mtanet.load_pretrained({str(output)!r})")
     else:
         log(f"worker {role.task} done; the chief wrote the preset")

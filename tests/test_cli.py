@@ -192,3 +192,16 @@ def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"keras-mtanet: error: {tmp_path / 'nope'}: no such preset folder"
+
+
+def test_presets_lists_a_malformed_registry_entry_as_unusable(tmp_path, monkeypatch, capsys):
+    from keras_mtanet.cli import main
+
+    bad = tmp_path / "bad_entry"
+    bad.mkdir()
+    (bad / "preset.json").write_text('{"description": 5}')
+    monkeypatch.setenv("KERAS_MTANET_ZOO_PATH", str(tmp_path))
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("bad_entry") and "(unusable)" in line for line in lines), lines
+    assert any(line.startswith("mtanet_se_resnet18_ferplus_112") for line in lines)

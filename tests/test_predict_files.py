@@ -68,7 +68,7 @@ class Sink:
 def test_stride_and_max_frames_pick_these_frames(runner, video, stride, max_frames, expected):
     path, _ = video
     sink = Sink()
-    report = runner.predict_files([str(path)], sink, stride=stride, max_frames=max_frames)
+    report = runner.predict_files([str(path)], output=sink, stride=stride, max_frames=max_frames)
     assert [r["frame"] for r in sink.records] == expected
     assert isinstance(report, FilesReport)
     assert (report.inputs, report.frames, report.faces, report.rows, report.failed) == (
@@ -90,8 +90,8 @@ def test_each_row_holds_its_own_frames_prediction(preset, runner, video):
 def test_records_stream_out_per_batch_and_a_smoothed_video_at_its_end(runner, video):
     path, _ = video
     plain, smoothed = Sink(), Sink()
-    runner.predict_files([str(path)], plain)
-    runner.predict_files([str(path)], smoothed, smooth="3f")
+    runner.predict_files([str(path)], output=plain)
+    runner.predict_files([str(path)], output=smoothed, smooth="3f")
     # batch_size 3: the 10 frames leave in several writes, none larger than a batch's frames.
     assert len(plain.calls) >= 4 and max(len(c) for c in plain.calls) <= 3
     assert [len(c) for c in smoothed.calls] == [N_FRAMES]  # held until the video ended, then smoothed
@@ -108,7 +108,7 @@ def test_an_output_path_is_written_whole_and_failures_go_to_on_error(runner, vid
     broken.write_bytes(b"not a jpeg")
     messages = []
     out = tmp_path / "out.json"
-    report = runner.predict_files([str(path), str(tmp_path / "missing.png"), str(broken), str(image)], out,
+    report = runner.predict_files([str(path), str(tmp_path / "missing.png"), str(broken), str(image)], output=out,
                                   stride=5, on_error=messages.append)
     rows = json.loads(out.read_text())
     # The video at frames 0 and 5, then the photo (stride does not apply to images); the bad inputs named.
@@ -119,7 +119,7 @@ def test_an_output_path_is_written_whole_and_failures_go_to_on_error(runner, vid
     assert messages[1].startswith(str(broken)) and report.messages == messages
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.jpg", "out.json", "photo.png"]  # no temporary
     with pytest.raises(ValueError, match="missing.png: no such file"):  # without on_error: DataError
-        runner.predict_files([str(tmp_path / "missing.png")], tmp_path / "never.csv")
+        runner.predict_files([str(tmp_path / "missing.png")], output=tmp_path / "never.csv")
     assert not (tmp_path / "never.csv").exists()
 
 

@@ -224,20 +224,37 @@ def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
 
 
 def test_atomic_output_gives_writers_their_own_file_name(tmp_path):
+    import re
+
     target = tmp_path / "model.weights.h5"
     target.write_bytes(b"previous")
     with pytest.raises(RuntimeError):
         with files.atomic_output(target) as tmp:
-            assert tmp.name == "model.weights.h5" and tmp.parent.name == ".model.weights.h5.tmp"
+            assert tmp.name == "model.weights.h5" and re.fullmatch(r"\.model\.weights\.h5\.[0-9a-f]{8}\.tmp",
+                                                                   tmp.parent.name)
             tmp.write_bytes(b"half")
             raise RuntimeError("killed")
     assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["model.weights.h5"]
-    (tmp_path / ".model.weights.h5.tmp").mkdir()  # a leftover of a kill
+    leftover = tmp_path / ".model.weights.h5.tmp"
+    leftover.mkdir()  # something already there under a tmp-like name is not the function's to remove
+    (leftover / "keep").write_text("mine")
     with files.atomic_output(target) as tmp:
         tmp_model = tiny_model()
         tmp_model.save_weights(tmp)
-    assert [p.name for p in tmp_path.iterdir()] == ["model.weights.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.weights.h5.tmp", "model.weights.h5"]
+    assert (leftover / "keep").read_text() == "mine"
     tiny_model().load_weights(target)
+
+
+def test_write_atomic_never_writes_through_an_existing_temporary_name(tmp_path, monkeypatch):
+    target, victim = tmp_path / "a.json", tmp_path / "victim"
+    victim.write_text("precious")
+    fixed = tmp_path / ".a.json.tmp"
+    fixed.symlink_to(victim)  # a link planted where a fixed temporary name would go
+    monkeypatch.setattr(files, "temporary_name", lambda path: fixed)
+    with pytest.raises(FileExistsError):
+        files.write_atomic(target, "new")
+    assert victim.read_text() == "precious" and not target.exists()
 
 
 def test_read_json_errors_name_the_file(tmp_path):

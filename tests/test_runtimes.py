@@ -233,3 +233,25 @@ def test_default_runtime_follows_the_variable_then_the_fastest_installed(monkeyp
     monkeypatch.delenv(runtimes.CACHE_VARIABLE)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert runtimes.default_cache_dir() == tmp_path / "xdg" / "keras_mtanet" / "runtimes"
+
+
+def test_default_runtime_is_keras_off_tensorflow(monkeypatch):
+    import keras
+
+    monkeypatch.delenv(runtimes.RUNTIME_VARIABLE, raising=False)
+    monkeypatch.setattr(runtimes, "installed", lambda name: True)
+    assert runtimes.default_runtime() == "openvino"
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")  # exports go through TensorFlow
+    assert runtimes.default_runtime() == "keras"
+
+
+def test_an_unwritable_default_cache_falls_back_to_one_run(monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(blocker))  # the cache would go under a file
+    assert runtimes.usable_default_cache() is None
+    assert "exported models are kept for this run only" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(tmp_path / "ok"))
+    assert runtimes.usable_default_cache() == tmp_path / "ok" / "runtimes"
+    assert (tmp_path / "ok" / "runtimes").is_dir()

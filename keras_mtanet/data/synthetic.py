@@ -111,9 +111,8 @@ def state_labels(states):
 
 def render_video(seed, n_frames=90, size=112, nuisance=1.0):
     """One synthetic video: ``(frames (N, size, size, 3) uint8, labels dict)``."""
-    chunks = list(render_video_chunks(seed, n_frames, size, nuisance, chunk=max(1, n_frames)))
-    return chunks[0] if len(chunks) == 1 else (
-        np.concatenate([f for f, _ in chunks]), {k: np.concatenate([lab[k] for _, lab in chunks]) for k in chunks[0][1]})
+    (frames, labels), = render_video_chunks(seed, n_frames, size, nuisance, chunk=max(1, n_frames))
+    return frames, labels
 
 
 def render_video_chunks(seed, n_frames=90, size=112, nuisance=1.0, chunk=256):

@@ -9,9 +9,11 @@ saw its training crops.
 import cv2
 import numpy as np
 
+from keras_mtanet.preprocessing import DEFAULT_TEMPLATE
+
 # Image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner; unit coords.
-TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
-                     [70.7299, 92.2041]], np.float64) / 112.0
+# Defined once, with the image converter that owns it (a preset's converter may carry its own).
+TEMPLATE = np.asarray(DEFAULT_TEMPLATE, np.float64)
 
 
 def landmarks_from_keypoints(left_eye, right_eye, nose, mouth_centre, template=TEMPLATE):

@@ -98,7 +98,7 @@ class Predictor(Pipeline):
         if runtime is None:  # the fastest installed one, its exports kept between runs
             runtime = runtimes.default_runtime(precision)
             if cache_dir is None and runtime != "keras":
-                cache_dir = runtimes.default_cache_dir()
+                cache_dir = runtimes.usable_default_cache()
         self.runtime = runtimes.load_runtime(model, runtime, precision, cache_dir=cache_dir)
         self.size = int(model.input_shape[1])
         meta = getattr(model, "metadata", None) or {}
@@ -139,10 +139,10 @@ class Predictor(Pipeline):
     def predict_source(self, source, stride=1, max_frames=None, smooth=None):
         """The list of records for one ``Source``, smoothed if asked; ``DataError`` if it cannot be read."""
         records = _Rows()
-        self.predict_files([source], records, stride=stride, max_frames=max_frames, smooth=smooth)
+        self.predict_files([source], stride=stride, max_frames=max_frames, smooth=smooth, output=records)
         return list(records)
 
-    def predict_files(self, inputs, output=None, stride=1, max_frames=None, smooth=None, on_error=None,
+    def predict_files(self, inputs, stride=1, max_frames=None, smooth=None, *, output=None, on_error=None,
                       progress=None):
         """Predict every face in images, videos, folders, globs and webcams, streaming the records to ``output``.
 
@@ -172,11 +172,12 @@ class Predictor(Pipeline):
             smoothing_window(smooth, DEFAULT_FPS)  # a malformed window fails before any work
         if output is None:
             rows = _Rows()
-            self.predict_files(inputs, rows, stride, max_frames, smooth, on_error, progress)
+            self.predict_files(inputs, stride, max_frames, smooth, output=rows, on_error=on_error, progress=progress)
             return as_table(list(rows))
         if isinstance(output, (str, bytes, os.PathLike)):
             with RecordWriter(output) as writer:
-                return self.predict_files(inputs, writer, stride, max_frames, smooth, on_error, progress)
+                return self.predict_files(inputs, stride, max_frames, smooth, output=writer, on_error=on_error,
+                                          progress=progress)
         sources, problems = _sources(inputs, on_error)
         report = FilesReport(inputs=len(sources), missing=len(problems), messages=list(problems))
         held, failed, unreadable = {}, set(), set()

@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from pathlib import Path
@@ -67,13 +68,17 @@ CACHE_VARIABLE = "KERAS_MTANET_CACHE"
 
 
 def default_runtime(precision="float32"):
-    """The runtime used when none is named: ``$KERAS_MTANET_RUNTIME`` if set, else the first installed runtime of
-    ``DEFAULT_ORDER`` that offers ``precision``."""
+    """The runtime used when none is named: ``$KERAS_MTANET_RUNTIME`` if set; on the TensorFlow backend the first
+    installed runtime of ``DEFAULT_ORDER`` that offers ``precision``; on other backends ``"keras"``."""
     chosen = os.environ.get(RUNTIME_VARIABLE)
     if chosen:
         if chosen not in RUNTIMES:
             raise UsageError(f"{RUNTIME_VARIABLE}={chosen!r}: choose one of {', '.join(RUNTIMES)}")
         return chosen
+    import keras
+
+    if keras.backend.backend() != "tensorflow":  # the exports are made through TensorFlow (see export.py)
+        return "keras"
     return next((name for name in DEFAULT_ORDER if installed(name) and precision in PRECISIONS[name]), "keras")
 
 
@@ -86,6 +91,22 @@ def default_cache_dir():
     if root:
         return Path(root) / "runtimes"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keras_mtanet" / "runtimes"
+
+
+def usable_default_cache():
+    """``default_cache_dir()`` created if needed, or None (exports then last one run, in a temporary folder)
+    where it cannot be written, such as a read-only home; says so on stderr."""
+    folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder
+        reason = "not writable"
+    except OSError as error:
+        reason = error.strerror or str(error)
+    print(f"keras-mtanet: note: {folder}: {reason}; exported models are kept for this run only",
+          file=sys.stderr)
+    return None
 
 
 def load_runtime(model, name, precision="float32", cache_dir=None, calibration=None):
