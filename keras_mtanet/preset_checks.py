@@ -10,9 +10,8 @@ import re
 import stat
 from pathlib import Path
 
-import numpy as np
 
-from keras_mtanet import files
+from keras_mtanet import files, preprocessing
 from keras_mtanet.errors import PresetError, first_line
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
 
@@ -27,7 +26,7 @@ MAX_JSON_BYTES = files.MAX_JSON_BYTES  # metadata, config, preprocessor and regi
 MAX_PARAMETERS = 300_000_000  # about 1.2 GB of float32 weights; a config implying more is refused
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a full commit sha
 
 
 def read_json(path, what, limit=MAX_JSON_BYTES):
@@ -117,7 +116,7 @@ def check_registry_entry(entry, where):
     repo_id = entry.get("repo_id")
     if not isinstance(repo_id, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id) or ".." in repo_id:
         raise PresetError(f"{where}: needs \"repo_id\": \"ORG/NAME\" (or \"embedded\": true)")
-    if not isinstance(entry.get("revision"), str) or not _COMMIT.fullmatch(entry["revision"]):
+    if not isinstance(entry.get("revision"), str) or not COMMIT.fullmatch(entry["revision"]):
         raise PresetError(f"{where}: needs \"revision\": the full commit sha the preset is pinned to")
     file_map = check_file_map(entry.get("files"), where)
     missing = [name for name in PRESET_FILES if name not in file_map]
@@ -189,11 +188,9 @@ def check_before_build(folder, metadata, cache_root=None):
 def check_template(template, path):
     """An alignment template: five finite (x, y) points in unit coordinates of the crop."""
     try:
-        points = np.asarray(template, np.float64)
-    except (TypeError, ValueError):
-        points = None
-    if points is None or points.shape != (5, 2) or not np.all(np.isfinite(points)) or np.abs(points).max() > 4:
-        raise PresetError(f"{path}: alignment_template must be five (x, y) points in unit coordinates")
+        preprocessing.check_template(template)  # the converter's own rule
+    except ValueError:
+        raise PresetError(f"{path}: alignment_template must be five (x, y) points in unit coordinates") from None
 
 
 def check_metadata(meta, path):

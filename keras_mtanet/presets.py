@@ -21,7 +21,6 @@ is parsed or built. Hub transfer is ``keras_mtanet.hub``.
 """
 
 import os
-import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,7 +30,7 @@ from keras_mtanet.files import sha256_file
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
 from keras_mtanet.preset_checks import (  # noqa: F401  (the checks keep their keras_mtanet.zoo names)
     CARD_FILE, CONFIG_FILE, HASHED_FILES, MAX_JSON_BYTES, MAX_PARAMETERS, METADATA_FILE, MODEL_CONFIG_DEFAULTS,
-    OPTIONAL_FILES, PREPROCESSOR_FILE, PRESET_FILES, WEIGHTS_FILE, check_before_build, check_file_map,
+    COMMIT, OPTIONAL_FILES, PREPROCESSOR_FILE, PRESET_FILES, WEIGHTS_FILE, check_before_build, check_file_map,
     check_folder, check_model_config, check_registry_entry, check_same_preprocessor, config_parameters, member,
     read_json, read_metadata, verify_files, weights_file_parameters)
 from keras_mtanet.version import __version__
@@ -41,7 +40,6 @@ DEFAULT_PRESET = "mtanet_se_resnet18_ferplus_112"  # trained on FER+ (real faces
 SYNTHETIC_PRESET = "mtanet_se_resnet18_synth"  # trained on the package's synthetic faces: tests and tutorials
 ZOO_PATH_VARIABLE = "KERAS_MTANET_ZOO_PATH"
 HF_SCHEME = "hf://"
-_COMMIT = re.compile(r"[0-9a-f]{40}")  # a full commit sha
 
 # ---------------------------------------------------------------------------------------------------------
 # the registry
@@ -83,7 +81,7 @@ def list_presets():
 
 def registry_entry(folder, repo_id, revision, description):
     """A registry ``preset.json`` entry pinning ``repo_id`` at commit ``revision`` with the folder's hashes."""
-    if not _COMMIT.fullmatch(revision):
+    if not COMMIT.fullmatch(revision):
         raise PresetError(f"pin registry entries to a full commit sha, not {revision!r}")
     folder = Path(folder)
     meta = read_metadata(folder)

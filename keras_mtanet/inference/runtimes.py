@@ -57,10 +57,10 @@ def available():
     return tuple(name for name in RUNTIMES if installed(name))
 
 
-def best_runtime():
-    """The fastest installed runtime whose float32 outputs equal Keras's (``DEFAULT_ORDER``); ``"keras"`` at
-    worst, which is always there."""
-    return next(name for name in DEFAULT_ORDER if installed(name))
+def best_runtime(precision="float32"):
+    """The fastest installed runtime whose float32 outputs equal Keras's (``DEFAULT_ORDER``) and that offers
+    ``precision``; ``"keras"`` at worst, which is always there."""
+    return next((name for name in DEFAULT_ORDER if installed(name) and precision in PRECISIONS[name]), "keras")
 
 
 RUNTIME_VARIABLE = "KERAS_MTANET_RUNTIME"  # the runtime Predictor and predict use when none is given
@@ -79,7 +79,7 @@ def default_runtime(precision="float32"):
 
     if keras.backend.backend() != "tensorflow":  # the exports are made through TensorFlow (see export.py)
         return "keras"
-    return next((name for name in DEFAULT_ORDER if installed(name) and precision in PRECISIONS[name]), "keras")
+    return best_runtime(precision)
 
 
 def default_cache_dir():
