@@ -31,9 +31,9 @@ def predict_frames(model, index, batch_size=64, log=None):
     positions = np.arange(len(index), dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(index.paths, dtype=str), positions))
     ds = ds.map(lambda path, pos: (pipeline.decode_and_resize(path, size), pos),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                num_parallel_calls=pipeline.parallel_calls(), deterministic=True)
     # Undecodable images drop out here; the positions never seen name them below.
-    ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = pipeline.finish(ds.ignore_errors().batch(batch_size))
     out = {"va": np.zeros((len(index), 2), np.float32), "au": np.zeros((len(index), len(AU_NAMES)), np.float32),
            "expr": np.zeros((len(index), len(EXPR_NAMES)), np.float32)}
     done = np.zeros(len(index), bool)

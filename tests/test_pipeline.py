@@ -105,3 +105,46 @@ def test_rand_augment_option_changes_images_within_range(tmp_path):
     assert images.shape == plain.shape and images.min() >= 0 and images.max() <= 255
     order = np.argsort(labels["va"][:, 0])
     assert not np.allclose(images[order], plain[np.argsort(index.va[:, 0])], atol=1)
+
+
+def test_from_arrays_round_trip_and_reshuffles():
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (10, 4, 4, 3)).astype(np.float32)
+    labels = {"va": rng.uniform(-1, 1, (10, 2)).astype(np.float32), "au": np.eye(10, 8, dtype=np.float32),
+              "expr": np.arange(10, dtype=np.int32) % 7}
+    got_images, got_labels = collect(pipeline.from_arrays(images, labels, batch_size=4))
+    np.testing.assert_array_equal(got_images, images)
+    for key in labels:
+        np.testing.assert_array_equal(got_labels[key], labels[key])
+    assert [len(x) for x in pipeline.from_arrays(images, batch_size=4)] == [4, 4, 2]
+
+    ds = pipeline.from_arrays(images, {"va": np.arange(10.0)}, batch_size=10, shuffle=True, seed=3)
+    first, second = ([y["va"].numpy() for _, y in ds][0] for _ in range(2))
+    np.testing.assert_array_equal(np.sort(first), np.arange(10.0))  # a permutation of the rows...
+    assert not np.array_equal(first, second)  # ...drawn afresh each epoch
+
+
+def test_datasets_run_without_autotuning(tmp_path, monkeypatch):
+    # TF 2.21's autotuning thread can hold an ending iterator for up to tens of seconds with the cores idle
+    # (pipeline's module note); the stall is intermittent, so the guard is on the option that prevents it.
+    from keras_mtanet import evaluate
+
+    index = make_index(tmp_path, n=6)
+    for ds in (pipeline.make_dataset(index, 16, 4), pipeline.make_dataset(index, 16, 4, training=True, seed=1),
+               pipeline.from_arrays(np.zeros((3, 2, 2, 3), np.float32))):
+        assert ds.options().autotune.enabled is False
+    assert pipeline.parallel_calls() == pipeline.cores() and pipeline.parallel_calls(3) == 3
+
+    class Recorder:  # stands in for a model: sees the dataset predict_frames iterates
+        input_shape = (None, 16, 16, 3)
+
+        def predict_on_batch(self, images):
+            n = len(images)
+            return {"va": np.zeros((n, 2)), "au": np.zeros((n, 8)), "expr": np.zeros((n, 7))}
+
+    finished, finish = [], pipeline.finish
+    monkeypatch.setattr(pipeline, "finish", lambda ds, *a: finished.append(finish(ds, *a))
+                        or finished[-1])
+    out, done = evaluate.predict_frames(Recorder(), index, batch_size=4)
+    assert done.all() and out["va"].shape == (6, 2)
+    assert [ds.options().autotune.enabled for ds in finished] == [False]

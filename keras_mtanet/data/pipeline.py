@@ -1,4 +1,15 @@
-"""The tf.data input pipeline: parallel decode, crop/resize, shuffle, batch, augment, prefetch."""
+"""The tf.data input pipeline: parallel decode, crop/resize, shuffle, batch, augment, prefetch.
+
+Every dataset made here runs with tf.data's autotuning off (``finish``): in TensorFlow 2.21 the autotuning
+thread is not always woken when an iterator ends, so deleting the iterator (at the end of every ``fit`` epoch,
+``evaluate`` and ``predict`` call) can wait, with every core idle, for the rest of that thread's optimisation
+period: 4 to 31 s measured on this project's 2-core machine, in one 16-step epoch of three or four, with Keras's
+own adapter for NumPy arrays too (``benchmarks/compare_pytorch.py``'s old ``fit`` figure halved by it). Fixed
+parallelism (one map call per usable core, two batches prefetched) keeps both cores busy without it; for
+arrays in memory, ``from_arrays`` gives such a dataset to pass to ``fit``.
+"""
+
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -7,6 +18,34 @@ from keras_mtanet.data.augment import default_augmentation  # noqa: F401 (its ho
 from keras_mtanet.data.index import FrameIndex
 
 AUTOTUNE = tf.data.AUTOTUNE
+PREFETCH = 2  # batches
+
+
+def cores():
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_calls(value=AUTOTUNE):
+    """``num_parallel_calls`` for a map: AUTOTUNE (or None) means one call per usable core."""
+    return cores() if value in (AUTOTUNE, None) else int(value)
+
+
+def finish(ds, options=None):
+    """``ds`` with tf.data's autotuning off (see the module note) and ``PREFETCH`` batches prefetched."""
+    options = options or tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options).prefetch(PREFETCH)
+
+
+def from_arrays(images, labels=None, batch_size=32, shuffle=False, seed=None):
+    """A batched dataset of in-memory ``images`` (and ``labels``: an array or a dict of arrays with the same
+    first dimension) for ``fit`` / ``evaluate`` / ``predict``, without the end-of-iterator stall of Keras's
+    adapter for NumPy arrays (module note). ``shuffle`` reshuffles every epoch."""
+    ds = tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return finish(ds.batch(int(batch_size)))
 
 
 def decode_and_resize(data, image_size, box=None, from_bytes=False):
@@ -60,6 +99,7 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
     ordered = bool(deterministic) or not training
     options = tf.data.Options()
     options.deterministic = ordered
+    num_parallel_calls = parallel_calls(num_parallel_calls)
 
     if isinstance(source, FrameIndex):
         if len(source) == 0:
@@ -104,7 +144,7 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
             ds = ds.map(augment_batch)
         else:
             ds = ds.map(augment_batch, num_parallel_calls=num_parallel_calls, deterministic=ordered)
-    return ds.with_options(options).prefetch(AUTOTUNE)
+    return finish(ds, options)
 
 
 def _from_index(index, training, shuffle_buffer, seed, balance_expressions):
