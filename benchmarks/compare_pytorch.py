@@ -9,8 +9,8 @@ Ours: ``predict_on_batch`` after warm-up on the model as trained, then every run
 ``keras_mtanet.inference.runtimes`` (what ``Predictor(runtime=...)`` and ``keras-mtanet predict --runtime``
 use) in each precision it offers: Keras ``inference_model()`` (batch norms folded) in float32 and bfloat16,
 OpenVINO float32 and bfloat16, TFLite float32 and int8, ONNX Runtime float32; and ``model.fit`` steps with the
-same SGD (float32, and mixed bfloat16). Reduced precisions move the scores a little: see
-``benchmarks/reduced_precision.py --runtime NAME``.
+same SGD (float32, and mixed bfloat16), fed by ``keras_mtanet.data.pipeline.from_arrays``. Reduced precisions
+move the scores a little: see ``benchmarks/reduced_precision.py --runtime NAME``.
 
 Each measurement runs in a fresh child process so thread pools and caches do not carry over, ``--repeats`` times,
 alternating; speed differs between processes on this machine (the same script gives two distinct levels from
@@ -21,6 +21,7 @@ PyTorch is needed for the baseline only (not a package dependency):
     pip install torch==2.14.1   # the version on this project's machines (CPU wheel)
     python benchmarks/compare_pytorch.py [--backbones se_resnet50 se_resnet18] [--batch-size 32]
     python benchmarks/compare_pytorch.py --quick --backbones se_resnet50   # inference only, one process each
+    python benchmarks/compare_pytorch.py --training --repeats 5 --backbones se_resnet50   # five training runs
 """
 
 import argparse
@@ -116,7 +117,8 @@ def torch_train(backbone, batch, threads, seconds, cache):
         loss.backward()
         optimizer.step()
 
-    return {"train_eager": rate(step, batch, warmup=2, min_seconds=8.0, min_repeats=3)}
+    return {"train_eager": rate(step, batch, warmup=2, min_seconds=8.0, min_repeats=3),
+            "versions": f"torch {torch.__version__}"}
 
 
 def keras_infer(backbone, batch, threads, seconds, cache):
@@ -163,26 +165,37 @@ def runtime_version(name):
 
 
 def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
+    """``model.fit`` on 12 batches fed by ``keras_mtanet.data.pipeline.from_arrays`` (tf.data without autotuning:
+    the pipeline module says why), after a 2-batch warm-up ``fit`` on the same kind of dataset (tracing).
+    ``fit``: images/s from the median step time (as PyTorch's step rate); ``fit_whole``: images/s of the whole
+    timed ``fit`` call, start-up and end of epoch included."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from keras_mtanet import MTANet
-    from keras_mtanet.data import synthetic
+    from keras_mtanet.data import pipeline, synthetic
 
     images, labels = synthetic.generate(batch, size=SIZE, seed=0)
-    steps = 4
+    steps = 12
     xs = np.repeat(images[None], steps, 0).reshape(-1, SIZE, SIZE, 3).astype("float32")
     ys = {k: np.concatenate([v] * steps) for k, v in labels.items()}
     keras.mixed_precision.set_global_policy(policy)
     net = MTANet(backbone, input_shape=(SIZE, SIZE, 3))
     net.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4))
-    net.fit(xs[:2 * batch], {k: v[:2 * batch] for k, v in ys.items()}, batch_size=batch, epochs=1, verbose=0)
-    best = 0.0
-    for _ in range(2):
-        start = time.perf_counter()
-        net.fit(xs, ys, batch_size=batch, epochs=1, verbose=0)
-        best = max(best, steps * batch / (time.perf_counter() - start))
-    return {"fit" if policy == "float32" else "fit_bf16": best}
+    warm_up = pipeline.from_arrays(xs[:2 * batch], {k: v[:2 * batch] for k, v in ys.items()}, batch)
+    net.fit(warm_up, verbose=0, shuffle=False)
+    ends = []
+    step_ends = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs=None: ends.append(time.perf_counter()))
+    data = pipeline.from_arrays(xs, ys, batch)
+    start = time.perf_counter()
+    net.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[step_ends])
+    whole = time.perf_counter() - start
+    step = statistics.median(np.diff(ends))
+    suffix = "" if policy == "float32" else "_bf16"
+    return {"fit" + suffix: batch / step, "fit_whole" + suffix: steps * batch / whole,
+            "versions": f"tensorflow {tf.__version__}, keras {keras.__version__}"}
 
 
 PARTS = {"torch_infer": torch_infer, "torch_train": torch_train, "keras_infer": keras_infer,
@@ -213,6 +226,8 @@ def main():
                         help="prediction runtimes to measure (default: every installed one)")
     parser.add_argument("--quick", action="store_true",
                         help=f"inference only, one process per measurement, {SECONDS['quick']:.0f} s per figure")
+    parser.add_argument("--training", action="store_true",
+                        help="training only (the five-run check: --training --repeats 5 --backbones se_resnet50)")
     parser.add_argument("--cache-dir", help="folder for the exported models (default: a temporary one)")
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=tuple(PARTS), help=argparse.SUPPRESS)
@@ -227,7 +242,7 @@ def main():
     names = args.runtimes or runtimes.available()
     repeats = 1 if args.quick else args.repeats
     seconds = SECONDS["quick" if args.quick else "full"]
-    parts = [p for p in PARTS if not (args.quick and p in TRAINING)
+    parts = [p for p in PARTS if not (args.quick and p in TRAINING) and not (args.training and p not in TRAINING)
              and not (p.startswith("runtime_") and p[len("runtime_"):] not in names)]
     cache = args.cache_dir or tempfile.mkdtemp(prefix="compare_pytorch-")
     print(f"{SIZE}x{SIZE}, batch {args.batch_size}, {args.threads} threads; img/s (higher is better), median of "
@@ -253,7 +268,7 @@ def report(backbone, parts, names, repeats, batch, threads, seconds, cache):
                     merged.update(result)
             results.append(merged)
     theirs, ours = _medians(runs["torch"]), _medians(runs["keras"])
-    best_torch = theirs["compile_channels_last"]
+    best_torch = theirs.get("compile_channels_last", float("nan"))
     versions = ", ".join([runs["keras"][0]["versions"]] + [v for v in runs["keras"][0].get("runtime_versions", [])
                                                            if not v.startswith(("keras ", "tensorflow "))])
     print(f"\n{backbone}  ({runs['torch'][0]['versions']}; {versions})")
@@ -263,13 +278,18 @@ def report(backbone, parts, names, repeats, batch, threads, seconds, cache):
     for name, label in rows:
         if name in theirs:
             print(f"  {label:<46} {_spread(runs['torch'], name)}")
-    print(f"  {'':<46} {'img/s':>7}  [range]      vs torch.compile + channels_last")
-    inference = ["predict_on_batch"] + [key for key in ours if key.split()[0] in RUNTIME_NAMES]
+    inference = ([key for key in ("predict_on_batch",) if key in ours]
+                 + [key for key in ours if key.split()[0] in RUNTIME_NAMES])
+    if inference:
+        print(f"  {'':<46} {'img/s':>7}  [range]      vs torch.compile + channels_last")
     labels = {"predict_on_batch": "MTANet predict_on_batch float32 (as trained)"}
     for key in inference:
         label = labels.get(key, f"runtime {key}")
         print(f"  {label:<46} {_spread(runs['keras'], key)}  {ours[key] / best_torch:.2f}x")
-    for name, label in (("fit", "MTANet fit float32 (SGD)"), ("fit_bf16", "MTANet fit mixed_bfloat16 (SGD)")):
+    fits = (("fit", "MTANet fit float32 (SGD), per step"), ("fit_whole", "MTANet fit float32 (SGD), whole call"),
+            ("fit_bf16", "MTANet fit mixed_bfloat16 (SGD), per step"),
+            ("fit_whole_bf16", "MTANet fit mixed_bfloat16, whole call"))
+    for name, label in fits:
         if name in ours:
             print(f"  {label:<46} {_spread(runs['keras'], name)}")
     fp32 = {key: value for key, value in ours.items() if key.endswith(" float32")}
@@ -283,8 +303,12 @@ def report(backbone, parts, names, repeats, batch, threads, seconds, cache):
         vs_own = f"{value / base:.2f}x its float32, " if base else ""
         print(f"  inference {key}: {vs_own}{value / best_torch:.2f}x torch.compile + channels_last")
     if "train_eager" in theirs and "fit" in ours:
-        print(f"  training float32 vs eager PyTorch step: {ours['fit'] / theirs['train_eager']:.2f}x (target 1.2x); "
-              f"mixed bfloat16: {ours['fit_bf16'] / theirs['train_eager']:.2f}x")
+        for name, label in (("fit", "per step"), ("fit_whole", "whole fit call")):
+            each = [k[name] / t["train_eager"] for k, t in zip(runs["keras"], runs["torch"])]
+            print(f"  training float32 vs eager PyTorch step, {label}: median {statistics.median(each):.2f}x, "
+                  f"each run (in order) {' '.join(f'{r:.2f}' for r in each)} (target: median 1.2x, none below 0.9x)")
+        print(f"  training mixed bfloat16 vs eager PyTorch float32 step, per step: "
+              f"{ours['fit_bf16'] / theirs['train_eager']:.2f}x")
 
 
 def _medians(results):
