@@ -84,7 +84,9 @@ def test_tfrecord_round_trip(tmp_path):
     index = make_index(tmp_path / "img", n=13)
     shards = tfrecord.write_tfrecords(index, tmp_path / "records", num_shards=3)
     assert len(shards) == 3
-    images, labels = collect(pipeline.make_dataset(str(tmp_path / "records" / "*.tfrecord"), 16, 4))
+    records = pipeline.make_dataset(str(tmp_path / "records" / "*.tfrecord"), 16, 4)
+    assert records.options().autotune.enabled is False  # see test_datasets_run_without_autotuning
+    images, labels = collect(records)
     direct, _ = collect(pipeline.make_dataset(index, 16, 4))
     order = np.argsort(labels["va"][:, 0])
     ref = np.argsort(index.va[:, 0])
@@ -118,10 +120,19 @@ def test_from_arrays_round_trip_and_reshuffles():
         np.testing.assert_array_equal(got_labels[key], labels[key])
     assert [len(x) for x in pipeline.from_arrays(images, batch_size=4)] == [4, 4, 2]
 
-    ds = pipeline.from_arrays(images, {"va": np.arange(10.0)}, batch_size=10, shuffle=True, seed=3)
-    first, second = ([y["va"].numpy() for _, y in ds][0] for _ in range(2))
-    np.testing.assert_array_equal(np.sort(first), np.arange(10.0))  # a permutation of the rows...
-    assert not np.array_equal(first, second)  # ...drawn afresh each epoch
+    rows = np.arange(10.0)
+    ds = pipeline.from_arrays(images, {"va": rows}, batch_size=4, shuffle=True, seed=3)
+    epochs = [collect_pairs(ds) for _ in range(2)]
+    for got_images, got_rows in epochs:
+        np.testing.assert_array_equal(np.sort(got_rows), rows)  # a permutation of the rows...
+        np.testing.assert_array_equal(got_images, images[got_rows.astype(int)])  # ...images kept with labels
+    assert not np.array_equal(epochs[0][1], epochs[1][1])  # ...drawn afresh each epoch
+    assert not np.array_equal(epochs[0][1], rows)
+
+
+def collect_pairs(ds):
+    images, rows = zip(*((x.numpy(), y["va"].numpy()) for x, y in ds))
+    return np.concatenate(images), np.concatenate(rows)
 
 
 def test_datasets_run_without_autotuning(tmp_path, monkeypatch):
@@ -133,7 +144,6 @@ def test_datasets_run_without_autotuning(tmp_path, monkeypatch):
     for ds in (pipeline.make_dataset(index, 16, 4), pipeline.make_dataset(index, 16, 4, training=True, seed=1),
                pipeline.from_arrays(np.zeros((3, 2, 2, 3), np.float32))):
         assert ds.options().autotune.enabled is False
-    assert pipeline.parallel_calls() == pipeline.cores() and pipeline.parallel_calls(3) == 3
 
     class Recorder:  # stands in for a model: sees the dataset predict_frames iterates
         input_shape = (None, 16, 16, 3)
@@ -143,8 +153,12 @@ def test_datasets_run_without_autotuning(tmp_path, monkeypatch):
             return {"va": np.zeros((n, 2)), "au": np.zeros((n, 8)), "expr": np.zeros((n, 7))}
 
     finished, finish = [], pipeline.finish
-    monkeypatch.setattr(pipeline, "finish", lambda ds, *a: finished.append(finish(ds, *a))
-                        or finished[-1])
+
+    def recording_finish(ds, *args):
+        finished.append(finish(ds, *args))
+        return finished[-1]
+
+    monkeypatch.setattr(pipeline, "finish", recording_finish)
     out, done = evaluate.predict_frames(Recorder(), index, batch_size=4)
     assert done.all() and out["va"].shape == (6, 2)
     assert [ds.options().autotune.enabled for ds in finished] == [False]

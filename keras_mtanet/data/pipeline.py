@@ -27,25 +27,35 @@ def cores():
 
 
 def parallel_calls(value=AUTOTUNE):
-    """``num_parallel_calls`` for a map: AUTOTUNE (or None) means one call per usable core."""
-    return cores() if value in (AUTOTUNE, None) else int(value)
+    """``num_parallel_calls`` for a map: AUTOTUNE means one call per usable core; other values pass through
+    (``None``: a sequential map, as in tf.data)."""
+    return cores() if value == AUTOTUNE else value
 
 
 def finish(ds, options=None):
-    """``ds`` with tf.data's autotuning off (see the module note) and ``PREFETCH`` batches prefetched."""
-    options = options or tf.data.Options()
-    options.autotune.enabled = False
-    return ds.with_options(options).prefetch(PREFETCH)
+    """``ds`` with ``options`` (if given), tf.data's autotuning off (see the module note) and ``PREFETCH``
+    batches prefetched. ``options`` itself is left as it is."""
+    if options is not None:
+        ds = ds.with_options(options)
+    no_autotune = tf.data.Options()
+    no_autotune.autotune.enabled = False
+    return ds.with_options(no_autotune).prefetch(PREFETCH)
 
 
 def from_arrays(images, labels=None, batch_size=32, shuffle=False, seed=None):
     """A batched dataset of in-memory ``images`` (and ``labels``: an array or a dict of arrays with the same
     first dimension) for ``fit`` / ``evaluate`` / ``predict``, without the end-of-iterator stall of Keras's
-    adapter for NumPy arrays (module note). ``shuffle`` reshuffles every epoch."""
-    ds = tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels))
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return finish(ds.batch(int(batch_size)))
+    adapter for NumPy arrays (module note). ``shuffle`` draws a new order every epoch; like Keras's adapter it
+    shuffles row numbers and gathers the batches, so the arrays are held once, not copied into a buffer."""
+    data = images if labels is None else (images, labels)
+    if not shuffle:
+        return finish(tf.data.Dataset.from_tensor_slices(data).batch(int(batch_size)))
+    count = len(images)
+    rows = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    whole = tf.data.Dataset.from_tensors(data).repeat()  # one element: the arrays, not captured in a graph
+    ds = tf.data.Dataset.zip((rows.batch(int(batch_size)), whole))
+    ds = ds.map(lambda i, arrays: tf.nest.map_structure(lambda a: tf.gather(a, i), arrays))
+    return finish(ds)
 
 
 def decode_and_resize(data, image_size, box=None, from_bytes=False):
