@@ -167,7 +167,7 @@ def runtime_version(name):
 def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
     """``model.fit`` on 12 batches fed by ``keras_mtanet.data.pipeline.from_arrays`` (tf.data without autotuning:
     the pipeline module says why), after a 2-batch warm-up ``fit`` on the same kind of dataset (tracing).
-    ``fit``: images/s from the median step time (as PyTorch's step rate); ``fit_whole``: images/s of the whole
+    ``fit``: images/s over steps 2-12 (like PyTorch's rate after its warm-up steps); ``fit_whole``: of the whole
     timed ``fit`` call, start-up and end of epoch included."""
     import keras
     import numpy as np
@@ -187,12 +187,12 @@ def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
     net.fit(warm_up, verbose=0, shuffle=False)
     ends = []
     step_ends = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs=None: ends.append(time.perf_counter()))
+        on_train_batch_end=lambda step, logs=None: ends.append(time.perf_counter()))
     data = pipeline.from_arrays(xs, ys, batch)
     start = time.perf_counter()
     net.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[step_ends])
     whole = time.perf_counter() - start
-    step = statistics.median(np.diff(ends))
+    step = (ends[-1] - ends[0]) / (len(ends) - 1)  # mean step after the first, as timing.rate's warm-up
     suffix = "" if policy == "float32" else "_bf16"
     return {"fit" + suffix: batch / step, "fit_whole" + suffix: steps * batch / whole,
             "versions": f"tensorflow {tf.__version__}, keras {keras.__version__}"}
@@ -224,9 +224,10 @@ def main():
                         help="fresh processes per framework; medians are reported (speed varies between processes)")
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIME_NAMES, default=None,
                         help="prediction runtimes to measure (default: every installed one)")
-    parser.add_argument("--quick", action="store_true",
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--quick", action="store_true",
                         help=f"inference only, one process per measurement, {SECONDS['quick']:.0f} s per figure")
-    parser.add_argument("--training", action="store_true",
+    only.add_argument("--training", action="store_true",
                         help="training only (the five-run check: --training --repeats 5 --backbones se_resnet50)")
     parser.add_argument("--cache-dir", help="folder for the exported models (default: a temporary one)")
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
@@ -288,7 +289,7 @@ def report(backbone, parts, names, repeats, batch, threads, seconds, cache):
         print(f"  {label:<46} {_spread(runs['keras'], key)}  {ours[key] / best_torch:.2f}x")
     fits = (("fit", "MTANet fit float32 (SGD), per step"), ("fit_whole", "MTANet fit float32 (SGD), whole call"),
             ("fit_bf16", "MTANet fit mixed_bfloat16 (SGD), per step"),
-            ("fit_whole_bf16", "MTANet fit mixed_bfloat16, whole call"))
+            ("fit_whole_bf16", "MTANet fit mixed_bfloat16 (SGD), whole call"))
     for name, label in fits:
         if name in ours:
             print(f"  {label:<46} {_spread(runs['keras'], name)}")
