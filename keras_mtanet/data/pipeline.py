@@ -4,9 +4,9 @@ Every dataset made here runs with tf.data's autotuning off (``finish``): in Tens
 thread is not always woken when an iterator ends, so deleting the iterator (at the end of every ``fit`` epoch,
 ``evaluate`` and ``predict`` call) can wait, with every core idle, for the rest of that thread's optimisation
 period: 4 to 31 s measured on this project's 2-core machine, in one 16-step epoch of three or four, with Keras's
-own adapter for NumPy arrays too (``benchmarks/compare_pytorch.py``'s old ``fit`` figure halved by it). Fixed
-parallelism (one map call per usable core, two batches prefetched) keeps both cores busy without it; for
-arrays in memory, ``from_arrays`` gives such a dataset to pass to ``fit``.
+own adapter for NumPy arrays too (what halved ``benchmarks/compare_pytorch.py``'s old ``fit`` figure in some
+runs). Fixed parallelism (one map call per usable core, two batches prefetched) keeps both cores busy without
+it; for arrays in memory, ``from_arrays`` gives such a dataset to pass to ``fit``.
 """
 
 import os
