@@ -10,7 +10,6 @@ import re
 import stat
 from pathlib import Path
 
-
 from keras_mtanet import files, preprocessing
 from keras_mtanet.errors import PresetError, first_line
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES

@@ -25,7 +25,7 @@ RUN_ENTRIES = {RUN_FILE, CONFIG_RECORD, LOG_FILE, LOCK_FILE, "checkpoints", "bac
 
 def _write_json(path, value):
     """Write JSON through a temporary file beside ``path``, renamed into place (``files.write_atomic``)."""
-    files.write_atomic(path, json.dumps(value, indent=2) + "\n")
+    files.write_atomic(path, files.dump_json(value))
 
 
 def _read_record(path):
@@ -144,7 +144,7 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
         """The pair's state if its weights are the ones it names, else ``None``."""
         state = _read_record(state_file)
         if isinstance(state, dict) and isinstance(state.get("epoch"), int) and weights.is_file() and \
-                state.get("weights_sha256") == presets.sha256_file(weights):
+                state.get("weights_sha256") == files.sha256_file(weights):
             return state
         return None
 
@@ -173,7 +173,7 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
         latest_s.unlink(missing_ok=True)
         os.replace(tmp, latest_w)
         _write_json(latest_s, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                               "weights_sha256": presets.sha256_file(latest_w)})
+                               "weights_sha256": files.sha256_file(latest_w)})
 
 
 def _copy_atomic(source, target):

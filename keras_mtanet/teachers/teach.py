@@ -37,7 +37,7 @@ def _settings(lm):
 
 
 def _write_json(path, data):
-    files.write_atomic(path, json.dumps(data, indent=2) + "\n")
+    files.write_atomic(path, files.dump_json(data))
 
 
 def _read_json(path):
