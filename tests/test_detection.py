@@ -71,7 +71,7 @@ def test_weighted_nms_merges_overlapping_boxes_by_score():
     np.testing.assert_allclose(out_points[0], 0.6 * points[1] + 0.4 * points[0])
 
 
-@pytest.mark.parametrize("name", ["blazeface", "blazeface_short"])
+@pytest.mark.parametrize("name", ["blazeface", "blazeface_full", "blazeface_short"])
 def test_blazeface_finds_the_astronaut_with_keypoints_in_place(photo, name):
     faces = detection.make_detector(name).detect([photo])[0]
     assert len(faces) == 1
@@ -158,6 +158,60 @@ def test_large_photos_are_tiled_so_small_faces_are_found(photo, blaze):
     faces = blaze.detect([frame])[0]
     # Found, and nothing else: the background's best try in a tile scored 0.52, under TILE_MIN_SCORE.
     assert len(faces) == 1 and iou(true_box, faces[0].box) > MIN_IOU and faces[0].score > 0.8
+
+
+def _moved_frames(photo, count=5):
+    """``count`` 640 x 480 frames with the astronaut's face at a different place in each (one rotated)."""
+    x, y, w, h = ASTRONAUT_BOX
+    patch = photo[y - 40:y + h + 40, x - 40:x + w + 40].copy()
+    frames = []
+    for k in range(count):
+        frame = background()
+        paste_rotated(frame, patch, (150 + 80 * k, 180 + 30 * k), 20 if k == 2 else 0)
+        frames.append(frame)
+    return frames
+
+
+def _same_faces(a, b):
+    assert len(a) == len(b)
+    for faces_a, faces_b in zip(a, b):
+        assert len(faces_a) == len(faces_b) == 1
+        for fa, fb in zip(faces_a, faces_b):
+            np.testing.assert_array_equal(fa.box, fb.box)
+            np.testing.assert_array_equal(fa.keypoints, fb.keypoints)
+            assert fa.score == fb.score
+
+
+def test_detection_threads_give_the_faces_one_thread_gives(photo):
+    frames = _moved_frames(photo)
+    one = detection.BlazeFaceDetector(workers=1).detect(frames)
+    pooled = detection.BlazeFaceDetector(workers=2)
+    assert pooled.workers == 2
+    _same_faces(pooled.detect(frames), one)
+    # Two callers at once: each image gets a model set no other thread is using.
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(2) as callers:
+        results = list(callers.map(pooled.detect, [frames, frames[::-1]]))
+    _same_faces(results[0], one)
+    _same_faces(results[1], one[::-1])
+
+
+def test_the_short_range_input_is_shrunk_from_the_full_range_one(photo):
+    # The two-model detector resizes each frame once for the full-range model (192 px) and shrinks that for the
+    # short-range one (128 px). The short-range box and the keypoints used for alignment must stay within 0.75
+    # of the model's input pixel (5 frame pixels) of a direct resize; measured at most 2.9 frame pixels, where
+    # the two models' keypoints differ from each other by up to 13.
+    pixel = 640 / 128
+    full, short = detection.BlazeFaceDetector(workers=1)._nets
+    for frame in _moved_frames(photo, 3):
+        fitted, scale = full.fit(frame)
+        again, factor = short.fit(fitted)
+        assert again.shape[:2] == short.fit(frame)[0].shape[:2] == (96, 128)
+        shrunk = short.detect(frame, (again, scale * factor))
+        direct = short.detect(frame)
+        assert len(shrunk[1]) == len(direct[1]) == 1
+        np.testing.assert_allclose(shrunk[0], direct[0], atol=0.75 * pixel)
+        np.testing.assert_allclose(shrunk[2][:, :4], direct[2][:, :4], atol=0.75 * pixel)
 
 
 def test_images_over_the_pixel_limit_are_shrunk_and_boxes_scaled_back(photo):

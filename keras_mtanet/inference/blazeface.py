@@ -99,13 +99,19 @@ class BlazeFace:
         self._anchors = anchors(self.size, layers)
         self._canvas = np.full((1, self.size, self.size, 3), -1.0, np.float32)
 
-    def detect(self, image):
-        """Faces in ``image`` (H x W x 3 uint8 RGB): boxes (n x 4, x y w h), scores (n), keypoints (n x 6 x 2),
-        in pixels of ``image``; the whole image is letterboxed into the model's square input."""
+    def fit(self, image):
+        """``image`` resized so that its longer side is the model's input side, and the scale factor."""
         h, w = image.shape[:2]
         scale = self.size / max(h, w)
         sw, sh = max(1, min(self.size, round(w * scale))), max(1, min(self.size, round(h * scale)))
-        small = _resize(image, sw, sh)
+        return _resize(image, sw, sh), scale
+
+    def detect(self, image, fitted=None):
+        """Faces in ``image`` (H x W x 3 uint8 RGB): boxes (n x 4, x y w h), scores (n), keypoints (n x 6 x 2),
+        in pixels of ``image``; the whole image is letterboxed into the model's square input. ``fitted``: the
+        ``(resized image, scale)`` that ``fit`` would return (e.g. shrunk from a larger model's), to skip it."""
+        small, scale = fitted if fitted is not None else self.fit(image)
+        sh, sw = small.shape[:2]
         # Padding is -1 (black, as MediaPipe's letterbox); the image sits top-left so pixels map back by 1/scale.
         self._canvas.fill(-1.0)
         self._canvas[0, :sh, :sw] = small * np.float32(2 / 255) - 1

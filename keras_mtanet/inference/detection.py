@@ -10,8 +10,13 @@ order of ``alignment.TEMPLATE``: image-left eye, image-right eye, nose tip, imag
 corners.
 """
 
+import concurrent.futures
 import dataclasses
 import math
+import os
+import queue
+import threading
+import weakref
 
 import cv2
 import numpy as np
@@ -19,8 +24,8 @@ import numpy as np
 from keras_mtanet.errors import DependencyError
 from keras_mtanet.inference import alignment
 
-# "blazeface" runs MediaPipe's full- and short-range models, "blazeface_short" the short-range one alone.
-DETECTORS = ("blazeface", "blazeface_short", "mtcnn", "haar")
+# "blazeface" runs MediaPipe's full- and short-range models, "blazeface_full" and "blazeface_short" one of them.
+DETECTORS = ("blazeface", "blazeface_full", "blazeface_short", "mtcnn", "haar")
 DEFAULT_DETECTOR = "blazeface"
 # MTCNN's memory grows with the pixels it scans (about 2 GB at 10 megapixels): a frame still larger after the
 # min-face shrink is shrunk to this size, so there the smallest face found grows by the same factor.
@@ -30,6 +35,8 @@ MAX_DETECT_PIXELS = 10_000_000
 TILE_MIN_SCORE = 0.65
 # BlazeFace faces tilted by more than this many degrees (eye line) have their keypoints measured again upright.
 REFINE_TILT = 8.0
+# BlazeFace threads per detect() call of several images: two keep detection off a 2-core video's critical path.
+DETECT_WORKERS = 2
 
 # Where the five landmarks sit inside a Haar frontal-face box, as fractions of its width and height
 # (MTCNN's landmarks on scikit-image's astronaut() photograph relative to the Haar box found there, made
@@ -148,25 +155,55 @@ class BlazeFaceDetector:
     Args:
         models: BlazeFace models in ``blazeface.MODELS``: ``("full", "short")`` (the ``"blazeface"`` detector:
             the full-range model finds small faces, the short-range one large, low-detail faces that the
-            full-range one misses; see ``benchmarks/detectors.py``) or ``("short",)`` (``"blazeface_short"``).
+            full-range one misses; see ``benchmarks/detectors.py``), ``("full",)`` (``"blazeface_full"``: about two
+            thirds of the time on upright faces, fewer low-detail faces found) or ``("short",)`` (``"blazeface_short"``).
         min_face_size: smallest face side in pixels to report.
         min_score: faces with a lower score are dropped.
         num_threads: TensorFlow Lite threads per model.
+        workers: threads sharing the images of one ``detect`` call (each with its own models; TensorFlow Lite
+            releases the GIL), default ``DETECT_WORKERS`` or the cores if fewer. Video frames come in groups,
+            so on video detection overlaps with itself as well as with decoding and the model.
     """
 
-    def __init__(self, models=("full", "short"), min_face_size=40, min_score=0.5, num_threads=1):
+    def __init__(self, models=("full", "short"), min_face_size=40, min_score=0.5, num_threads=1, workers=None):
         from keras_mtanet.inference import blazeface
 
         self._blazeface = blazeface
-        self._nets = [blazeface.BlazeFace(m, min_score=min_score, num_threads=num_threads) for m in models]
+        self._settings = tuple(models), float(min_score), int(num_threads)
+        self._nets = self._make_nets()
+        self._free = queue.SimpleQueue()  # model sets not in use; one more is made for each concurrent image
+        self._free.put(self._nets)
         self.name = "blazeface" if tuple(models) == ("full", "short") else "blazeface_" + "_".join(models)
         self.min_face_size = int(min_face_size)
         self._share = blazeface.MIN_FACE_SHARE[models[0]]
+        self.workers = max(1, int(workers) if workers is not None else min(DETECT_WORKERS, os.cpu_count() or 1))
+        self._pool, self._pool_lock = None, threading.Lock()
+
+    def _make_nets(self):
+        models, min_score, num_threads = self._settings
+        return [self._blazeface.BlazeFace(m, min_score=min_score, num_threads=num_threads) for m in models]
 
     def detect(self, images):
-        return [self._detect_one(image) for image in images]
+        if self.workers < 2 or len(images) < 2:
+            return [self._detect_pooled(image) for image in images]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="blazeface")
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+        return list(self._pool.map(self._detect_pooled, images))
 
-    def _detect_one(self, image):
+    def _detect_pooled(self, image):
+        """``_detect_one`` with a model set no other thread is using."""
+        try:
+            nets = self._free.get_nowait()
+        except queue.Empty:
+            nets = self._make_nets()
+        try:
+            return self._detect_one(image, nets)
+        finally:
+            self._free.put(nets)
+
+    def _detect_one(self, image, nets):
         if not _fits(image, self.min_face_size, 1.0, 1):
             return []
         h, w = image.shape[:2]
@@ -174,9 +211,16 @@ class BlazeFaceDetector:
         small = _shrink(image, scale)
         min_face = self.min_face_size * scale
         side = max(small.shape[:2])
-        found = [net.detect(small) for net in self._nets]
+        found, fitted = [], None
+        for net in nets:  # a smaller model's input is shrunk from the larger one's before it (0.4 ms a frame)
+            if fitted is not None and fitted[1] < 1.0 and max(fitted[0].shape[:2]) >= net.size:
+                again, factor = net.fit(fitted[0])
+                fitted = again, fitted[1] * factor
+            else:
+                fitted = net.fit(small)
+            found.append(net.detect(small, fitted))
         # Tiles of half the previous side (at half-tile steps) until a min_face face fills enough of one.
-        net, tile = self._nets[0], side // 2
+        net, tile = nets[0], side // 2
         height, width = small.shape[:2]
         while self._share * 2 * tile > min_face and tile >= net.size // 2:
             for x, y in self._blazeface.tiles(height, width, tile):
@@ -195,14 +239,14 @@ class BlazeFaceDetector:
             boxes, scores, points = self._blazeface.weighted_nms(boxes, scores, points)
         boxes, points = boxes / scale, points / scale
         for i, box in enumerate(boxes):
-            points[i] = self._upright_keypoints(image, box, points[i])
+            points[i] = self._upright_keypoints(image, box, points[i], nets[-1])
         landmarks = alignment.landmarks_from_keypoints(points[:, 0], points[:, 1], points[:, 2], points[:, 3])
         measured = np.array([True, True, True, False, False])
         return [Face(box, float(score), marks, measured.copy(), keys)
                 for box, score, marks, keys in zip(boxes, scores, landmarks, points)
                 if min(box[2], box[3]) >= self.min_face_size]
 
-    def _upright_keypoints(self, image, box, points):
+    def _upright_keypoints(self, image, box, points, net):
         """BlazeFace's keypoints lag behind the tilt of a face (17 degrees measured for 25): a face tilted by
         more than ``REFINE_TILT`` is turned upright by the estimate and its keypoints measured again, up to
         three times while the estimate still moves by more than 2 degrees."""
@@ -211,7 +255,7 @@ class BlazeFaceDetector:
             return points
         centre, side = box[:2] + box[2:] / 2, 2 * max(box[2], box[3])
         for _ in range(3):
-            scores, again = self._nets[-1].detect_upright(image, centre, side, tilt)
+            scores, again = net.detect_upright(image, centre, side, tilt)
             if not len(scores):
                 break
             # The face nearest the crop centre (a neighbour may be in the crop too).
@@ -256,6 +300,8 @@ def make_detector(name, min_face_size=40):
     """A name in ``DETECTORS`` -> a detector object with ``detect(images) -> [[Face, ...], ...]``."""
     if name == "blazeface":
         return BlazeFaceDetector(("full", "short"), min_face_size=min_face_size)
+    if name == "blazeface_full":
+        return BlazeFaceDetector(("full",), min_face_size=min_face_size)
     if name == "blazeface_short":
         return BlazeFaceDetector(("short",), min_face_size=min_face_size)
     if name == "mtcnn":
