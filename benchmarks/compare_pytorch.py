@@ -21,6 +21,7 @@ PyTorch is needed for the baseline only (not a package dependency):
     pip install torch==2.14.1   # the version on this project's machines (CPU wheel)
     python benchmarks/compare_pytorch.py [--backbones se_resnet50 se_resnet18] [--batch-size 32]
     python benchmarks/compare_pytorch.py --quick --backbones se_resnet50   # inference only, one process each
+    python benchmarks/compare_pytorch.py --quick --repeats 3 --backbones se_resnet50   # inference, 3 processes each
     python benchmarks/compare_pytorch.py --training --repeats 5 --backbones se_resnet50   # five training runs
 """
 
@@ -220,13 +221,15 @@ def main():
     parser.add_argument("--backbones", nargs="+", default=["se_resnet50", "se_resnet18"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="fresh processes per framework; medians are reported (speed varies between processes)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="fresh processes per measurement, alternating; medians are reported (speed varies "
+                             "between processes; default 3, 1 with --quick)")
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIME_NAMES, default=None,
                         help="prediction runtimes to measure (default: every installed one)")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--quick", action="store_true",
-                        help=f"inference only, one process per measurement, {SECONDS['quick']:.0f} s per figure")
+                        help=f"inference only, {SECONDS['quick']:.0f} s per figure (one process per measurement "
+                             "unless --repeats)")
     only.add_argument("--training", action="store_true",
                         help="training only (the five-run check: --training --repeats 5 --backbones se_resnet50)")
     parser.add_argument("--cache-dir", help="folder for the exported models (default: a temporary one)")
@@ -241,7 +244,7 @@ def main():
     from keras_mtanet.inference import runtimes
 
     names = args.runtimes or runtimes.available()
-    repeats = 1 if args.quick else args.repeats
+    repeats = args.repeats or (1 if args.quick else 3)
     seconds = SECONDS["quick" if args.quick else "full"]
     parts = [p for p in PARTS if not (args.quick and p in TRAINING) and not (args.training and p not in TRAINING)
              and not (p.startswith("runtime_") and p[len("runtime_"):] not in names)]

@@ -10,7 +10,12 @@ time per frame; the slowest stage bounds the frame rate. "CPU ms/frame" is the p
 (all threads): on a machine shared with other work it stays near the true cost while wall times stretch, and
 2000 / it is the frame rate two otherwise idle cores could at best reach.
 
-    nice -n 10 python benchmarks/video_fps.py [--quick] [--frames 150] [--backbones se_resnet50 se_resnet18]
+Each model runs in float32 and in bfloat16 (``--precisions``; bfloat16 is fast on CPUs with AMX or AVX-512
+BF16 and moves the ABAW scores by at most 0.005, see ``benchmarks/reduced_precision.py``), through the default
+runtime (OpenVINO where installed, else Keras).
+
+    nice -n 10 python benchmarks/video_fps.py [--quick] [--frames 300] [--backbones se_resnet50 se_resnet18] \
+        [--detectors blazeface mtcnn] [--precisions float32 bfloat16]
 
 Needs scikit-image (in the test extras) for the photograph.
 """
@@ -78,11 +83,12 @@ def end_to_end(predictor, video):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="40 one-face and 20 five-face frames")
-    parser.add_argument("--frames", type=int, default=150, help="frames of the one-face video")
+    parser.add_argument("--frames", type=int, default=300, help="frames of the one-face video")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--input-size", type=int, default=112)
     parser.add_argument("--backbones", nargs="+", default=["se_resnet50", "se_resnet18"])
     parser.add_argument("--detectors", nargs="+", default=list(detection.DETECTORS), choices=detection.DETECTORS)
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     args = parser.parse_args()
     one, five = (40, 20) if args.quick else (args.frames, args.frames // 2)
 
@@ -92,26 +98,29 @@ def main():
         make_video(videos[5], five, 5)
         print(f"videos: 640x480, {one} frames with one face, {five} frames with five; detection on every frame; "
               f"OpenCV {cv2.__version__}; {os.cpu_count()} CPU cores, load average "
-              f"{os.getloadavg()[0]:.1f} at the start (other work on the machine slows every line alike)")
-        print("| model | faces | detector | fps | x MTCNN | CPU ms/frame | 2-core bound fps | model img/s | "
-              "found/frame | " + " | ".join(f"{s} ms" for s in STAGES) + " |")
-        print("|" + "---|" * (9 + len(STAGES)))
+              f"{os.getloadavg()[0]:.1f} at the start (other work on the machine slows every line alike); BlazeFace "
+              f"runs {detection.DETECT_WORKERS} detection threads")
+        print("| model | precision | faces | detector | fps | x MTCNN | CPU ms/frame | 2-core bound fps | "
+              "model img/s | found/frame | " + " | ".join(f"{s} ms" for s in STAGES) + " |")
+        print("|" + "---|" * (10 + len(STAGES)))
         for backbone in args.backbones:
             model = MTANet(backbone, input_shape=(args.input_size, args.input_size, 3))
-            predictor = Predictor(model, detector=None, batch_size=args.batch_size)
-            ips = model_only_ips(predictor, args.batch_size)
             detectors = {name: detection.make_detector(name) for name in args.detectors}
-            for faces, video in videos.items():
-                rows = {}
-                for name in args.detectors + [None]:
-                    predictor.detector = detectors.get(name)  # one model graph for every detector
-                    rows[name] = (*end_to_end(predictor, video), ips)
-                mtcnn = rows.get("mtcnn", (float("nan"),))[0]
-                for name, (fps, per_frame, found, cpu_ms, ips) in rows.items():
-                    label = name or "none (whole frame)"
-                    print(f"| {backbone} | {faces} | {label} | {fps:.1f} | {fps / mtcnn:.2f} | {cpu_ms:.1f} | "
-                          f"{2000 / cpu_ms:.0f} | {ips:.0f} | {found:.2f} | "
-                          + " | ".join(f"{per_frame[s]:.1f}" for s in STAGES) + " |", flush=True)
+            for precision in args.precisions:
+                predictor = Predictor(model, detector=None, batch_size=args.batch_size, precision=precision)
+                ips = model_only_ips(predictor, args.batch_size)
+                for faces, video in videos.items():
+                    rows = {}
+                    for name in args.detectors + [None]:
+                        predictor.detector = detectors.get(name)  # one model graph for every detector
+                        rows[name] = (*end_to_end(predictor, video), ips)
+                    mtcnn = rows.get("mtcnn", (float("nan"),))[0]
+                    for name, (fps, per_frame, found, cpu_ms, ips) in rows.items():
+                        label = name or "none (whole frame)"
+                        print(f"| {backbone} | {precision} ({predictor.runtime.name}) | {faces} | {label} | "
+                              f"{fps:.1f} | {fps / mtcnn:.2f} | {cpu_ms:.1f} | {2000 / cpu_ms:.0f} | {ips:.0f} | "
+                              f"{found:.2f} | " + " | ".join(f"{per_frame[s]:.1f}" for s in STAGES) + " |",
+                              flush=True)
 
 
 if __name__ == "__main__":
