@@ -7,12 +7,12 @@ the prediction of the nearest frame that has one. Scores are computed from exact
 every annotated line. Smoothing lives in ``keras_mtanet.smoothing`` (re-exported here).
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from keras_mtanet import files
 from keras_mtanet.data import affwild2, pipeline
 from keras_mtanet.data.affwild2 import read_annotations  # also keeps evaluate.read_annotations working
 from keras_mtanet.errors import DataError, first_line
@@ -157,4 +157,4 @@ def write_metrics(path, scores):
     except OSError as error:  # e.g. a file in the way, or no permission
         raise DataError(f"{folder}: cannot create folder ({error.strerror or first_line(error)})") from None
     with AtomicFile(path, "w") as f:
-        f.write(json.dumps(scores, indent=2) + "\n")
+        f.write(files.dump_json(scores))

@@ -7,6 +7,7 @@ resumes or finds the run finished; ``VerifiedBackup`` and ``RunRecorder`` keep t
 consistent through a kill.
 """
 
+import io
 import json
 import math
 import os
@@ -168,18 +169,16 @@ class VerifiedBackup(keras.callbacks.BackupAndRestore):
             previous_s.unlink(missing_ok=True)
             _copy_atomic(latest_w, previous_w)
             _copy_atomic(latest_s, previous_s)
-        tmp = folder / ".tmp.weights.h5"
-        self.model.save_weights(str(tmp), overwrite=True)
-        latest_s.unlink(missing_ok=True)
-        os.replace(tmp, latest_w)
+        with files.atomic_output(latest_w) as tmp:  # a fresh temporary name: never through a planted link
+            self.model.save_weights(str(tmp), overwrite=True)
+            latest_s.unlink(missing_ok=True)
         _write_json(latest_s, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
                                "weights_sha256": files.sha256_file(latest_w)})
 
 
 def _copy_atomic(source, target):
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with files.atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -256,9 +255,8 @@ class RunRecorder(keras.callbacks.Callback):
         if math.isfinite(score) and score > self.best_score:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             target = self.checkpoints / f"best-e{epoch:04d}.weights.h5"
-            tmp = self.checkpoints / f".tmp-e{epoch:04d}.weights.h5"
-            self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, target)
+            with files.atomic_output(target) as tmp:
+                self.model.save_weights(str(tmp), overwrite=True)
             self.best_score = score
         self._append_row({"epoch": epoch, **{k: _log_value(v) for k, v in sorted(logs.items())}})
 
@@ -278,12 +276,11 @@ class RunRecorder(keras.callbacks.Callback):
     def _write_rows(self, rows, fields):
         import csv
 
-        tmp = self.log_path.with_name(f".{LOG_FILE}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.log_path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        files.write_atomic(self.log_path, text.getvalue())
 
 
 def _is_epoch(text):

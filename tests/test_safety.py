@@ -431,6 +431,38 @@ def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, mo
     assert (run / "train_config.json").read_text() == recorded
 
 
+def test_run_files_are_never_written_through_a_link_planted_at_a_temporary_name(tmp_path):
+    # Earlier versions wrote the backup, the best weights and the log through fixed temporary names; a link
+    # planted there (e.g. in a shared run folder) made them overwrite the file it points to.
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "backup").mkdir()
+    planted = [run / "backup" / ".tmp.weights.h5", run / "backup" / ".previous.weights.h5.tmp",
+               run / "backup" / ".previous.json.tmp", run / "checkpoints" / ".tmp-e0000.weights.h5",
+               run / "checkpoints" / ".tmp-e0001.weights.h5", run / ".log.csv.tmp"]
+    for link in planted:
+        link.symlink_to(mine)
+    backup = train.VerifiedBackup(str(run / "backup"))
+    backup.set_model(tiny_model())
+    for epoch in (1, 2):  # the second save copies the first pair to "previous"
+        backup._current_epoch = epoch
+        backup._save_model()
+    first = train.RunRecorder(run)
+    for epoch, score in enumerate([0.5, 0.9, 0.7]):
+        recorder_epoch(first, epoch, score)
+    recorder_epoch(train.RunRecorder(run), 1, 0.6)  # a resume rewrites the log without the rows ahead
+    assert mine.read_text() == "mine"
+    assert all(link.is_symlink() for link in planted)
+    assert train.VerifiedBackup.latest(run / "backup")[1]["epoch"] == 2
+    assert (run / "backup" / "previous.json").exists() and (run / "checkpoints" / "best-e0001.weights.h5").exists()
+    assert [int(r["epoch"]) for r in train.RunRecorder(run).rows()[0]] == [0, 1]
+    # Nothing else is left behind: the temporary files went with their renames.
+    leftovers = [p for p in run.rglob(".*") if p not in planted]
+    assert leftovers == [], leftovers
+
+
 def test_a_backup_cut_short_at_any_point_resumes_from_a_consistent_pair(tmp_path):
     model = tiny_model()
     backup = train.VerifiedBackup(str(tmp_path / "backup"))

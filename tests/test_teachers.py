@@ -107,7 +107,13 @@ def test_cache_rows_round_trip(tmp_path):
     rows = [cache.format_row("FER2013Test/a.png", True, [0.12344, 0.5, 1, 0, 0.25, 0.75, 0.1, 0.9], [-0.5, 0.25],
                              blend, np.arange(7) / 10),
             cache.format_row("FER2013Test/b.png", False, [], [-5, -5], [math.nan] * 52, [math.nan] * 7)]
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    planted = tmp_path / "labels.csv.tmp"  # the temporary name earlier versions used: never written through
+    planted.symlink_to(mine)
     cache.write_rows(path, rows)
+    assert mine.read_text() == "mine" and planted.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "labels.csv.tmp", "mine.txt"]
     labels = cache.read_labels(path)
     a, b = labels["FER2013Test/a.png"], labels["FER2013Test/b.png"]
     assert a.found and not b.found

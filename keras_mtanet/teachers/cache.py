@@ -11,7 +11,6 @@ import collections
 import csv
 import heapq
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -118,20 +117,14 @@ def write_rows(path, rows):
     ``rows`` may be any iterable, a generator included: each row goes to the file as it comes, so writing a
     merged cache keeps no more than one row in memory. A failure while writing leaves ``path`` as it was.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(COLUMNS)
-            for row in rows:
-                writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    from keras_mtanet.inference.output import AtomicFile
+
+    # A fresh temporary name (never a fixed one, which a planted link could redirect), flushed and renamed.
+    with AtomicFile(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow(row)
 
 
 def merge_sorted(paths, key):
