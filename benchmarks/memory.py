@@ -246,8 +246,7 @@ def prepare(path, length, work):
         write_image_folder(where / "images", length)
         return _cli("predict", where / "images", "--output", where / "out.csv", "--quiet")
     if path == "demo":
-        return _cli("demo", "--synthetic", "--frames", length, "--output", where / "out.csv", "--plot",
-                    where / "demo.png")
+        return _cli("demo", "--synthetic", "--frames", length, "--output", where / "out.csv")
     if path == "evaluate":
         write_affwild2(where / "aw", length)
         return _cli("evaluate", "--data", where / "aw", "--split", "Validation_Set", "--predictions",

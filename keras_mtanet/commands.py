@@ -18,6 +18,10 @@ def run_demo(args):
     from keras_mtanet.inference import demo
 
     if args.synthetic:
+        given = [flag for flag, value in (("--image", args.image), ("--plot", args.plot)) if value]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise UsageError(f"{' and '.join(given)} {verb} to the photo demo, not --synthetic")
         return demo.synthetic_demo(args.model, args.frames, args.seed, args.output)
     if args.frames is not None:
         raise UsageError("--frames applies to --synthetic only")

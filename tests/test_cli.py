@@ -173,6 +173,11 @@ def test_command_line_mistakes_are_usage_errors(capsys, tmp_path):
 
     with pytest.raises(UsageError, match="--frames applies to --synthetic only"):
         commands.run_demo(build_parser("demo").parse_args(["demo", "--frames", "5"]))
+    with pytest.raises(UsageError, match="^--image and --plot apply to the photo demo, not --synthetic$"):
+        commands.run_demo(build_parser("demo").parse_args(["demo", "--synthetic", "--image", "a.jpg", "--plot",
+                                                           str(tmp_path / "p.png")]))
+    with pytest.raises(UsageError, match="^--plot applies to the photo demo, not --synthetic$"):
+        commands.run_demo(build_parser("demo").parse_args(["demo", "--synthetic", "--plot", "p.png"]))
     with pytest.raises(UsageError, match="--int8 applies to --format tflite only"):
         commands.run_export(build_parser("export").parse_args(["export", "--format", "onnx", "--int8", "--output",
                                                                str(tmp_path / "m.onnx")]))

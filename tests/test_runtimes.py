@@ -170,6 +170,46 @@ def test_export_cache_reuses_files_and_never_replaces_any(model, cache, monkeypa
         runtimes.load_runtime(model, "tflite", cache_dir=user_file)
 
 
+def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, monkeypatch, tmp_path):
+    import os
+    import re
+
+    root = tmp_path / "default"
+    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(root))
+    folder = runtimes.default_cache_dir()
+    folder.mkdir(parents=True)
+    names = [f"mtanet-tflite-{i:020x}" for i in range(4)]
+    for age, name in enumerate(names):  # names[0] is the newest, names[3] the oldest
+        (folder / name).mkdir()
+        (folder / name / "model.tflite").write_bytes(b"x")
+        os.utime(folder / name, (1e9 - age * 100, 1e9 - age * 100))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (folder / "mtanet-onnx-ffffffffffffffffffff").symlink_to(mine)  # a link named like an export
+    (folder / "mtanet-notes").mkdir()                                # a folder not named like one
+    (folder / "notes.txt").write_text("mine")
+    removed = runtimes.prune_cache(folder, keep=2)
+    assert sorted(p.name for p in removed) == sorted(names[2:])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        names[:2] + ["mtanet-onnx-ffffffffffffffffffff", "mtanet-notes", "notes.txt"])
+    assert mine.is_dir() and runtimes.prune_cache(folder, keep=0, spare=folder / names[1]) == [folder / names[0]]
+
+    # A new export into the default cache prunes it; reusing an export renews it; another folder is not pruned.
+    monkeypatch.setattr(runtimes, "MAX_CACHED_EXPORTS", 1)
+    (folder / names[1]).rename(folder / names[3])  # an old export, still there
+    os.utime(folder / names[3], (1e9, 1e9))
+    cached = runtimes.cached_export(model, "tflite", folder)
+    assert re.fullmatch(r"mtanet-tflite-[0-9a-f]{20}", cached.parent.name)
+    assert not (folder / names[3]).exists() and cached.is_file()
+    os.utime(cached.parent, (1e9, 1e9))
+    assert runtimes.cached_export(model, "tflite", folder) == cached and cached.parent.stat().st_mtime > 1e9
+    other = runtimes.cached_export(model, "tflite", cache)  # the module's own cache folder, not the default
+    (cache / names[0]).mkdir()
+    runtimes.cached_export(model, "tflite", cache)
+    assert (cache / names[0]).is_dir() and other.is_file()
+    shutil.rmtree(cache / names[0])
+
+
 def test_without_cache_dir_the_export_goes_with_the_runtime(model, images, expected, cache, monkeypatch):
     cached = runtimes.load_runtime(model, "tflite", cache_dir=cache).path
     # The export itself is tested above: copy it rather than convert again.

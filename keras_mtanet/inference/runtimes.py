@@ -10,7 +10,8 @@ In float32 every runtime gives Keras's outputs to 1e-4 (``tests/test_runtimes.py
 Exports are named by a digest of the model's configuration, weights, the precision and the package versions, so
 a ``cache_dir`` that is kept reuses them and a changed model never picks up a stale file. They are written under
 a temporary name and renamed into place, and nothing already in the folder is ever replaced. Without
-``cache_dir`` they go to a temporary folder that is removed with the runtime.
+``cache_dir`` they go to a temporary folder that is removed with the runtime. In the default cache folder
+(``default_cache_dir``) only the ``MAX_CACHED_EXPORTS`` most recently used exports are kept.
 
 Example:
     >>> from keras_mtanet.inference import runtimes
@@ -24,6 +25,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -62,6 +64,12 @@ def best_runtime(precision="float32"):
     ``precision``; ``"keras"`` at worst, which is always there."""
     return next((name for name in DEFAULT_ORDER if installed(name) and precision in PRECISIONS[name]), "keras")
 
+
+# Exports kept in the default cache folder (10-100 MB each, one per model, runtime format and precision): when
+# a new one is made there, the least recently used beyond this many are removed.
+MAX_CACHED_EXPORTS = 8
+# The names cached_export gives its folders; pruning touches nothing else.
+_EXPORT_NAME = re.compile(r"mtanet-(openvino|tflite|onnx)(-int8)?-[0-9a-f]{20}")
 
 RUNTIME_VARIABLE = "KERAS_MTANET_RUNTIME"  # the runtime Predictor and predict use when none is given
 CACHE_VARIABLE = "KERAS_MTANET_CACHE"
@@ -312,6 +320,10 @@ def cached_export(model, format, cache_dir, int8=False, calibration=None):
     entry = cache / f"mtanet-{format}{'-int8' if int8 else ''}-{digest[:20]}"
     target = entry / f"model{export.SUFFIXES[format]}"
     if target.is_file():
+        try:
+            os.utime(entry)  # used now: pruning removes the least recently used
+        except OSError:
+            pass  # a read-only cache still serves its exports
         return target
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=cache))
     try:
@@ -329,7 +341,27 @@ def cached_export(model, format, cache_dir, int8=False, calibration=None):
                                 "cache_dir") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if cache.resolve() == default_cache_dir().resolve():
+        prune_cache(cache, MAX_CACHED_EXPORTS, spare=entry)
     return target
+
+
+def prune_cache(folder, keep=MAX_CACHED_EXPORTS, spare=None):
+    """Remove all but the ``keep`` most recently used exports in ``folder`` (by modification time, which
+    ``cached_export`` renews on each use), never ``spare``. Only folders named as ``cached_export`` names its
+    exports are considered; links, files and anything else are left alone. Returns the removed folders."""
+    entries = []
+    for path in Path(folder).iterdir():
+        if _EXPORT_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_dir():
+            entries.append((path.stat().st_mtime, path.name, path))
+    entries.sort(reverse=True)
+    removed = []
+    for _, _, path in entries[max(0, keep):]:
+        if spare is not None and path == Path(spare):
+            continue
+        shutil.rmtree(path, ignore_errors=True)  # an export another process still runs stays in its memory
+        removed.append(path)
+    return removed
 
 
 def model_digest(model, format, int8=False, calibration=None):
