@@ -236,6 +236,8 @@ def main():
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=tuple(PARTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.child:
         print(json.dumps(PARTS[args.child](args.backbones[0], args.batch_size, args.threads, args.seconds,
                                            args.cache_dir)))
@@ -244,7 +246,7 @@ def main():
     from keras_mtanet.inference import runtimes
 
     names = args.runtimes or runtimes.available()
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     seconds = SECONDS["quick" if args.quick else "full"]
     parts = [p for p in PARTS if not (args.quick and p in TRAINING) and not (args.training and p not in TRAINING)
              and not (p.startswith("runtime_") and p[len("runtime_"):] not in names)]

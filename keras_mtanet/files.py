@@ -1,9 +1,10 @@
 """Small-file helpers shared by the package: hashing, writes that are never seen half done, bounded JSON reads.
 
-A write goes to a temporary name in the destination's own folder, ``.{name}.tmp``, is flushed to disk and then
-renamed over the destination, so a reader (or a process killed part-way) sees the old file or the new one,
-never a mix. The leading dot and ``.tmp`` suffix mark leftovers of a kill; run folders ignore them
-(``runs.prepare_run_folder``).
+A write goes to a fresh temporary name in the destination's own folder, ``.{name}.{random}.tmp`` (created with
+``O_EXCL``, so never into or through anything already there), is flushed to disk and then renamed over the
+destination, so a reader (or a process killed part-way) sees the old file or the new one, never a mix. A link
+planted at the destination is replaced, not followed. The leading dot and ``.tmp`` suffix mark leftovers of a
+kill; run folders ignore them (``runs.prepare_run_folder``).
 """
 
 import contextlib
@@ -50,15 +51,32 @@ def _fsync_folder(folder):
 
 
 def write_atomic(path, data):
-    """Write ``data`` (``str``, written as UTF-8, or ``bytes``) to ``path`` through ``.{name}.tmp``: flushed,
-    fsynced and renamed into place. Returns ``path`` as a ``Path``."""
-    path = Path(path)
-    tmp = temporary_name(path)
+    """Write ``data`` (``str``, written as UTF-8, or ``bytes``) to ``path`` through a fresh temporary name:
+    flushed, fsynced and renamed into place. Returns ``path`` as a ``Path``."""
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    with atomic_writer(path, "wb") as f:
+        f.write(payload)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_writer(path, mode="w", **open_args):
+    """A file object writing to a fresh temporary name beside ``path`` (``O_EXCL``: never into or through a
+    file already there), fsynced and renamed over ``path`` when the block ends without error, removed
+    otherwise. For writers that stream (rows written as they come); text modes default to UTF-8.
+
+    Example:
+        >>> with atomic_writer(folder / "labels.csv", newline="") as f:
+        ...     csv.writer(f).writerows(rows)
+    """
+    path = Path(path)
+    if "b" not in mode:
+        open_args.setdefault("encoding", "utf-8")
+    tmp = temporary_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
-        # O_EXCL: never write into (or through a link at) a file that is already there.
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
-            f.write(payload)
+        with os.fdopen(fd, mode, **open_args) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -66,7 +84,6 @@ def write_atomic(path, data):
         tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
-    return path
 
 
 @contextlib.contextmanager

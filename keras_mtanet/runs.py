@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def _write_json(path, value):
 
 def _read_record(path):
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -109,13 +110,50 @@ def lock_run_folder(output):
     error instead of writing over the first one's log and backup."""
     import fcntl
 
-    handle = open(output / LOCK_FILE, "a")
+    handle = _open_no_link(output / LOCK_FILE, "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         raise UsageError(f"{output}: another process is training into this folder") from None
+    remove_leftovers(output)
     return handle
+
+
+# files.temporary_name's names: .{name}.{8 hex digits}.tmp
+_LEFTOVER = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_leftovers(output):
+    """Remove the temporary files and folders a killed run left in ``output``, ``backup/`` and ``checkpoints/``
+    (named as ``files.temporary_name`` names them; nothing else). Call only under ``lock_run_folder``: no other
+    process is writing there then. Returns the paths removed."""
+    removed = []
+    for folder in (output, output / "backup", output / "checkpoints"):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if not _LEFTOVER.fullmatch(path.name):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _open_no_link(path, mode):
+    """``path`` opened for appending (text, UTF-8), created 0644 if missing; a link there is refused rather
+    than followed (a link planted at a run file's fixed name must not redirect the write)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if Path(path).is_symlink():
+            raise UsageError(f"{path}: is a link; a run folder's own files must be plain files") from None
+        raise UsageError(f"{path}: cannot write ({error.strerror or error})") from None
+    return os.fdopen(fd, mode, newline="", encoding="utf-8")
 
 
 class VerifiedBackup(keras.callbacks.BackupAndRestore):
@@ -204,7 +242,7 @@ class RunRecorder(keras.callbacks.Callback):
 
         if not self.log_path.exists():
             return [], None
-        text = self.log_path.read_text()
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
         lines = text.splitlines(keepends=True)
         if lines and not lines[-1].endswith("\n"):
             lines = lines[:-1]  # cut short by a kill
@@ -265,7 +303,7 @@ class RunRecorder(keras.callbacks.Callback):
 
         new = not self.log_path.exists()
         fields = list(row) if new else self.rows()[1]
-        with open(self.log_path, "a", newline="") as f:
+        with _open_no_link(self.log_path, "a") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()

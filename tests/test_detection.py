@@ -49,7 +49,8 @@ def paste_rotated(frame, patch, centre, angle):
 def test_model_files_and_anchors_match_mediapipe():
     # Hand-computed from MediaPipe's SSD options: short range 16x16 cells x 2 + 8x8 cells x 6 anchors,
     # full range 48x48 cells x 1; centres at (i + 0.5) / cells, row by row.
-    short, full = blazeface.anchors(128, blazeface.MODELS["short"][2]), blazeface.anchors(192, blazeface.MODELS["full"][2])
+    short = blazeface.anchors(128, blazeface.MODELS["short"][2])
+    full = blazeface.anchors(192, blazeface.MODELS["full"][2])
     assert short.shape == (896, 2) and full.shape == (2304, 2)
     np.testing.assert_allclose(short[0], short[1])
     np.testing.assert_allclose(short[2], [1.5 / 16, 0.5 / 16])
@@ -194,6 +195,21 @@ def test_detection_threads_give_the_faces_one_thread_gives(photo):
         results = list(callers.map(pooled.detect, [frames, frames[::-1]]))
     _same_faces(results[0], one)
     _same_faces(results[1], one[::-1])
+
+    # The images of one call really run at once, on distinct model sets: the first two wait for each other (a
+    # detector that ran them one after the other would break the barrier).
+    import threading
+    barrier, seen, detect_one = threading.Barrier(2, timeout=20), [], pooled._detect_one
+
+    def meeting(image, nets):
+        seen.append((threading.get_ident(), id(nets)))
+        if len(seen) <= 2:
+            barrier.wait()
+        return detect_one(image, nets)
+
+    pooled._detect_one = meeting
+    _same_faces(pooled.detect(frames[:4]), one[:4])
+    assert len({thread for thread, _ in seen[:2]}) == 2 and len({nets for _, nets in seen[:2]}) == 2
 
 
 def test_the_short_range_input_is_shrunk_from_the_full_range_one(photo):

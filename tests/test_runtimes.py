@@ -193,6 +193,14 @@ def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, mo
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         names[:2] + ["mtanet-onnx-ffffffffffffffffffff", "mtanet-notes", "notes.txt"])
     assert mine.is_dir() and runtimes.prune_cache(folder, keep=0, spare=folder / names[1]) == [folder / names[0]]
+    # One used within the grace period (another process may be loading it) stays; nothing half-removed is left.
+    os.utime(folder / names[1])
+    assert runtimes.prune_cache(folder, keep=0) == [] and (folder / names[1]).is_dir()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    for format in export.SUFFIXES:  # the pattern covers every name cached_export gives
+        assert runtimes._EXPORT_NAME.fullmatch(f"mtanet-{format}-{'ab' * 10}")
+        assert runtimes._EXPORT_NAME.fullmatch(f"mtanet-{format}-int8-{'ab' * 10}")
+    os.utime(folder / names[1], (1e9, 1e9))
 
     # A new export into the default cache prunes it; reusing an export renews it; another folder is not pruned.
     monkeypatch.setattr(runtimes, "MAX_CACHED_EXPORTS", 1)
@@ -203,11 +211,13 @@ def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, mo
     assert not (folder / names[3]).exists() and cached.is_file()
     os.utime(cached.parent, (1e9, 1e9))
     assert runtimes.cached_export(model, "tflite", folder) == cached and cached.parent.stat().st_mtime > 1e9
-    other = runtimes.cached_export(model, "tflite", cache)  # the module's own cache folder, not the default
-    (cache / names[0]).mkdir()
-    runtimes.cached_export(model, "tflite", cache)
-    assert (cache / names[0]).is_dir() and other.is_file()
-    shutil.rmtree(cache / names[0])
+    # A new export into another folder leaves its old exports alone (copied: the export itself is tested above).
+    monkeypatch.setattr(export, "export_tflite", lambda model, path, **kwargs: shutil.copy(cached, path))
+    other = tmp_path / "other"
+    (other / names[0]).mkdir(parents=True)
+    os.utime(other / names[0], (1e9, 1e9))
+    made = runtimes.cached_export(model, "tflite", other)
+    assert made.is_file() and made.parent.parent == other and (other / names[0]).is_dir()
 
 
 def test_without_cache_dir_the_export_goes_with_the_runtime(model, images, expected, cache, monkeypatch):

@@ -70,7 +70,8 @@ def test_a_hub_preset_cannot_name_files_outside_its_folder(server, tmp_path, key
     assert "not a plain file name" in one_line(info)
     assert victim.read_text() == "the user's data"
     snapshot = next(cache.glob("models--*/snapshots/*"))
-    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*presets.PRESET_FILES, presets.PREPROCESSOR_FILE])  # none deleted
+    # none deleted:
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*presets.PRESET_FILES, presets.PREPROCESSOR_FILE])
 
 
 def test_links_out_of_a_preset_and_non_regular_files_are_refused(tmp_path):
@@ -461,6 +462,47 @@ def test_run_files_are_never_written_through_a_link_planted_at_a_temporary_name(
     # Nothing else is left behind: the temporary files went with their renames.
     leftovers = [p for p in run.rglob(".*") if p not in planted]
     assert leftovers == [], leftovers
+
+
+def test_a_link_at_a_run_files_own_name_is_refused_and_a_kills_leftovers_go_under_the_lock(tmp_path):
+    from keras_mtanet import files, runs
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    recorder = train.RunRecorder(run)
+    recorder_epoch(recorder, 0, 0.5)
+    (run / "log.csv").unlink()
+    (run / "log.csv").symlink_to(mine)  # appending the next epoch's row must not write through it
+    with pytest.raises(UsageError, match=r"log\.csv: is a link; a run folder's own files must be plain files$"):
+        recorder_epoch(recorder, 1, 0.6, begin=False)
+    assert mine.read_text() == "mine"
+    (run / "log.csv").unlink()
+    (run / runs.LOCK_FILE).symlink_to(tmp_path / "elsewhere")  # nor create a file where a dangling link points
+    with pytest.raises(UsageError, match=r"\.lock: is a link"):
+        runs.lock_run_folder(run)
+    assert not (tmp_path / "elsewhere").exists()
+    (run / runs.LOCK_FILE).unlink()
+
+    # What a kill leaves (temporary names of files.temporary_name) is removed once the run holds the lock; other
+    # hidden names, and anything in other folders, stay.
+    (run / "backup").mkdir()
+    killed = [files.temporary_name(run / "backup" / "latest.weights.h5"), files.temporary_name(run / "log.csv"),
+              files.temporary_name(run / "checkpoints" / "best-e0003.weights.h5")]
+    killed[0].mkdir()
+    (killed[0] / "latest.weights.h5").write_bytes(b"half")
+    killed[1].write_text("epoch\n")
+    killed[2].symlink_to(mine)
+    kept = [run / ".hidden.tmp", run / "backup" / ".notes", run / "checkpoints" / "best-e0001.weights.h5"]
+    for path in kept:
+        path.write_text("x")
+    handle = runs.lock_run_folder(run)
+    try:
+        assert not any(p.exists() or p.is_symlink() for p in killed) and all(p.exists() for p in kept)
+        assert mine.read_text() == "mine"
+    finally:
+        handle.close()
 
 
 def test_a_backup_cut_short_at_any_point_resumes_from_a_consistent_pair(tmp_path):

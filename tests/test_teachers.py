@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_mtanet import cli
+from keras_mtanet import cli, files
 from keras_mtanet.data import ferplus
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.labels import AU_NAMES
@@ -339,7 +339,7 @@ def test_merge_streams_sorted_runs_and_keeps_the_last_duplicate(tmp_path):
         list(cache.merge_sorted([a, b], key=lambda r: r[0]))
 
 
-def test_write_rows_takes_a_generator_and_a_failure_keeps_the_old_file(tmp_path):
+def test_write_rows_takes_a_generator_and_a_failure_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "labels.csv"
     cache.write_rows(path, (cache_row(f"FER2013Test/{i}.png") for i in range(3)))
     before = path.read_bytes()
@@ -351,7 +351,24 @@ def test_write_rows_takes_a_generator_and_a_failure_keeps_the_old_file(tmp_path)
 
     with pytest.raises(OSError, match="disk full"):
         cache.write_rows(path, failing())
-    assert path.read_bytes() == before and not (tmp_path / "labels.csv.tmp").exists()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["labels.csv"]
+
+    # A write that fails is one line naming the file, and leaves it as it was.
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "fsync", full_disk)
+        with pytest.raises(DataError, match=r"labels\.csv: cannot write \(No space left on device\)$"):
+            cache.write_rows(path, [cache_row("FER2013Test/1.png")])
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["labels.csv"]
+
+    link = tmp_path / "planted.csv"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    link.symlink_to(victim)  # a link planted at the destination is replaced, not written through
+    cache.write_rows(link, [cache_row("FER2013Test/1.png")])
+    assert victim.read_text() == "mine" and not link.is_symlink() and len(cache.read_rows(link)) == 1
 
 
 def test_unknown_data_format_is_a_usage_error(tmp_path):

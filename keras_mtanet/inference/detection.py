@@ -155,8 +155,9 @@ class BlazeFaceDetector:
     Args:
         models: BlazeFace models in ``blazeface.MODELS``: ``("full", "short")`` (the ``"blazeface"`` detector:
             the full-range model finds small faces, the short-range one large, low-detail faces that the
-            full-range one misses; see ``benchmarks/detectors.py``), ``("full",)`` (``"blazeface_full"``: about two
-            thirds of the time on upright faces, fewer low-detail faces found) or ``("short",)`` (``"blazeface_short"``).
+            full-range one misses; see ``benchmarks/detectors.py``), ``("full",)`` (``"blazeface_full"``: about
+            two thirds of the time on upright faces, fewer low-detail faces found) or ``("short",)``
+            (``"blazeface_short"``).
         min_face_size: smallest face side in pixels to report.
         min_score: faces with a lower score are dropped.
         num_threads: TensorFlow Lite threads per model.
@@ -176,7 +177,7 @@ class BlazeFaceDetector:
         self.name = "blazeface" if tuple(models) == ("full", "short") else "blazeface_" + "_".join(models)
         self.min_face_size = int(min_face_size)
         self._share = blazeface.MIN_FACE_SHARE[models[0]]
-        self.workers = max(1, int(workers) if workers is not None else min(DETECT_WORKERS, os.cpu_count() or 1))
+        self.workers = max(1, int(workers) if workers is not None else min(DETECT_WORKERS, _cores()))
         self._pool, self._pool_lock = None, threading.Lock()
 
     def _make_nets(self):
@@ -264,6 +265,14 @@ class BlazeFaceDetector:
             if abs(tilt - previous) < 2.0:
                 break
         return points
+
+
+def _cores():
+    """The cores this process may run on (its affinity where the system tells it, else all of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _tilt(points):

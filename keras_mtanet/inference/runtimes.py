@@ -26,9 +26,11 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
+import time
 import weakref
 from pathlib import Path
 
@@ -68,7 +70,10 @@ def best_runtime(precision="float32"):
 # Exports kept in the default cache folder (10-100 MB each, one per model, runtime format and precision): when
 # a new one is made there, the least recently used beyond this many are removed.
 MAX_CACHED_EXPORTS = 8
-# The names cached_export gives its folders; pruning touches nothing else.
+# An export used more recently than this is never pruned (another process may be loading it).
+PRUNE_GRACE_SECONDS = 3600
+# The names cached_export gives its folders (f"mtanet-{format}{'-int8' if int8}-{digest[:20]}"); pruning touches
+# nothing else.
 _EXPORT_NAME = re.compile(r"mtanet-(openvino|tflite|onnx)(-int8)?-[0-9a-f]{20}")
 
 RUNTIME_VARIABLE = "KERAS_MTANET_RUNTIME"  # the runtime Predictor and predict use when none is given
@@ -341,25 +346,45 @@ def cached_export(model, format, cache_dir, int8=False, calibration=None):
                                 "cache_dir") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if cache.resolve() == default_cache_dir().resolve():
-        prune_cache(cache, MAX_CACHED_EXPORTS, spare=entry)
+    try:
+        if cache.resolve() == default_cache_dir().resolve():
+            prune_cache(cache, spare=entry)
+    except OSError:
+        pass  # pruning is housekeeping: the export is made whatever happens to the others
     return target
 
 
-def prune_cache(folder, keep=MAX_CACHED_EXPORTS, spare=None):
-    """Remove all but the ``keep`` most recently used exports in ``folder`` (by modification time, which
-    ``cached_export`` renews on each use), never ``spare``. Only folders named as ``cached_export`` names its
-    exports are considered; links, files and anything else are left alone. Returns the removed folders."""
+def prune_cache(folder, keep=None, spare=None, grace=PRUNE_GRACE_SECONDS):
+    """Remove all but the ``keep`` (default ``MAX_CACHED_EXPORTS``) most recently used exports in ``folder`` (by
+    modification time, which ``cached_export`` renews on each use), never ``spare`` nor one used in the last
+    ``grace`` seconds (another process may be loading it). Only folders named as ``cached_export`` names its
+    exports are considered; links, files and anything else are left alone. Each is first renamed to a temporary
+    name, so a half-removed export is never reused. Returns the folders removed; errors (another process
+    pruning or reading at the same time, a read-only folder) leave the export in place."""
+    keep = MAX_CACHED_EXPORTS if keep is None else keep
     entries = []
-    for path in Path(folder).iterdir():
-        if _EXPORT_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_dir():
-            entries.append((path.stat().st_mtime, path.name, path))
+    try:
+        paths = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            if _EXPORT_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_dir():
+                entries.append((path.stat().st_mtime, path.name, path))
+        except OSError:
+            continue  # gone meanwhile
     entries.sort(reverse=True)
     removed = []
-    for _, _, path in entries[max(0, keep):]:
-        if spare is not None and path == Path(spare):
+    now = time.time()
+    for mtime, _, path in entries[max(0, keep):]:
+        if (spare is not None and path == Path(spare)) or now - mtime < grace:
             continue
-        shutil.rmtree(path, ignore_errors=True)  # an export another process still runs stays in its memory
+        doomed = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.rename(path, doomed)  # an export another process still runs stays in its memory
+        except OSError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
         removed.append(path)
     return removed
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtanet import files
 from keras_mtanet.errors import DataError
 from keras_mtanet.labels import AU_NAMES, UNANNOTATED_AU, UNANNOTATED_VA, VA_NAMES
 from keras_mtanet.teachers.landmarker import BLENDSHAPE_NAMES, GEOMETRY_NAMES
@@ -117,14 +118,27 @@ def write_rows(path, rows):
     ``rows`` may be any iterable, a generator included: each row goes to the file as it comes, so writing a
     merged cache keeps no more than one row in memory. A failure while writing leaves ``path`` as it was.
     """
-    from keras_mtanet.inference.output import AtomicFile
+    # A fresh temporary name (never a fixed one, which a planted link could redirect), flushed and renamed over
+    # path itself (a link planted at path is replaced, not written through).
+    failed_reading = []
 
-    # A fresh temporary name (never a fixed one, which a planted link could redirect), flushed and renamed.
-    with AtomicFile(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow(row)
+    def pulled():  # an error while reading the rows is theirs, not the output file's
+        try:
+            yield from rows
+        except OSError:
+            failed_reading.append(True)
+            raise
+
+    try:
+        with files.atomic_writer(path, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for row in pulled():
+                writer.writerow(row)
+    except OSError as error:  # a full disk, a read-only folder
+        if failed_reading:
+            raise
+        raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def merge_sorted(paths, key):
