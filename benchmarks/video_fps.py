@@ -99,7 +99,7 @@ def main():
         print(f"videos: 640x480, {one} frames with one face, {five} frames with five; detection on every frame; "
               f"OpenCV {cv2.__version__}; {os.cpu_count()} CPU cores, load average "
               f"{os.getloadavg()[0]:.1f} at the start (other work on the machine slows every line alike); BlazeFace "
-              f"runs {detection.BlazeFaceDetector(workers=None).workers} detection threads")
+              f"runs {detection.default_workers()} detection threads")
         print("| model | precision | faces | detector | fps | x MTCNN | CPU ms/frame | 2-core bound fps | "
               "model img/s | found/frame | " + " | ".join(f"{s} ms" for s in STAGES) + " |")
         print("|" + "---|" * (10 + len(STAGES)))

@@ -33,7 +33,7 @@ def temporary_name(path):
     """A fresh temporary name beside ``path``: ``.{name}.{random}.tmp`` (leftovers of a kill are recognisable
     by the leading dot and the ``.tmp`` suffix, which ``runs.prepare_run_folder`` ignores)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.tmp")  # [:80]: within the name limit
 
 
 def _fsync_folder(folder):
@@ -63,7 +63,8 @@ def write_atomic(path, data):
 def atomic_writer(path, mode="w", **open_args):
     """A file object writing to a fresh temporary name beside ``path`` (``O_EXCL``: never into or through a
     file already there), fsynced and renamed over ``path`` when the block ends without error, removed
-    otherwise. For writers that stream (rows written as they come); text modes default to UTF-8.
+    otherwise. For writers that stream (rows written as they come); text modes default to UTF-8. A plain file
+    already at ``path`` keeps its permissions; a link there is replaced by the new file.
 
     Example:
         >>> with atomic_writer(folder / "labels.csv", newline="") as f:
@@ -79,6 +80,8 @@ def atomic_writer(path, mode="w", **open_args):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if path.is_file() and not path.is_symlink():
+            shutil.copymode(path, tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

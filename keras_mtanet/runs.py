@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -110,7 +111,7 @@ def lock_run_folder(output):
     error instead of writing over the first one's log and backup."""
     import fcntl
 
-    handle = _open_no_link(output / LOCK_FILE, "a")
+    handle = _open_no_link(output / LOCK_FILE)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -121,29 +122,39 @@ def lock_run_folder(output):
 
 
 # files.temporary_name's names: .{name}.{8 hex digits}.tmp
+LEFTOVER_AGE_SECONDS = 60
 _LEFTOVER = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
-def remove_leftovers(output):
+def remove_leftovers(output, min_age=LEFTOVER_AGE_SECONDS):
     """Remove the temporary files and folders a killed run left in ``output``, ``backup/`` and ``checkpoints/``
-    (named as ``files.temporary_name`` names them; nothing else). Call only under ``lock_run_folder``: no other
-    process is writing there then. Returns the paths removed."""
-    removed = []
+    (named as ``files.temporary_name`` names them, and older than ``min_age`` seconds; nothing else). Called
+    under ``lock_run_folder``, so no other training process is writing there; the age spares the records a
+    process that has not reached the lock yet is writing at that moment (``prepare_run_folder``). What cannot
+    be removed is left. Returns the paths removed."""
+    removed, now = [], time.time()
     for folder in (output, output / "backup", output / "checkpoints"):
-        if folder.is_symlink() or not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            if not _LEFTOVER.fullmatch(path.name):
+        try:
+            if folder.is_symlink() or not folder.is_dir():
                 continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            paths = list(folder.iterdir())
+        except OSError:
+            continue
+        for path in paths:
+            try:
+                if not _LEFTOVER.fullmatch(path.name) or now - path.lstat().st_mtime < min_age:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError:
+                continue
             removed.append(path)
     return removed
 
 
-def _open_no_link(path, mode):
+def _open_no_link(path):
     """``path`` opened for appending (text, UTF-8), created 0644 if missing; a link there is refused rather
     than followed (a link planted at a run file's fixed name must not redirect the write)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -153,7 +164,7 @@ def _open_no_link(path, mode):
         if Path(path).is_symlink():
             raise UsageError(f"{path}: is a link; a run folder's own files must be plain files") from None
         raise UsageError(f"{path}: cannot write ({error.strerror or error})") from None
-    return os.fdopen(fd, mode, newline="", encoding="utf-8")
+    return os.fdopen(fd, "a", newline="", encoding="utf-8")
 
 
 class VerifiedBackup(keras.callbacks.BackupAndRestore):
@@ -240,6 +251,8 @@ class RunRecorder(keras.callbacks.Callback):
         """The complete rows of ``log.csv`` (a row cut short by a kill is left out)."""
         import csv
 
+        if self.log_path.is_symlink():
+            raise UsageError(f"{self.log_path}: is a link; a run folder's own files must be plain files")
         if not self.log_path.exists():
             return [], None
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -303,7 +316,7 @@ class RunRecorder(keras.callbacks.Callback):
 
         new = not self.log_path.exists()
         fields = list(row) if new else self.rows()[1]
-        with _open_no_link(self.log_path, "a") as f:
+        with _open_no_link(self.log_path) as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()

@@ -201,6 +201,14 @@ def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, mo
         assert runtimes._EXPORT_NAME.fullmatch(f"mtanet-{format}-{'ab' * 10}")
         assert runtimes._EXPORT_NAME.fullmatch(f"mtanet-{format}-int8-{'ab' * 10}")
     os.utime(folder / names[1], (1e9, 1e9))
+    # Temporary folders of an export or a removal cut short by a kill go once they are older than the grace.
+    stale, fresh = folder / f".{names[2]}.k1ll3d_x.tmp", folder / f".{names[3]}.abcd1234.tmp"
+    for path in (stale, fresh):
+        path.mkdir()
+        (path / "model.tflite").write_bytes(b"half")
+    os.utime(stale, (1e9, 1e9))
+    assert runtimes.prune_cache(folder, keep=5) == [stale] and fresh.is_dir()
+    shutil.rmtree(fresh)
 
     # A new export into the default cache prunes it; reusing an export renews it; another folder is not pruned.
     monkeypatch.setattr(runtimes, "MAX_CACHED_EXPORTS", 1)

@@ -477,7 +477,9 @@ def test_a_link_at_a_run_files_own_name_is_refused_and_a_kills_leftovers_go_unde
     (run / "log.csv").symlink_to(mine)  # appending the next epoch's row must not write through it
     with pytest.raises(UsageError, match=r"log\.csv: is a link; a run folder's own files must be plain files$"):
         recorder_epoch(recorder, 1, 0.6, begin=False)
-    assert mine.read_text() == "mine"
+    with pytest.raises(UsageError, match=r"log\.csv: is a link"):  # nor is it read, or replaced, on a resume
+        recorder_epoch(train.RunRecorder(run), 1, 0.6)
+    assert mine.read_text() == "mine" and (run / "log.csv").is_symlink()
     (run / "log.csv").unlink()
     (run / runs.LOCK_FILE).symlink_to(tmp_path / "elsewhere")  # nor create a file where a dangling link points
     with pytest.raises(UsageError, match=r"\.lock: is a link"):
@@ -485,18 +487,26 @@ def test_a_link_at_a_run_files_own_name_is_refused_and_a_kills_leftovers_go_unde
     assert not (tmp_path / "elsewhere").exists()
     (run / runs.LOCK_FILE).unlink()
 
-    # What a kill leaves (temporary names of files.temporary_name) is removed once the run holds the lock; other
-    # hidden names, and anything in other folders, stay.
+    # What a kill leaves (temporary names of files.temporary_name, a minute old) is removed once the run holds the
+    # lock; other hidden names, a temporary file just made, and anything in other folders stay.
+    import os
+
     (run / "backup").mkdir()
+    (run / "tensorboard").mkdir()
     killed = [files.temporary_name(run / "backup" / "latest.weights.h5"), files.temporary_name(run / "log.csv"),
               files.temporary_name(run / "checkpoints" / "best-e0003.weights.h5")]
     killed[0].mkdir()
     (killed[0] / "latest.weights.h5").write_bytes(b"half")
     killed[1].write_text("epoch\n")
     killed[2].symlink_to(mine)
-    kept = [run / ".hidden.tmp", run / "backup" / ".notes", run / "checkpoints" / "best-e0001.weights.h5"]
+    for path in killed:
+        os.utime(path, (1e9, 1e9), follow_symlinks=False)
+    kept = [run / ".hidden.tmp", run / "backup" / ".notes", run / "checkpoints" / "best-e0001.weights.h5",
+            files.temporary_name(run / "tensorboard" / "events"), files.temporary_name(run / "run.json")]
     for path in kept:
         path.write_text("x")
+    for path in kept[:-1]:
+        os.utime(path, (1e9, 1e9))
     handle = runs.lock_run_folder(run)
     try:
         assert not any(p.exists() or p.is_symlink() for p in killed) and all(p.exists() for p in kept)

@@ -370,6 +370,19 @@ def test_write_rows_takes_a_generator_and_a_failure_keeps_the_old_file(tmp_path,
     cache.write_rows(link, [cache_row("FER2013Test/1.png")])
     assert victim.read_text() == "mine" and not link.is_symlink() and len(cache.read_rows(link)) == 1
 
+    # The output a user names (teach --output) is written as predict writes its outputs: through a link the user
+    # made, keeping the file's permissions.
+    import os
+
+    target, theirs = tmp_path / "kept.csv", tmp_path / "theirs.csv"
+    target.write_text("old")
+    os.chmod(target, 0o600)
+    theirs.symlink_to(target)
+    cache.write_rows(theirs, [cache_row("FER2013Test/2.png")], user_file=True)
+    assert theirs.is_symlink() and len(cache.read_rows(target)) == 1 and target.stat().st_mode & 0o777 == 0o600
+    cache.write_rows(target, [cache_row("FER2013Test/3.png")])  # the package's own files keep their mode too
+    assert target.stat().st_mode & 0o777 == 0o600
+
 
 def test_unknown_data_format_is_a_usage_error(tmp_path):
     from keras_mtanet.errors import UsageError

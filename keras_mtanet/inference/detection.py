@@ -177,7 +177,7 @@ class BlazeFaceDetector:
         self.name = "blazeface" if tuple(models) == ("full", "short") else "blazeface_" + "_".join(models)
         self.min_face_size = int(min_face_size)
         self._share = blazeface.MIN_FACE_SHARE[models[0]]
-        self.workers = max(1, int(workers) if workers is not None else min(DETECT_WORKERS, _cores()))
+        self.workers = max(1, int(workers) if workers is not None else default_workers())
         self._pool, self._pool_lock = None, threading.Lock()
 
     def _make_nets(self):
@@ -267,12 +267,14 @@ class BlazeFaceDetector:
         return points
 
 
-def _cores():
-    """The cores this process may run on (its affinity where the system tells it, else all of them)."""
+def default_workers():
+    """BlazeFace's detection threads when none are asked for: ``DETECT_WORKERS``, or the cores this process may
+    run on (its CPU affinity where the system tells it) if fewer."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(DETECT_WORKERS, cores))
 
 
 def _tilt(points):

@@ -75,6 +75,8 @@ PRUNE_GRACE_SECONDS = 3600
 # The names cached_export gives its folders (f"mtanet-{format}{'-int8' if int8}-{digest[:20]}"); pruning touches
 # nothing else.
 _EXPORT_NAME = re.compile(r"mtanet-(openvino|tflite|onnx)(-int8)?-[0-9a-f]{20}")
+# Their temporary names while written (tempfile.mkdtemp) or removed: .{name}.{random}.tmp
+_EXPORT_LEFTOVER = re.compile(r"\.mtanet-(openvino|tflite|onnx)(-int8)?-[0-9a-f]{20}\.[A-Za-z0-9_]{8}\.tmp")
 
 RUNTIME_VARIABLE = "KERAS_MTANET_RUNTIME"  # the runtime Predictor and predict use when none is given
 CACHE_VARIABLE = "KERAS_MTANET_CACHE"
@@ -359,28 +361,33 @@ def prune_cache(folder, keep=None, spare=None, grace=PRUNE_GRACE_SECONDS):
     modification time, which ``cached_export`` renews on each use), never ``spare`` nor one used in the last
     ``grace`` seconds (another process may be loading it). Only folders named as ``cached_export`` names its
     exports are considered; links, files and anything else are left alone. Each is first renamed to a temporary
-    name, so a half-removed export is never reused. Returns the folders removed; errors (another process
-    pruning or reading at the same time, a read-only folder) leave the export in place."""
+    name, so a half-removed export is never reused; such temporary folders older than ``grace`` (an export or a
+    removal cut short by a kill) are removed too. Returns the folders removed; errors (another process pruning
+    or reading at the same time, a read-only folder) leave the export in place."""
     keep = MAX_CACHED_EXPORTS if keep is None else keep
     entries = []
     try:
         paths = list(Path(folder).iterdir())
     except OSError:
         return []
+    removed, now = [], time.time()
     for path in paths:
         try:
-            if _EXPORT_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_dir():
+            if path.is_symlink() or not path.is_dir():
+                continue
+            if _EXPORT_NAME.fullmatch(path.name):
                 entries.append((path.stat().st_mtime, path.name, path))
+            elif _EXPORT_LEFTOVER.fullmatch(path.name) and now - path.stat().st_mtime >= grace:
+                shutil.rmtree(path)  # an export killed while being written, or a removal cut short
+                removed.append(path)
         except OSError:
-            continue  # gone meanwhile
+            continue  # gone meanwhile, or not ours to remove
     entries.sort(reverse=True)
-    removed = []
-    now = time.time()
-    for mtime, _, path in entries[max(0, keep):]:
-        if (spare is not None and path == Path(spare)) or now - mtime < grace:
-            continue
-        doomed = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
+    for _, _, path in entries[max(0, keep):]:
+        try:  # read again just before: another process may have used it since the listing
+            if (spare is not None and path == Path(spare)) or now - path.stat().st_mtime < grace:
+                continue
+            doomed = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
             os.rename(path, doomed)  # an export another process still runs stays in its memory
         except OSError:
             continue

@@ -56,6 +56,8 @@ def iter_rows(path):
         f = open(path, newline="", encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: teacher label file not found (write it with keras-mtanet teach)") from None
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
     with f:
         reader = csv.reader(f)
         try:
@@ -72,6 +74,8 @@ def iter_rows(path):
             raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({error})") from None
         except UnicodeDecodeError:
             raise DataError(f"{path}: not a text file") from None
+        except OSError as error:
+            raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
 
 
 def _check(path, line, row):
@@ -112,14 +116,19 @@ def features(row):
     return {n: float(v) if v else float("nan") for n, v in zip(names, row[start:start + len(names)])}
 
 
-def write_rows(path, rows):
+def write_rows(path, rows, user_file=False):
     """Write a header and ``rows`` (lists of strings) to ``path`` through a temporary file and a rename.
 
     ``rows`` may be any iterable, a generator included: each row goes to the file as it comes, so writing a
     merged cache keeps no more than one row in memory. A failure while writing leaves ``path`` as it was.
+    ``user_file``: ``path`` is an output the user named (``teach --output``), written as ``predict`` writes its
+    outputs (``inference.output.AtomicFile``: through a link the user made, keeping the file's permissions);
+    otherwise it is one of the package's own files, and a link planted there is replaced, never written through
+    (``files.atomic_writer``).
+
+    Raises:
+        DataError: one line naming ``path`` when it cannot be written (an error reading ``rows`` is raised as is).
     """
-    # A fresh temporary name (never a fixed one, which a planted link could redirect), flushed and renamed over
-    # path itself (a link planted at path is replaced, not written through).
     failed_reading = []
 
     def pulled():  # an error while reading the rows is theirs, not the output file's
@@ -129,8 +138,14 @@ def write_rows(path, rows):
             failed_reading.append(True)
             raise
 
+    if user_file:
+        from keras_mtanet.inference.output import AtomicFile
+
+        opened = AtomicFile(path, "w", newline="", encoding="utf-8")  # its write errors are DataErrors already
+    else:
+        opened = files.atomic_writer(path, "w", newline="")
     try:
-        with files.atomic_writer(path, "w", newline="") as f:
+        with opened as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(COLUMNS)
             for row in pulled():

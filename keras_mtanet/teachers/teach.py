@@ -37,7 +37,10 @@ def _settings(lm):
 
 
 def _write_json(path, data):
-    files.write_atomic(path, files.dump_json(data))
+    try:
+        files.write_atomic(path, files.dump_json(data))
+    except OSError as error:
+        raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def _read_json(path):
@@ -97,6 +100,7 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
                 for folder, t in _read_json(parts / "timing.json").items():
                     timing[folder] = t
         todo = {f: [i for i, p in enumerate(idx.paths) if _key(f, p) not in done] for f, idx in indexes.items()}
+        del done  # only needed to find what is left: the pass itself keeps no per-image state
         if any(todo.values()):
             parts.mkdir(exist_ok=True)
             _write_json(parts / "settings.json", settings)
@@ -117,7 +121,6 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
                     number += 1
                 cache.write_rows(parts / f"part-{number:05d}.csv", rows)
                 number += 1
-                done.update(row[0] for row in rows)
                 spent["seconds"] += time.perf_counter() - began
                 spent["images"] += len(rows)
                 _write_json(parts / "timing.json", timing)
@@ -129,7 +132,7 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
     # Each source is sorted, so a streamed merge gives the order a full sort would, holding one row per source.
     sources = ([output] if output.exists() else []) + (sorted(parts.glob("part-*.csv")) if parts.exists() else [])
     counts = {}
-    cache.write_rows(output, _counted(cache.merge_sorted(sources, key=_order), counts))
+    cache.write_rows(output, _counted(cache.merge_sorted(sources, key=_order), counts), user_file=True)
     report = _report(counts, timing)
     _write_json(summary_path, {"settings": settings, "timing": timing, "splits": report})
     if parts.exists():
