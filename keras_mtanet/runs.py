@@ -121,8 +121,8 @@ def lock_run_folder(output):
     return handle
 
 
+LEFTOVER_AGE_SECONDS = 60  # younger temporary files may belong to a process writing them now
 # files.temporary_name's names: .{name}.{8 hex digits}.tmp
-LEFTOVER_AGE_SECONDS = 60
 _LEFTOVER = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
