@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -29,9 +30,13 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
+# The names temporary_name gives: .{name}.{8 hex digits}.tmp
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
 def temporary_name(path):
-    """A fresh temporary name beside ``path``: ``.{name}.{random}.tmp`` (leftovers of a kill are recognisable
-    by the leading dot and the ``.tmp`` suffix, which ``runs.prepare_run_folder`` ignores)."""
+    """A fresh temporary name beside ``path``: ``.{name}.{random}.tmp`` (``TEMPORARY_NAME``; leftovers of a kill
+    are recognisable by the leading dot and the ``.tmp`` suffix, which ``runs.prepare_run_folder`` ignores)."""
     path = Path(path)
     return path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.tmp")  # [:80]: within the name limit
 

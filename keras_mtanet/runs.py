@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -122,8 +121,6 @@ def lock_run_folder(output):
 
 
 LEFTOVER_AGE_SECONDS = 60  # younger temporary files may belong to a process writing them now
-# files.temporary_name's names: .{name}.{8 hex digits}.tmp
-_LEFTOVER = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 def remove_leftovers(output, min_age=LEFTOVER_AGE_SECONDS):
@@ -142,7 +139,7 @@ def remove_leftovers(output, min_age=LEFTOVER_AGE_SECONDS):
             continue
         for path in paths:
             try:
-                if not _LEFTOVER.fullmatch(path.name) or now - path.lstat().st_mtime < min_age:
+                if not files.TEMPORARY_NAME.fullmatch(path.name) or now - path.lstat().st_mtime < min_age:
                     continue
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)

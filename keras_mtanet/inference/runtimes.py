@@ -26,7 +26,6 @@ import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtanet import files
 from keras_mtanet.errors import DataError, DependencyError, UsageError
 from keras_mtanet.labels import TASKS
 
@@ -387,7 +387,7 @@ def prune_cache(folder, keep=None, spare=None, grace=PRUNE_GRACE_SECONDS):
         try:  # read again just before: another process may have used it since the listing
             if (spare is not None and path == Path(spare)) or now - path.stat().st_mtime < grace:
                 continue
-            doomed = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            doomed = files.temporary_name(path)
             os.rename(path, doomed)  # an export another process still runs stays in its memory
         except OSError:
             continue
