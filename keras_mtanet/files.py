@@ -1,4 +1,5 @@
-"""Small-file helpers shared by the package: hashing, writes that are never seen half done, bounded JSON reads.
+"""Small-file helpers shared by the package: hashing, writes that are never seen half done, bounded JSON reads,
+file names made printable and the one-line message for a failed write.
 
 A write goes to a fresh temporary name in the destination's own folder, ``.{name}.{random}.tmp`` (created with
 ``O_EXCL``, so never into or through anything already there), is flushed to disk and then renamed over the
@@ -19,6 +20,27 @@ from pathlib import Path
 from keras_mtanet.errors import DataError
 
 MAX_JSON_BYTES = 1 << 20  # configs, metadata and registry entries are small: larger ones are refused unread
+
+
+def printable(text):
+    """``text`` with the undecodable bytes of a file name (lone surrogates, as ``os.fsdecode`` gives them) as
+    ``\\xNN`` escapes, so it can be written as UTF-8 and printed anywhere."""
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_reason(error):
+    """What went wrong, for a one-line message: an ``OSError``'s ``strerror`` ("No space left on device")."""
+    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+
+
+def write_error(path, error, kind=DataError):
+    """The one-line error (``kind``, ``DataError`` by default) for ``error`` met while writing ``path``:
+    ``PATH: cannot write (reason)``. Raise it ``from None``: the message says all a user needs."""
+    return kind(f"{printable(path)}: cannot write ({error_reason(error)})")
 
 
 def sha256_file(path, chunk=1 << 20):

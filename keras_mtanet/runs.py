@@ -160,7 +160,7 @@ def _open_no_link(path):
     except OSError as error:
         if Path(path).is_symlink():
             raise UsageError(f"{path}: is a link; a run folder's own files must be plain files") from None
-        raise UsageError(f"{path}: cannot write ({error.strerror or error})") from None
+        raise files.write_error(path, error, UsageError) from None
     return os.fdopen(fd, "a", newline="", encoding="utf-8")
 
 

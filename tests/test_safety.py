@@ -583,3 +583,18 @@ def test_update_preset_rewrites_the_card_and_keeps_the_preset_verifiable(tmp_pat
     assert (folder / presets.CARD_FILE).read_text().endswith("# New card\n")
     assert meta["files"][presets.CARD_FILE] == presets.sha256_file(folder / presets.CARD_FILE)
     assert load_pretrained(str(folder)).metadata["training_data"] == "FER+ (test)"
+
+
+def test_a_failed_write_is_one_line_naming_the_file(tmp_path):
+    import errno
+    import os
+
+    from keras_mtanet import files
+
+    name = os.fsdecode(b"scores\xff.csv")  # a file name with a byte that is not UTF-8
+    made = files.write_error(tmp_path / name, OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(made, DataError)
+    assert str(made) == f"{tmp_path}/scores\\xff.csv: cannot write (No space left on device)"
+    made = files.write_error("run/log.csv", PermissionError(errno.EACCES, "Permission denied"), UsageError)
+    assert isinstance(made, UsageError) and str(made) == "run/log.csv: cannot write (Permission denied)"
+    assert str(files.write_error("a.json", OSError("disk gone"))) == "a.json: cannot write (disk gone)"

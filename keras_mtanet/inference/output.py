@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtanet.data.errors import DataError
+from keras_mtanet.files import error_reason, printable, write_error
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 from keras_mtanet.metrics import AU_THRESHOLD
 
@@ -67,25 +68,11 @@ def empty_record(frame):
     return record
 
 
-def printable(text):
-    """``text`` with the undecodable bytes of a file name (lone surrogates, as ``os.fsdecode`` gives them) as
-    ``\\xNN`` escapes, so it can be written as UTF-8 and printed anywhere."""
-    text = str(text)
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that are not escaped bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def plain(text):
     """``printable(text)`` with control characters (terminal escapes, line breaks) shown as ``\\xNN``: for text
     from untrusted files, such as a preset's description, printed to a terminal."""
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
                    for ch in printable(text))
-
-
-def _strerror(error):
-    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
 
 
 def check_writable(path, what="output"):
@@ -112,7 +99,7 @@ def _probe(folder, shown):
         os.close(fd)
         os.unlink(temp)
     except OSError as error:
-        raise DataError(f"{shown}: cannot write in folder {printable(folder)} ({_strerror(error)})") from None
+        raise DataError(f"{shown}: cannot write in folder {printable(folder)} ({error_reason(error)})") from None
 
 
 def check_writable_folder(folder, what="output"):
@@ -178,20 +165,20 @@ class AtomicFile:
                 fd, self.temp = _create_temp(self.target)
                 self.file = os.fdopen(fd, mode, **open_args)
         except OSError as error:
-            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+            raise write_error(self.path, error) from None
         self.done = False
 
     def write(self, data):
         try:
             self.file.write(data)
         except OSError as error:
-            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+            raise write_error(self.path, error) from None
 
     def flush(self):
         try:
             self.file.flush()
         except OSError as error:
-            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+            raise write_error(self.path, error) from None
 
     def commit(self):
         """Finish the file and rename it onto ``path``."""
@@ -208,7 +195,7 @@ class AtomicFile:
                 os.replace(self.temp, self.target)
         except OSError as error:
             self.discard()
-            raise DataError(f"{printable(self.path)}: cannot write ({_strerror(error)})") from None
+            raise write_error(self.path, error) from None
         self.done = True
 
     def discard(self):

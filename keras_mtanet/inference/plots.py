@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtanet import files
 from keras_mtanet.data.errors import DataError
 from keras_mtanet.inference.detection import DependencyError
 from keras_mtanet.inference.output import AU_PROB_COLUMNS, AtomicFile, check_writable, printable
@@ -136,7 +137,7 @@ def plot_records(records, path, title=None):
             try:
                 fig.savefig(f.file, dpi=90, format=file_format)
             except OSError as error:
-                raise DataError(f"{printable(path)}: cannot write ({error.strerror or error})") from None
+                raise files.write_error(path, error) from None
     finally:
         plt.close(fig)
 

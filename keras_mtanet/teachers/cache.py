@@ -153,7 +153,7 @@ def write_rows(path, rows, user_file=False):
     except OSError as error:  # a full disk, a read-only folder
         if failed_reading:
             raise
-        raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
+        raise files.write_error(path, error) from None
 
 
 def merge_sorted(paths, key):

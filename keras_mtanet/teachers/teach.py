@@ -40,7 +40,7 @@ def _write_json(path, data):
     try:
         files.write_atomic(path, files.dump_json(data))
     except OSError as error:
-        raise DataError(f"{path}: cannot write ({error.strerror or error})") from None
+        raise files.write_error(path, error) from None
 
 
 def _read_json(path):
