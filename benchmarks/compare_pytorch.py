@@ -18,7 +18,7 @@ run to run, in PyTorch too), so the parent prints medians with the range, and ra
 made once into a cache folder shared by the child processes (conversion time is not measured).
 PyTorch is needed for the baseline only (not a package dependency):
 
-    pip install torch==2.14.1   # the version on this project's machines (CPU wheel)
+    pip install torch --index-url https://download.pytorch.org/whl/cpu   # the README names each figure's version
     python benchmarks/compare_pytorch.py [--backbones se_resnet50 se_resnet18] [--batch-size 32]
     python benchmarks/compare_pytorch.py --quick --backbones se_resnet50   # inference only, one process each
     python benchmarks/compare_pytorch.py --quick --repeats 3 --backbones se_resnet50   # inference, 3 processes each
@@ -103,7 +103,8 @@ def torch_infer(backbone, batch, threads, seconds, cache):
     return results
 
 
-def torch_train(backbone, batch, threads, seconds, cache):
+def torch_training_step(backbone, batch, threads):
+    """One eager SGD step (Nesterov momentum, weight decay) of the PyTorch SE-ResNet on a fixed random batch."""
     import torch
 
     torch.set_num_threads(threads)
@@ -118,6 +119,13 @@ def torch_train(backbone, batch, threads, seconds, cache):
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def torch_train(backbone, batch, threads, seconds, cache):
+    import torch
+
+    step = torch_training_step(backbone, batch, threads)
     return {"train_eager": rate(step, batch, warmup=2, min_seconds=8.0, min_repeats=3),
             "versions": f"torch {torch.__version__}"}
 
