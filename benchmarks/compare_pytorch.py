@@ -173,20 +173,16 @@ def runtime_version(name):
     return f"{package} {metadata.version(package)}"
 
 
-def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
-    """``model.fit`` on 12 batches fed by ``keras_mtanet.data.pipeline.from_arrays`` (tf.data without autotuning:
-    the pipeline module says why), after a 2-batch warm-up ``fit`` on the same kind of dataset (tracing).
-    ``fit``: images/s over steps 2-12 (like PyTorch's rate after its warm-up steps); ``fit_whole``: of the whole
-    timed ``fit`` call, start-up and end of epoch included."""
+def keras_fit_setup(backbone, batch, steps, policy="float32"):
+    """A compiled MTANet (the SGD of ``torch_training_step``, Keras's decoupled weight decay) after a 2-batch
+    warm-up ``fit`` (tracing), and a ``steps``-batch dataset of synthetic faces for the timed ``fit``."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from keras_mtanet import MTANet
     from keras_mtanet.data import pipeline, synthetic
 
     images, labels = synthetic.generate(batch, size=SIZE, seed=0)
-    steps = 12
     xs = np.repeat(images[None], steps, 0).reshape(-1, SIZE, SIZE, 3).astype("float32")
     ys = {k: np.concatenate([v] * steps) for k, v in labels.items()}
     keras.mixed_precision.set_global_policy(policy)
@@ -194,10 +190,22 @@ def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
     net.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4))
     warm_up = pipeline.from_arrays(xs[:2 * batch], {k: v[:2 * batch] for k, v in ys.items()}, batch)
     net.fit(warm_up, verbose=0, shuffle=False)
+    return net, pipeline.from_arrays(xs, ys, batch)
+
+
+def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
+    """``model.fit`` on 12 batches fed by ``keras_mtanet.data.pipeline.from_arrays`` (tf.data without autotuning:
+    the pipeline module says why), after a 2-batch warm-up ``fit`` on the same kind of dataset (tracing).
+    ``fit``: images/s over steps 2-12 (like PyTorch's rate after its warm-up steps); ``fit_whole``: of the whole
+    timed ``fit`` call, start-up and end of epoch included."""
+    import keras
+    import tensorflow as tf
+
+    steps = 12
+    net, data = keras_fit_setup(backbone, batch, steps, policy)
     ends = []
     step_ends = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda step, logs=None: ends.append(time.perf_counter()))
-    data = pipeline.from_arrays(xs, ys, batch)
     start = time.perf_counter()
     net.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[step_ends])
     whole = time.perf_counter() - start

@@ -30,7 +30,8 @@ import sys
 import tempfile
 import time
 
-from compare_pytorch import SIZE, torch_se_resnet, torch_training_step  # the script's folder is on sys.path
+# compare_pytorch.py: the script's folder is on sys.path
+from compare_pytorch import SIZE, keras_fit_setup, torch_se_resnet, torch_training_step
 
 KINDS = ("convolution", "convolution gradient", "batch norm", "optimizer", "other")
 
@@ -130,18 +131,8 @@ def _torch_profile(step, steps, versions):
 def keras_fit(backbone, batch, threads, steps):
     tf = _tensorflow_setup(threads)
     import keras
-    import numpy as np
 
-    from keras_mtanet import MTANet
-    from keras_mtanet.data import pipeline, synthetic
-
-    images, labels = synthetic.generate(batch, size=SIZE, seed=0)
-    xs = np.repeat(images[None], steps, 0).reshape(-1, SIZE, SIZE, 3).astype("float32")
-    ys = {k: np.concatenate([v] * steps) for k, v in labels.items()}
-    net = MTANet(backbone, input_shape=(SIZE, SIZE, 3))
-    net.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4))
-    net.fit(pipeline.from_arrays(xs[:2 * batch], {k: v[:2 * batch] for k, v in ys.items()}, batch), verbose=0)
-    data = pipeline.from_arrays(xs, ys, batch)
+    net, data = keras_fit_setup(backbone, batch, steps)
     return _tensorflow_profile(lambda: net.fit(data, epochs=1, verbose=0, shuffle=False), steps,
                                f"tensorflow {tf.__version__}, keras {keras.__version__}")
 
@@ -171,6 +162,7 @@ def openvino_infer(backbone, batch, threads, steps):
     import openvino as ov
 
     from keras_mtanet import MTANet, export
+    from keras_mtanet.inference.runtimes import OpenVINORuntime
 
     x = np.random.default_rng(0).uniform(0, 255, (batch, SIZE, SIZE, 3)).astype("float32")
     keras.utils.set_random_seed(0)
@@ -179,8 +171,8 @@ def openvino_infer(backbone, batch, threads, steps):
         path = os.path.join(folder, "model.xml")
         export.export_openvino(model, path)
         core = ov.Core()
-        # The package's OpenVINO runtime settings (runtimes.OpenVINORuntime); a second copy counts per node.
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        # The package's OpenVINO runtime settings; a second copy counts per node.
+        config = {**OpenVINORuntime.config("float32"), "INFERENCE_NUM_THREADS": threads}
         plain, counted = (core.compile_model(core.read_model(path), "CPU", {**config, "PERF_COUNT": count})
                           .create_infer_request() for count in (False, True))
     for request in (plain, counted):

@@ -43,6 +43,11 @@ def write_error(path, error, kind=DataError):
     return kind(f"{printable(path)}: cannot write ({error_reason(error)})")
 
 
+def read_error(path, error, kind=DataError):
+    """``write_error``'s twin for reading: ``PATH: unreadable (reason)``."""
+    return kind(f"{printable(path)}: unreadable ({error_reason(error)})")
+
+
 def sha256_file(path, chunk=1 << 20):
     """The sha256 hex digest of a file, read in ``chunk``-byte blocks (weights files need not fit in memory)."""
     digest = hashlib.sha256()

@@ -151,6 +151,11 @@ def remove_leftovers(output, min_age=LEFTOVER_AGE_SECONDS):
     return removed
 
 
+def _link_refused(path):
+    """The one-line error for a link found at a run file's fixed name (refused, never followed)."""
+    return UsageError(f"{path}: is a link; a run folder's own files must be plain files")
+
+
 def _open_no_link(path):
     """``path`` opened for appending (text, UTF-8), created 0644 if missing; a link there is refused rather
     than followed (a link planted at a run file's fixed name must not redirect the write)."""
@@ -159,7 +164,7 @@ def _open_no_link(path):
         fd = os.open(path, flags, 0o644)
     except OSError as error:
         if Path(path).is_symlink():
-            raise UsageError(f"{path}: is a link; a run folder's own files must be plain files") from None
+            raise _link_refused(path) from None
         raise files.write_error(path, error, UsageError) from None
     return os.fdopen(fd, "a", newline="", encoding="utf-8")
 
@@ -249,7 +254,7 @@ class RunRecorder(keras.callbacks.Callback):
         import csv
 
         if self.log_path.is_symlink():
-            raise UsageError(f"{self.log_path}: is a link; a run folder's own files must be plain files")
+            raise _link_refused(self.log_path)
         if not self.log_path.exists():
             return [], None
         text = self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -16,14 +16,13 @@ import io
 import json
 import math
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from keras_mtanet.data.errors import DataError
-from keras_mtanet.files import error_reason, printable, write_error
+from keras_mtanet.files import error_reason, printable, temporary_name, write_error
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 from keras_mtanet.metrics import AU_THRESHOLD
 
@@ -138,7 +137,7 @@ def _create_temp(target):
     """A new file beside ``target``: ``(descriptor, path)``; created with mode 0666 less the umask."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
-        temp = target.parent / f".{target.name[:80]}.{secrets.token_hex(4)}.tmp"
+        temp = temporary_name(target)
         try:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:

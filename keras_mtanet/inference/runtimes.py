@@ -76,7 +76,7 @@ PRUNE_GRACE_SECONDS = 3600
 # nothing else.
 _EXPORT_NAME = re.compile(r"mtanet-(openvino|tflite|onnx)(-int8)?-[0-9a-f]{20}")
 # Their temporary names while written (tempfile.mkdtemp) or removed: .{name}.{random}.tmp
-_EXPORT_LEFTOVER = re.compile(r"\.mtanet-(openvino|tflite|onnx)(-int8)?-[0-9a-f]{20}\.[A-Za-z0-9_]{8}\.tmp")
+_EXPORT_LEFTOVER = re.compile(rf"\.{_EXPORT_NAME.pattern}\.[A-Za-z0-9_]{{8}}\.tmp")
 
 RUNTIME_VARIABLE = "KERAS_MTANET_RUNTIME"  # the runtime Predictor and predict use when none is given
 CACHE_VARIABLE = "KERAS_MTANET_CACHE"
@@ -248,14 +248,18 @@ class OpenVINORuntime(_Exported):
 
     name, format, suffix = "openvino", "openvino", ".xml"
 
+    @staticmethod
+    def config(precision):
+        """The CPU plugin's settings for ``precision``: its default is bfloat16 on CPUs with AMX, so float32 is
+        asked for explicitly."""
+        return {"INFERENCE_PRECISION_HINT": {"float32": "f32", "bfloat16": "bf16"}[precision],
+                "PERFORMANCE_HINT": "LATENCY"}
+
     def _load(self, path):
         import openvino as ov
 
         core = ov.Core()
-        # The CPU plugin's default is bfloat16 on CPUs with AMX: ask for float32 explicitly.
-        config = {"INFERENCE_PRECISION_HINT": {"float32": "f32", "bfloat16": "bf16"}[self.precision],
-                  "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", self.config(self.precision))
         self._request = self.compiled.create_infer_request()
         self._outputs = {key: _output_port(self.compiled.outputs, key) for key in TASKS}
 

@@ -57,7 +57,7 @@ def iter_rows(path):
     except FileNotFoundError:
         raise DataError(f"{path}: teacher label file not found (write it with keras-mtanet teach)") from None
     except OSError as error:
-        raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+        raise files.read_error(path, error) from None
     with f:
         reader = csv.reader(f)
         try:
@@ -75,7 +75,7 @@ def iter_rows(path):
         except UnicodeDecodeError:
             raise DataError(f"{path}: not a text file") from None
         except OSError as error:
-            raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+            raise files.read_error(path, error) from None
 
 
 def _check(path, line, row):
