@@ -56,3 +56,29 @@ def test_model_trains_predicts_and_moves_presets_on_backend(backend, tmp_path, r
     out = other.predict(np.load(tmp_path / "backend_inputs.npy"), verbose=0)
     for key in ("va", "au", "expr"):
         np.testing.assert_allclose(out[key], expected[key], atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKEND_PACKAGES))
+def test_train_command_runs_every_shipped_recipe_with_augmentation_on_backend(backend, tmp_path):
+    """``keras-mtanet train`` as users run it: the default recipe and each shipped ``train.json``, augmentation
+    on (random erasing and RandAugment in the default's case), shrunk to a tiny network (tests/backend_train.py)."""
+    if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
+        pytest.skip(f"{BACKEND_PACKAGES[backend]} is not installed")
+    from keras_mtanet import presets
+
+    shipped = {name for name, entry in presets.list_presets().items()
+               if (Path(entry["folder"]) / "train.json").is_file()}
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run([sys.executable, str(HERE / "backend_train.py"), str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    # Both FER+ presets' recipes are one recipe once shrunk (they differ in input size only).
+    assert "default" in result["runs"] and len(result["runs"]) >= 3
+    assert set(result["runs"]) - {"default"} <= shipped
+    for name, outcome in result["runs"].items():
+        assert outcome["code"] == 0, (name, run.stderr[-3000:])
+        assert outcome["scores"] and all(np.isfinite(v) for v in outcome["scores"].values()), name
+    assert "Your input ran out of data" not in run.stderr
+    assert "Traceback" not in run.stderr

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_train import TINY_RECIPE, free_port
 
-from keras_mtanet import distribution, load_pretrained, train
+from keras_mtanet import distribution, load_pretrained, presets, train
 from keras_mtanet.errors import UsageError
 
 # Fixed task weights and no augmentation: the only randomness left is the shared shuffle, so a job's losses can
@@ -79,14 +79,14 @@ def test_distribution_on_tensorflow_is_a_one_line_error(tmp_path, capsys):
     assert "--distribution data-parallel runs on the JAX backend" in err and "\n" not in err
 
 
-def _jax_train(root, output, process=None, processes=1, port=None):
+def _jax_train(root, output, process=None, processes=1, port=None, recipe="recipe.json"):
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     for key in distribution.ENVIRONMENT:
         env.pop(key, None)
     if process is not None:
         env.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
                    KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes), KERAS_DISTRIBUTION_PROCESS_ID=str(process))
-    command = [sys.executable, "-m", "keras_mtanet", "train", "--config", str(root / "recipe.json"), "--format",
+    command = [sys.executable, "-m", "keras_mtanet", "train", "--config", str(root / recipe), "--format",
                "synthetic", "--data", str(root / "data"), "--output", str(output), "--no-tensorboard",
                "--distribution", "data-parallel"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -149,3 +149,31 @@ def test_two_processes_train_as_one_with_the_same_global_batch(synthetic_data):
     a, b = trained.predict(faces, verbose=0), reference.predict(faces, verbose=0)
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=OUTPUT_TOLERANCE)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs JAX (pip install 'jax[cpu]')")
+def test_two_processes_train_with_the_shipped_recipes_augmentation(synthetic_data):
+    """As users run it: augmentation on (the FER+ recipe's, random erasing included; each process draws its own),
+    where the comparison above has to turn it off."""
+    root, _, _ = synthetic_data
+    shipped = json.loads((presets.zoo_dirs()[0] / "mtanet_se_resnet18_ferplus_112" / "train.json").read_text())
+    assert shipped["augment"] and shipped["random_erasing"]
+    recipe = {**shipped, **{k: RECIPE[k] for k in ("backbone", "input_size", "stack_blocks", "width", "epochs",
+                                                   "batch_size", "synthetic")}}
+    (root / "augmented.json").write_text(json.dumps(recipe))
+    port = free_port()
+    runs = [_jax_train(root, root / "augmented", process=i, processes=2, port=port, recipe="augmented.json")
+            for i in range(2)]
+    try:
+        outputs = [run.communicate(timeout=900)[0] for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+    for run, out in zip(runs, outputs):
+        assert run.returncode == 0, out[-3000:]
+        assert "Traceback" not in out and "Your input ran out of data" not in out
+    assert "preset written to" in outputs[0]
+    model = load_pretrained(str(root / "augmented"))
+    assert model.metadata["training_config"]["random_erasing"] is True
+    assert all(np.isfinite(float(v)) for v in _epoch_rows(root / "augmented")[0].values() if v not in ("", None))

@@ -152,3 +152,21 @@ def test_the_runtime_replaces_only_the_forward_pass(preset, video, tmp_path, cap
     np.testing.assert_allclose([[r[c] for c in columns] for r in rows["tflite"]],
                                [[r[c] for c in columns] for r in rows["keras"]], atol=1e-4)
     assert Predictor(preset, detector=None, runtime="tflite", cache_dir=tmp_path / "cache").runtime.name == "tflite"
+
+
+def test_csv_timestamps_keep_microseconds_an_hour_in(tmp_path):
+    import csv
+    from types import SimpleNamespace
+
+    from keras_mtanet.inference.output import RecordWriter, empty_record
+
+    fps, first = 240.0, 3600 * 240  # consecutive frames an hour into a 240 fps video
+    times = [(first + i) / fps for i in range(3)]
+    with RecordWriter(tmp_path / "out.csv") as writer:
+        writer.write([empty_record(SimpleNamespace(source="v.mp4", index=first + i, timestamp=t))
+                      for i, t in enumerate(times)] +
+                     [empty_record(SimpleNamespace(source="v.mp4", index=0, timestamp=0.0))])
+    with open(tmp_path / "out.csv", newline="") as f:
+        written = [row["timestamp"] for row in csv.DictReader(f)]
+    assert written == ["3600", "3600.004167", "3600.008333", "0"]  # to the microsecond, as round(t, 6)
+    assert [float(v) for v in written[:3]] == [round(t, 6) for t in times]

@@ -26,4 +26,4 @@ def default_augmentation(seed=None, rand_augment=False, random_erasing=False):
         layers.append(keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.3, seed=seed))
     if random_erasing:
         layers.append(keras.layers.RandomErasing(factor=0.5, scale=(0.02, 0.2), value_range=(0, 255), seed=seed))
-    return keras.Sequential(layers, name="augmentation")
+    return keras.layers.Pipeline(layers, name="augmentation")

@@ -142,9 +142,11 @@ def make_dataset(source, image_size=112, batch_size=32, training=False, augment=
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if training and size:
         # Dropping undecodable frames leaves the cardinality unknown; a training epoch keeps its nominal
-        # number of batches by topping up from the next pass (repeat() stops if a pass yields nothing).
+        # number of batches by topping up from the next pass (repeat() stops if a pass yields nothing). The
+        # count is stated, so that Keras knows the epoch's length from the start: without it every first epoch
+        # ends in Keras's "Your input ran out of data" warning.
         steps = size // batch_size if drop_remainder else -(-size // batch_size)
-        ds = ds.repeat().take(steps)
+        ds = ds.repeat().take(steps).apply(tf.data.experimental.assert_cardinality(steps))
     if training and augment is not False:
         layer = augment if augment is not None else default_augmentation(seed)
         # The random layers draw from one stateful seed generator: parallel calls would take its numbers in

@@ -222,9 +222,13 @@ class AtomicFile:
             self.discard()
 
 
-def _csv_value(value):
+def _csv_value(value, column=None):
     if value is None:
         return ""
+    if isinstance(value, float) and column == "timestamp":
+        # Microseconds, whatever the length of the video: six significant digits would give 3600, 3600,
+        # 3600.01 for consecutive 240 fps frames an hour in.
+        return "" if math.isnan(value) else (f"{value:.6f}".rstrip("0").rstrip(".") or "0")
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6g}"
     if isinstance(value, str):
@@ -284,7 +288,7 @@ class RecordWriter:
                            + json.dumps({c: _json_value(record[c]) for c in COLUMNS})
                            for i, record in enumerate(records))
         else:
-            text = "".join(_csv_line([_csv_value(record[c]) for c in COLUMNS]) for record in records)
+            text = "".join(_csv_line([_csv_value(record[c], c) for c in COLUMNS]) for record in records)
         self._file.write(text)
         self._file.flush()
         self.count += len(records)
