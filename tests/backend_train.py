@@ -13,8 +13,8 @@ from keras_mtanet import cli, presets, recipe
 
 # What makes a recipe tiny; everything else (augmentation, random erasing, mixed precision, optimizer, task
 # weighting, colour mode, alignment template) stays as the recipe says.
-SHRINK = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25, "epochs": 1, "batch_size": 8,
-          "synthetic": {"train_videos": 2, "val_videos": 1, "frames": 8, "size": 32}}
+SHRINK = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25, "epochs": 1,
+          "batch_size": 8, "synthetic": {"train_videos": 2, "val_videos": 1, "frames": 8, "size": 32}}
 
 work = Path(sys.argv[1])
 recipes = {"default": {**recipe.DEFAULTS, **SHRINK, "rand_augment": True, "random_erasing": True}}
