@@ -77,13 +77,14 @@ def read_split_indexes(data, data_format, config, labels=None):
     return train, val, described
 
 
-def predict_all(predict, dataset):
-    """``predict(dataset)`` without Keras's "Your input ran out of data" warning: an evaluation dataset leaves
-    its length unknown (undecodable frames are dropped, ``pipeline.make_dataset``), so its end is the normal end
-    of a pass, not a shortfall."""
+@contextlib.contextmanager
+def whole_pass():
+    """Keras's "Your input ran out of data" warning silenced: an evaluation dataset leaves its length unknown
+    (undecodable frames are dropped, ``pipeline.make_dataset``), so its end is the normal end of a pass, not a
+    shortfall."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-        return predict(dataset)
+        yield
 
 
 class ABAWValidation(keras.callbacks.Callback):
@@ -99,10 +100,11 @@ class ABAWValidation(keras.callbacks.Callback):
         self.dataset, self.index, self.replica = dataset, index, replica
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.replica is None:
-            predictions = predict_all(lambda ds: self.model.predict(ds, verbose=0), self.dataset)
-        else:
-            predictions = predict_all(lambda ds: self.replica.predict(self.model, ds), self.dataset)
+        with whole_pass():
+            if self.replica is None:
+                predictions = self.model.predict(self.dataset, verbose=0)
+            else:
+                predictions = self.replica.predict(self.model, self.dataset)
         scores = abaw_scores(self.index.labels(), predictions)
         if logs is not None:
             logs.update({f"val_{k}": v for k, v in scores.items()})
@@ -295,7 +297,8 @@ def _train_locked(config, data, data_format, output, state, run, role, labels, i
     model = model if replica is None else replica.copy(model)  # the distribution has ended with fit
     if best is not None:
         model.load_weights(best)
-    scores = abaw_scores(val_index.labels(), predict_all(lambda ds: model.predict(ds, verbose=0), val_ds))
+    with whole_pass():
+        scores = abaw_scores(val_index.labels(), model.predict(val_ds, verbose=0))
     elapsed = time.perf_counter() - started
     meta = presets.preset_metadata(model, described, metrics={k: round(float(v), 4) for k, v in scores.items()},
                                name=output.name, description=config.get("description"),

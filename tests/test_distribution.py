@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from test_train import TINY_RECIPE, free_port
+from test_train import TINY_RECIPE, finish_all, free_port
 
 from keras_mtanet import distribution, load_pretrained, presets, train
 from keras_mtanet.errors import UsageError
@@ -112,17 +112,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(synthetic_data):
     # The job's two processes and the one-process run it is compared with, all at once.
     runs = [_jax_train(root, root / "job", process=i, processes=2, port=port) for i in range(2)]
     runs.append(_jax_train(root, root / "single"))
-    outputs = []
-    try:
-        for run in runs:
-            outputs.append(run.communicate(timeout=900)[0])
-    finally:
-        for run in runs:
-            if run.poll() is None:
-                run.kill()
-    for run, out in zip(runs, outputs):
-        assert run.returncode == 0, out[-3000:]
-    chief, worker, single = outputs
+    chief, worker, single = finish_all(runs, timeout=900)
     steps = len(index) // RECIPE["batch_size"]
     for process, out in ((0, chief), (1, worker)):
         assert f"process {process} of 2 joined, 2 device(s) in the job" in out
@@ -164,14 +154,8 @@ def test_two_processes_train_with_the_shipped_recipes_augmentation(synthetic_dat
     port = free_port()
     runs = [_jax_train(root, root / "augmented", process=i, processes=2, port=port, recipe="augmented.json")
             for i in range(2)]
-    try:
-        outputs = [run.communicate(timeout=900)[0] for run in runs]
-    finally:
-        for run in runs:
-            if run.poll() is None:
-                run.kill()
-    for run, out in zip(runs, outputs):
-        assert run.returncode == 0, out[-3000:]
+    outputs = finish_all(runs, timeout=900)
+    for out in outputs:
         assert "Traceback" not in out and "Your input ran out of data" not in out
     assert "preset written to" in outputs[0]
     model = load_pretrained(str(root / "augmented"))

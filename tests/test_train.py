@@ -190,6 +190,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def finish_all(processes, timeout):
+    """The combined output of each of ``processes`` (started together) once all have ended, each asserted to
+    have exited 0; any still running when one fails or times out is killed."""
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, out in zip(processes, outputs):
+        assert process.returncode == 0, out[-3000:]
+    return outputs
+
+
 def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
     import os
     import subprocess
@@ -207,16 +223,8 @@ def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
                                 env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
                                                                             "task": {"type": "worker", "index": i}})})
                for i in range(2)]
-    outputs = []
-    try:
-        for worker in workers:
-            outputs.append(worker.communicate(timeout=300)[0])
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, out in zip(workers, outputs):
-        assert worker.returncode == 0, out[-3000:]
+    outputs = finish_all(workers, timeout=300)
+    for out in outputs:
         assert "2 replica(s) in sync, 2 worker(s) joined" in out
     assert "preset written to" in outputs[0] and "worker 1 done; the chief wrote the preset" in outputs[1]
     model = load_pretrained(str(tmp_path / "run"))
