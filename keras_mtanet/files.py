@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from keras_mtanet.errors import DataError
@@ -30,6 +31,29 @@ def printable(text):
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # surrogates that are not escaped bytes
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def special_kind(path):
+    """What ``path`` is when it is neither a regular file nor a folder ("a FIFO", "a character device", "a block
+    device", "a socket"), else None (also when it does not exist: the open that follows says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+
+
+def require_regular_file(path, what, error=DataError):
+    """Refuse a FIFO, device or socket given as a file to read (a config, annotation or label file, an image)
+    before it is opened: reading one blocks forever or never ends. Raises ``error``:
+    ``PATH: WHAT is not a regular file (a FIFO)``. A missing path or a folder passes, for the caller's open to
+    report."""
+    kind = special_kind(path)
+    if kind:
+        raise error(f"{printable(path)}: {what} is not a regular file ({kind})")
 
 
 def error_reason(error):
@@ -159,6 +183,7 @@ def read_json(path, what, limit=MAX_JSON_BYTES, error=DataError):
         ``error``, one line starting with the file's path, when it is missing, unreadable, too large or not JSON.
     """
     path = Path(path)
+    require_regular_file(path, what, error)
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)

@@ -4,6 +4,11 @@ Uses ``huggingface_hub`` directly (``snapshot_download``, ``HfApi``); its settin
 private repos, ``HF_HUB_OFFLINE=1`` to use only the cache, ``HF_HUB_CACHE`` / ``HF_HOME`` for the cache
 location, ``HF_ENDPOINT`` for another Hub. Every Hub failure becomes a one-line ``PresetError``. What a preset
 folder holds, the registry and the checks are ``keras_mtanet.presets``.
+
+Every Hub request has connect and read timeouts: a Hub that accepts the connection and never answers fails
+the call instead of hanging it. ``huggingface_hub`` sends some requests (repo info, tree listings) with none;
+those get ``HF_HUB_DOWNLOAD_TIMEOUT`` seconds (its own download timeout, 10 by default; uploads and commits
+at least ``MIN_UPLOAD_TIMEOUT``).
 """
 
 import shutil
@@ -16,6 +21,30 @@ from keras_mtanet.files import dump_json as dump_entry  # noqa: F401  (the CLI p
 from keras_mtanet.presets import (  # noqa: F401  (old keras_mtanet.hub names)
     HF_SCHEME, model_card_text, parse_hf_uri, registry_entry)
 from keras_mtanet.version import __version__
+
+MIN_UPLOAD_TIMEOUT = 60.0  # seconds a commit or upload may wait for the Hub's answer
+
+
+def _default_timeouts(request):
+    """httpx request hook: a timeout for each phase ``huggingface_hub`` left unbounded (None)."""
+    from huggingface_hub import constants
+
+    limit = float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+    if request.method not in ("GET", "HEAD"):
+        limit = max(limit, MIN_UPLOAD_TIMEOUT)
+    timeout = dict(request.extensions.get("timeout") or {})
+    request.extensions["timeout"] = {phase: limit if timeout.get(phase) is None else timeout[phase]
+                                     for phase in ("connect", "read", "write", "pool")}
+
+
+def _bound_timeouts():
+    """Add ``_default_timeouts`` to the shared HTTP client of ``huggingface_hub`` (once; it is made anew after
+    a fork or a new client factory, so every Hub call checks)."""
+    from huggingface_hub.utils import get_session
+
+    hooks = get_session().event_hooks["request"]
+    if _default_timeouts not in hooks:
+        hooks.append(_default_timeouts)
 
 
 def load_pretrained(name=None, revision=None, cache_dir=None, token=None, endpoint=None, compile=False):
@@ -59,6 +88,7 @@ def download(repo_id, revision, files=None, cache_dir=None, token=None, endpoint
     from huggingface_hub import errors, snapshot_download
 
     where = f"{repo_id}@{revision}"
+    _bound_timeouts()
     if files:
         names = required = list(presets.check_file_map(files, where))
     else:
@@ -151,6 +181,7 @@ def publish(model_or_dir, repo_id, tag=None, private=None, token=None, endpoint=
     try:
         meta = presets.load_preset_folder(folder).metadata  # validates checksums, config and weights
         api = HfApi(endpoint=endpoint, token=token)
+        _bound_timeouts()
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=branch,

@@ -16,6 +16,7 @@ import numpy as np
 from keras_mtanet import losses, presets
 from keras_mtanet.backbone import BACKBONES
 from keras_mtanet.errors import UsageError
+from keras_mtanet.files import require_regular_file
 from keras_mtanet.model import MTANet
 
 DEFAULTS = {
@@ -60,6 +61,7 @@ def load_config(path=None, **overrides):
     """
     config = json.loads(json.dumps(DEFAULTS))
     if path:
+        require_regular_file(path, "training config", UsageError)
         try:
             with open(path, "rb") as f:
                 loaded = json.loads(f.read(1 << 20).decode("utf-8"))

@@ -598,3 +598,142 @@ def test_a_failed_write_is_one_line_naming_the_file(tmp_path):
     made = files.write_error("run/log.csv", PermissionError(errno.EACCES, "Permission denied"), UsageError)
     assert isinstance(made, UsageError) and str(made) == "run/log.csv: cannot write (Permission denied)"
     assert str(files.write_error("a.json", OSError("disk gone"))) == "a.json: cannot write (disk gone)"
+
+
+# ------------------------------------------------------------------------------- FIFOs, devices and silent Hubs
+
+def refused_without_blocking(fifo, call, seconds=20):
+    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
+    waited on it (which a writer opening the other end then ends)."""
+    import os
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
+        except OSError:
+            pass
+        thread.join(5)
+        pytest.fail(f"{fifo}: opened and waited on instead of refused")
+    return outcome.get("error")
+
+
+def fifo_at(path):
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_config_annotation_or_label_file_is_refused_before_it_is_opened(tmp_path, capsys):
+    from keras_mtanet.data import affectnet, affwild2, ferplus
+    from keras_mtanet.teachers import cache
+
+    config = fifo_at(tmp_path / "recipe.json")
+    error = refused_without_blocking(config, lambda: train.load_config(config))
+    assert isinstance(error, UsageError)
+    assert str(error) == f"{config}: training config is not a regular file (a FIFO)"
+    error = refused_without_blocking(config, lambda: main(["train", "--data", str(tmp_path / "d"), "--format",
+                                                            "synthetic", "--output", str(tmp_path / "r"),
+                                                            "--config", str(config)]))
+    assert error is None and capsys.readouterr().err == \
+        f"keras-mtanet: error: {config}: training config is not a regular file (a FIFO)\n"
+
+    root = tmp_path / "affwild2"
+    annotation = fifo_at(root / "annotations" / "VA_Set" / "Training_Set" / "vid.txt")
+    (root / "cropped_aligned").mkdir()
+    error = refused_without_blocking(annotation, lambda: affwild2.read_index(root, "train"))
+    assert isinstance(error, DataError)
+    assert str(error) == f"{annotation}: annotation file is not a regular file (a FIFO)"
+
+    split = fifo_at(tmp_path / "affectnet" / "training.csv")
+    error = refused_without_blocking(split, lambda: affectnet.read_index(split.parent, "train"))
+    assert isinstance(error, DataError) and "is not a regular file (a FIFO)" in str(error)
+
+    votes = fifo_at(tmp_path / "ferplus" / "FER2013Train" / "label.csv")
+    error = refused_without_blocking(votes, lambda: ferplus.read_index(tmp_path / "ferplus", "train"))
+    assert isinstance(error, DataError) and str(error) == f"{votes}: FER+ label file is not a regular file (a FIFO)"
+
+    labels = fifo_at(tmp_path / "labels.csv")
+    error = refused_without_blocking(labels, lambda: cache.read_rows(labels))
+    assert isinstance(error, DataError) and str(error) == f"{labels}: teacher label file is not a regular file (a FIFO)"
+
+
+def test_a_fifo_crop_is_skipped_and_counted_unopened(tmp_path):
+    from keras_mtanet.data import affwild2
+
+    root = tmp_path / "affwild2"
+    (root / "annotations" / "VA_Set" / "Training_Set").mkdir(parents=True)
+    (root / "annotations" / "VA_Set" / "Training_Set" / "vid.txt").write_text("valence,arousal\n0.1,0.2\n")
+    crop = fifo_at(root / "cropped_aligned" / "vid" / "00001.jpg")
+    for check_images in (True, False):
+        index = refused_without_blocking(crop, lambda: affwild2.read_index(root, "train", check_images=check_images))
+        assert index is None
+        index = affwild2.read_index(root, "train", check_images=check_images)
+        assert len(index.paths) == 0 and index.skipped == [(str(crop), "not a regular file (a FIFO)")]
+
+
+def test_a_fifo_or_device_given_to_predict_is_named_as_such(tmp_path, capsys):
+    from keras_mtanet.inference import sources
+
+    image = fifo_at(tmp_path / "photo.jpg")
+    error = refused_without_blocking(image, lambda: sources.read_image(image))
+    assert isinstance(error, DataError) and str(error) == f"{image}: image is not a regular file (a FIFO)"
+    video = fifo_at(tmp_path / "clip.mp4")
+    error = refused_without_blocking(video, lambda: list(sources._source_for(video).frames()))
+    assert isinstance(error, DataError) and str(error) == f"{video}: video is not a regular file (a FIFO)"
+    found, problems = sources.expand_inputs([str(image), "/dev/zero", str(tmp_path / "absent.jpg")])
+    assert found == []
+    assert problems == [f"{image}: is not a regular file (a FIFO); give image or video files",
+                        "/dev/zero: is not a regular file (a character device); give image or video files",
+                        f"{tmp_path / 'absent.jpg'}: no such file or folder"]
+    assert main(["predict", "/dev/zero", "--output", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err == "keras-mtanet: error: /dev/zero: is not a regular file (a character device); give image or " \
+                  "video files\n"
+
+
+def test_a_hub_that_accepts_and_never_answers_times_out(tmp_path, monkeypatch):
+    import socket
+    import threading
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+    silent = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(silent.accept()[0])  # kept open, never answered
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    started = time.monotonic()
+    try:
+        error = refused_without_blocking(
+            tmp_path / "none", lambda: load_pretrained("hf://org/silent@main", cache_dir=tmp_path / "cache",
+                                                       endpoint=endpoint))
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
+    assert isinstance(error, PresetError) and "the Hub cannot be reached" in str(error)
+    assert time.monotonic() - started < 15

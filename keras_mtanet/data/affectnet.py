@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_mtanet.data.errors import DataError, screen_image
 from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.files import require_regular_file
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
 AFFECTNET_TO_EXPR = {0: EXPR_NAMES.index("Neutral"), 1: EXPR_NAMES.index("Happiness"),
@@ -45,6 +46,7 @@ def read_index(root, split="train", check_images=True):
     if name is None:
         raise DataError(f"unknown AffectNet split {split!r}; use 'train' or 'val'")
     csv_path = root / name
+    require_regular_file(csv_path, "AffectNet split file")
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: AffectNet split file not found")
     image_root = root / IMAGE_DIR if (root / IMAGE_DIR).is_dir() else root

@@ -25,6 +25,7 @@ import numpy as np
 from keras_mtanet.data.errors import screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.errors import DataError, first_line
+from keras_mtanet.files import require_regular_file
 from keras_mtanet.labels import (AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA,
                                  VA_NAMES)
 
@@ -122,6 +123,7 @@ def parse_annotation_file(path, task):
     """
     path = Path(path)
     names = HEADERS[task]
+    require_regular_file(path, "annotation file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:

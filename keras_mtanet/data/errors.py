@@ -3,17 +3,22 @@
 import os
 
 from keras_mtanet.errors import DataError  # noqa: F401  (the import path before keras_mtanet.errors)
+from keras_mtanet.files import special_kind
 
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND"
 
 
 def check_image_file(path):
-    """Return ``None`` for a complete JPEG or PNG file, else a short reason (empty, truncated, not an image).
+    """Return ``None`` for a complete JPEG or PNG file, else a short reason (empty, truncated, not an image, a
+    FIFO or device, which is never opened).
 
     Reads only the first and last bytes: a JPEG must start with SOI and end with EOI (padding allowed), a PNG
     must end with its IEND chunk. Decoding errors this cannot see are still dropped by the input pipeline.
     """
+    kind = special_kind(path)
+    if kind:
+        return f"not a regular file ({kind})"
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -41,7 +46,8 @@ def screen_image(path, present, check_images, stats, skipped, kind):
         stats[f"missing_{kind}"] += 1
         skipped.append((str(path), f"no {kind[:-1]}"))
         return False
-    problem = check_image_file(path) if check_images else None
+    special = None if check_images else special_kind(path)  # a FIFO would block the input pipeline
+    problem = check_image_file(path) if check_images else special and f"not a regular file ({special})"
     if problem:
         stats[f"corrupt_{kind}"] += 1
         skipped.append((str(path), problem))

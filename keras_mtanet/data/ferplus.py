@@ -39,6 +39,7 @@ import numpy as np
 
 from keras_mtanet.data.errors import DataError, screen_image
 from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.files import require_regular_file
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
 VOTE_NAMES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown",
@@ -139,6 +140,7 @@ def read_index(root, split="train", labels=None, check_images=True):
     csv_path = split_dir / LABEL_FILE
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: FER+ split folder not found")
+    require_regular_file(csv_path, "FER+ label file")
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: FER+ label file not found")
     teacher = None
@@ -218,6 +220,7 @@ def read_votes(root, split):
         DataError: a missing label file or a malformed row (naming file and line).
     """
     csv_path = Path(root) / split_folder(split) / LABEL_FILE
+    require_regular_file(csv_path, "FER+ label file")
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: FER+ label file not found")
     votes = {}

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from keras_mtanet.data.errors import JPEG_SOI, DataError, check_image_file
+from keras_mtanet.files import require_regular_file, special_kind
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -80,6 +81,8 @@ class Source:
         yield from self._video_frames(max(1, int(stride)), max_frames)
 
     def _video_frames(self, stride, max_frames):
+        if self.kind == "video":
+            require_regular_file(self.location, "video")  # OpenCV would wait on a FIFO forever
         capture = cv2.VideoCapture(self.location)
         try:
             if not capture.isOpened():
@@ -162,6 +165,7 @@ def _decode_image(path):
     """``(H x W x 3 uint8 RGB, reduction factor)``: the image decoded at 1/factor size, factor 1, 2, 4 or 8 the
     smallest that keeps it within ``MAX_IMAGE_PIXELS``."""
     path = str(path)
+    require_regular_file(path, "image")
     suffix = Path(path).suffix.lower()
     if suffix in {".jpg", ".jpeg", ".png"}:
         problem = check_image_file(path)
@@ -254,6 +258,8 @@ def expand_inputs(inputs):
             if not files:
                 problems.append(f"{text}: no file matches")
             sources.extend(_source_for(p) for p in files)
+        elif os.path.lexists(path) and special_kind(path):
+            problems.append(f"{text}: is not a regular file ({special_kind(path)}); give image or video files")
         else:
             problems.append(f"{text}: no such file or folder")
     return sources, problems

@@ -52,6 +52,7 @@ def iter_rows(path):
         DataError: a missing file, a wrong header or a malformed row (naming file and line).
     """
     path = Path(path)
+    files.require_regular_file(path, "teacher label file")
     try:
         f = open(path, newline="", encoding="utf-8")
     except FileNotFoundError:
