@@ -187,6 +187,7 @@ def main(argv=None):
     # SIGTERM (kill, a scheduler's stop) takes Ctrl-C's path: commands finish their files and exit 143.
     previous = _catch_sigterm()
     try:
+        _refuse_empty(args)
         return getattr(commands, COMMANDS[args.command][3])(args)
     except MTANetError as error:
         print(f"keras-mtanet: error: {printable(error)}", file=sys.stderr)
@@ -197,6 +198,17 @@ def main(argv=None):
         return 143 if terminated else 130
     finally:
         _restore_sigterm(previous)
+
+
+def _refuse_empty(args):
+    """``UsageError`` for an empty value ('') of an option or argument naming a file, folder or preset: Path('')
+    is the current folder, which no command should read, train into or replace unasked."""
+    from keras_mtanet.errors import UsageError
+
+    for name, value in vars(args).items():
+        if name not in ("command", "description") and (value == "" or isinstance(value, list) and "" in value):
+            shown = name.upper() if name in ("inputs", "run_dir") else f"--{name.replace('_', '-')}"
+            raise UsageError(f"{shown}: empty value (''); give a name")
 
 
 def _command_of(argv):

@@ -248,6 +248,9 @@ def locate(spec=None, revision=None, cache_dir=None, token=None, endpoint=None):
     from keras_mtanet import hub
 
     name = DEFAULT_PRESET if spec is None else str(spec)
+    if not name:  # not the current folder
+        raise PresetError("empty preset name; give a preset name, hf://ORG/REPO or a preset folder (None: the "
+                          "default preset)")
     presets = list_presets()
     if name in presets:
         entry = presets[name]

@@ -60,7 +60,9 @@ def load_config(path=None, **overrides):
     A partial ``"synthetic"`` block updates the default one key by key.
     """
     config = json.loads(json.dumps(DEFAULTS))
-    if path:
+    if path is not None and not str(path):
+        raise UsageError("empty training config name; give a JSON file (None: the default recipe)")
+    if path is not None:
         require_regular_file(path, "training config", UsageError)
         try:
             with open(path, "rb") as f:

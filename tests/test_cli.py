@@ -210,3 +210,44 @@ def test_presets_lists_a_malformed_registry_entry_as_unusable(tmp_path, monkeypa
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("bad_entry") and "(unusable)" in line for line in lines), lines
     assert any(line.startswith("mtanet_se_resnet18_ferplus_112") for line in lines)
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["predict", "", "--output", "o.csv"], "INPUTS"),
+    (["predict", "photo.jpg", "--model", "", "--output", "o.csv"], "--model"),
+    (["predict", "photo.jpg", "--output", ""], "--output"),
+    (["train", "--data", "d", "--format", "synthetic", "--output", "r", "--config", ""], "--config"),
+    (["train", "--data", "d", "--format", "synthetic", "--output", ""], "--output"),
+    (["train", "--data", "", "--format", "synthetic", "--output", "r"], "--data"),
+    (["export", "--format", "tflite", "--output", ""], "--output"),
+    (["export", "--model", "", "--format", "tflite", "--output", "m.tflite"], "--model"),
+    (["demo", "--output", ""], "--output"),
+    (["evaluate", "--data", "d", "--metrics", ""], "--metrics"),
+])
+def test_an_empty_value_is_an_error_never_the_current_folder(argv, shown, tmp_path, monkeypatch, capsys):
+    from keras_mtanet import train
+
+    (tmp_path / "photo.jpg").write_bytes(cv2.imencode(".jpg", cv2.UMat(8, 8, cv2.CV_8UC3).get())[1].tobytes())
+    before = sorted(os.listdir(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("training started"))
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"keras-mtanet: error: {shown}: empty value (''); give a name\n"
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_the_api_refuses_empty_names_too(tmp_path, monkeypatch):
+    from keras_mtanet import PresetError, load_pretrained, train
+    from keras_mtanet.inference import sources
+
+    (tmp_path / "photo.jpg").write_bytes(b"not read")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PresetError) as info:
+        load_pretrained("")
+    assert str(info.value) == "empty preset name; give a preset name, hf://ORG/REPO or a preset folder (None: " \
+                              "the default preset)"
+    with pytest.raises(UsageError) as info:
+        train.load_config("")
+    assert str(info.value) == "empty training config name; give a JSON file (None: the default recipe)"
+    assert sources.expand_inputs([""]) == \
+        ([], ["'': empty input name; give an image, folder, glob, video or webcam index"])

@@ -234,6 +234,9 @@ def expand_inputs(inputs):
     sources, problems = [], []
     for raw in inputs:
         text = str(raw)
+        if not text:  # Path("") is the current folder: never read it unasked
+            problems.append("'': empty input name; give an image, folder, glob, video or webcam index")
+            continue
         if text.isdigit() and not os.path.exists(text):
             if int(text) > MAX_WEBCAM_INDEX:
                 problems.append(f"{text}: no such file or folder, and too large for a webcam index "
