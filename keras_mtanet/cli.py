@@ -10,6 +10,7 @@ User errors (a bad option, bad data, a missing preset, a Hub failure) print one 
 """
 
 import argparse
+import errno
 import sys
 
 from keras_mtanet.startup import VERBOSE_FLAG, quiet_environment
@@ -191,6 +192,13 @@ def main(argv=None):
         return getattr(commands, COMMANDS[args.command][3])(args)
     except MTANetError as error:
         print(f"keras-mtanet: error: {printable(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a name longer than the file system allows, met wherever it is first used
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        name = printable(error.filename)
+        print(f"keras-mtanet: error: {name[:60] + '...' if len(name) > 80 else name}: name too long "
+              f"({len(name)} characters)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)

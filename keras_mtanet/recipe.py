@@ -75,6 +75,8 @@ def load_config(path=None, **overrides):
             raise UsageError(f"{path}: unreadable ({error.strerror or error})") from None
         except (UnicodeDecodeError, ValueError) as error:
             raise UsageError(f"{path}: not valid JSON ({error})") from None
+        except RecursionError:
+            raise UsageError(f"{path}: not a training config (JSON nested too deep)") from None
         if not isinstance(loaded, dict):
             raise UsageError(f"{path}: expected a JSON object of config keys, got {type(loaded).__name__}")
         unknown = set(loaded) - set(DEFAULTS) - set(CARD_KEYS)

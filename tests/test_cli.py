@@ -251,3 +251,49 @@ def test_the_api_refuses_empty_names_too(tmp_path, monkeypatch):
     assert str(info.value) == "empty training config name; give a JSON file (None: the default recipe)"
     assert sources.expand_inputs([""]) == \
         ([], ["'': empty input name; give an image, folder, glob, video or webcam index"])
+
+
+LONG, LONG_NAME = "a" * 5000, "b" * 300
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["predict", "x.jpg", "--model", LONG, "--output", "o.csv"], LONG),
+    (["predict", "x.jpg", "--output", LONG_NAME + ".csv"], LONG_NAME + ".csv"),
+    (["train", "--data", "d", "--format", "synthetic", "--output", LONG_NAME], LONG_NAME),
+    (["export", "--format", "onnx", "--output", LONG_NAME + ".onnx"], LONG_NAME + ".onnx"),
+    (["demo", "--output", LONG_NAME + ".csv"], LONG_NAME + ".csv"),
+])
+def test_a_name_too_long_is_one_line(argv, name, tmp_path, monkeypatch, capsys):
+    (tmp_path / "x.jpg").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"keras-mtanet: error: {name[:60]}...: name too long ({len(name)} characters)\n"
+    assert os.listdir(tmp_path) == ["x.jpg"]
+
+
+def test_a_long_input_name_is_a_problem_of_its_own(tmp_path, monkeypatch, capsys):
+    from keras_mtanet.inference import sources
+
+    (tmp_path / "x.jpg").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    found, problems = sources.expand_inputs([LONG + ".jpg", "x.jpg"])
+    assert [s.name for s in found] == ["x.jpg"]
+    assert problems == [f"{'a' * 60}...: name too long (5004 characters; File name too long)"]
+    assert main(["predict", LONG + ".jpg", "--output", "o.csv"]) == 2
+    assert capsys.readouterr().err == \
+        f"keras-mtanet: error: {'a' * 60}...: name too long (5004 characters; File name too long)\n"
+
+
+def test_a_negative_demo_seed_is_a_usage_error(capsys):
+    assert main(["demo", "--synthetic", "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == \
+        "keras-mtanet: error: --seed -1: give a whole number from 0 (numpy seeds are not negative)\n"
+
+
+def test_a_config_nested_too_deep_is_one_line(tmp_path, capsys):
+    config = tmp_path / "deep.json"
+    config.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["train", "--data", str(tmp_path / "d"), "--format", "synthetic", "--output", str(tmp_path / "r"),
+                 "--config", str(config)]) == 2
+    assert capsys.readouterr().err == f"keras-mtanet: error: {config}: not a training config (JSON nested too deep)\n"
+    assert sorted(os.listdir(tmp_path)) == ["deep.json"]

@@ -108,6 +108,8 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
     from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
     frames = check_frames(frames)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"--seed {seed}: give a whole number from 0 (numpy seeds are not negative)")
     if output_path:
         output.check_output_path(output_path)  # before the model loads
     loaded = load_pretrained(model or SYNTHETIC_PRESET)

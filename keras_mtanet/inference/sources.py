@@ -245,6 +245,12 @@ def expand_inputs(inputs):
                 sources.append(webcam_source(text))
             continue
         path = Path(text).expanduser()
+        try:
+            path.is_dir()
+        except OSError as error:  # a name too long for the file system
+            problems.append(f"{text[:60] + '...' if len(text) > 80 else text}: name too long ({len(text)} "
+                            f"characters; {error.strerror})")
+            continue
         if path.is_dir():
             found = _media_in(path)
             if not found:
