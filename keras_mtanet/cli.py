@@ -64,12 +64,13 @@ def predict_arguments(p):
     p.add_argument("--output", required=True, help="FILE.csv or FILE.json: one row per face per frame")
     p.add_argument("--plot", help="also draw VA, AUs, expressions and the circumplex into this image "
                                   "(.png, .pdf, .svg, .jpg, ...)")
-    p.add_argument("--smooth", help="smooth each face over time: seconds (0.5) or frames (15f); videos only")
+    p.add_argument("--smooth", help="smooth each face over time: seconds (0.5) or frames (15f), 0: not at all; "
+                                    "videos only")
     p.add_argument("--batch-size", type=int, default=32, help="face crops per model call (default 32)")
     p.add_argument("--no-detect", action="store_true",
                    help="inputs are already aligned face crops (e.g. Aff-Wild2 cropped_aligned)")
-    p.add_argument("--detector", choices=detection.DETECTORS, default=detection.DEFAULT_DETECTOR,
-                   help="face detector (default %(default)s; see keras_mtanet.inference.detection)")
+    p.add_argument("--detector", choices=detection.DETECTORS,
+                   help=f"face detector (default {detection.DEFAULT_DETECTOR}; see keras_mtanet.inference.detection)")
     p.add_argument("--every", type=int, default=1, metavar="N",
                    help="run the detector on every N-th video frame, tracking faces in between")
     p.add_argument("--stride", type=int, default=1, metavar="K",

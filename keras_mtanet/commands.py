@@ -45,7 +45,7 @@ def run_predict(args):
     import os
 
     from keras_mtanet.errors import UsageError
-    from keras_mtanet.inference import output, plots, predictor, progress, runtimes, sources
+    from keras_mtanet.inference import detection, output, plots, predictor, progress, runtimes, sources
     from keras_mtanet.startup import quiet_unless
 
     if not args.verbose:
@@ -54,6 +54,11 @@ def run_predict(args):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its warnings repeat our error lines
     at_least_one(batch_size=args.batch_size, every=args.every, stride=args.stride, max_frames=args.max_frames,
                  min_face=args.min_face)
+    if args.progress and args.quiet:
+        raise UsageError("--progress and --quiet contradict each other; give one")
+    if args.no_detect and args.detector is not None:
+        raise UsageError(f"--detector {args.detector} does nothing with --no-detect (inputs are face crops); give one")
+    args.detector = args.detector or detection.DEFAULT_DETECTOR
     if args.runtime is None:
         args.runtime = runtimes.default_runtime(args.precision)
         if args.cache_dir is None and args.runtime != "keras":
@@ -187,6 +192,8 @@ def run_export(args):
 
     if args.int8 and args.format != "tflite":
         raise UsageError("--int8 applies to --format tflite only")
+    if args.calibration is not None and not args.int8:
+        raise UsageError("--calibration applies to --int8 only (float exports need no calibration)")
     export.check_export_path(args.output, args.format, args.overwrite)  # before the model loads
     model = load_pretrained(args.model)
     calibration = None

@@ -25,12 +25,16 @@ MAX_JSON_BYTES = 1 << 20  # configs, metadata and registry entries are small: la
 
 def printable(text):
     """``text`` with the undecodable bytes of a file name (lone surrogates, as ``os.fsdecode`` gives them) as
-    ``\\xNN`` escapes, so it can be written as UTF-8 and printed anywhere."""
+    ``\\xNN`` escapes and control characters (terminal escapes, bells, line breaks) as ``\\x1b``, ``\\n``...,
+    so it can be written as UTF-8 and printed anywhere, on one line, without acting on the terminal."""
     text = str(text)
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # surrogates that are not escaped bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def special_kind(path):

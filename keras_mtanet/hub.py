@@ -123,6 +123,18 @@ def download(repo_id, revision, files=None, cache_dir=None, token=None, endpoint
     return folder
 
 
+def _check_new_tag(api, repo_id, tag):
+    """``PresetError`` before anything is uploaded when ``tag`` already names a revision of ``repo_id``."""
+    from huggingface_hub import errors
+
+    try:
+        api.repo_info(repo_id, revision=tag)
+    except errors.RevisionNotFoundError:
+        return
+    raise PresetError(f"publish to {repo_id}: tag {tag!r} already exists (or is a branch); choose another --tag; "
+                      "nothing was uploaded")
+
+
 def _repo_cache(repo_id, cache_dir):
     from huggingface_hub import constants
 
@@ -166,6 +178,7 @@ def publish(model_or_dir, repo_id, tag=None, private=None, token=None, endpoint=
     """
     from huggingface_hub import HfApi, errors
 
+    presets.check_repo_id(str(repo_id), f"publish to {repo_id!r}")
     if isinstance(model_or_dir, (str, Path)):
         folder, cleanup = Path(model_or_dir), None
         if not folder.is_dir():
@@ -184,11 +197,21 @@ def publish(model_or_dir, repo_id, tag=None, private=None, token=None, endpoint=
         _bound_timeouts()
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
+            if tag:
+                _check_new_tag(api, repo_id, tag)
             info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=branch,
                                      allow_patterns=[presets.METADATA_FILE, *meta["files"]],
                                      commit_message=commit_message or f"Upload keras_mtanet preset {repo_id}")
             if tag:
-                api.create_tag(repo_id, tag=tag, revision=info.oid)
+                try:
+                    api.create_tag(repo_id, tag=tag, revision=info.oid)
+                except errors.HfHubHTTPError as error:
+                    if getattr(error.response, "status_code", None) != 409:
+                        raise
+                    raise PresetError(f"publish to {repo_id}: tag {tag!r} already exists (made meanwhile); the "
+                                      f"preset is uploaded as commit {info.oid}, untagged") from None
+        except PresetError:
+            raise
         except (errors.HfHubHTTPError, ValueError) as error:  # ValueError: the Hub rejected the model card
             raise PresetError(f"publish to {repo_id} failed: {first_line(error)}") from None
         except Exception as error:  # connection refused, DNS, TLS, timeouts...

@@ -21,6 +21,7 @@ is parsed or built. Hub transfer is ``keras_mtanet.hub``.
 """
 
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -232,7 +233,20 @@ def parse_hf_uri(uri):
     repo_id, _, revision = uri[len(HF_SCHEME):].partition("@")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PresetError(f"{uri!r}: expected hf://ORG/REPO or hf://ORG/REPO@REVISION")
+    check_repo_id(repo_id, repr(uri))
     return repo_id, revision or None
+
+
+# The Hub's rule for a repo id (huggingface_hub.utils.validate_repo_id): ORG/NAME, each of letters, digits, "_",
+# "-" and ".", starting and ending with a letter, digit or "_", no "--" or "..", 96 characters at most.
+_REPO_ID = re.compile(r"\w(?:[\w.-]*\w)?/\w(?:[\w.-]*\w)?", re.ASCII)
+
+
+def check_repo_id(repo_id, shown=None):
+    """``PresetError`` (starting with ``shown``, default the id) unless ``repo_id`` is a valid Hub repo id."""
+    if not (_REPO_ID.fullmatch(repo_id) and "--" not in repo_id and ".." not in repo_id and len(repo_id) <= 96):
+        raise PresetError(f"{shown or repr(repo_id)}: {repo_id!r} is not a valid Hub repo id (ORG/NAME: letters, "
+                          "digits, '-', '_' and '.', no '--' or '..', at most 96 characters)")
 
 
 class Located(NamedTuple):

@@ -16,7 +16,7 @@ import numpy as np
 from keras_mtanet import losses, presets
 from keras_mtanet.backbone import BACKBONES
 from keras_mtanet.errors import UsageError
-from keras_mtanet.files import require_regular_file
+from keras_mtanet.files import MAX_JSON_BYTES, require_regular_file
 from keras_mtanet.model import MTANet
 
 DEFAULTS = {
@@ -66,7 +66,8 @@ def load_config(path=None, **overrides):
         require_regular_file(path, "training config", UsageError)
         try:
             with open(path, "rb") as f:
-                loaded = json.loads(f.read(1 << 20).decode("utf-8"))
+                data = f.read(MAX_JSON_BYTES + 1)
+            loaded = None if len(data) > MAX_JSON_BYTES else json.loads(data.decode("utf-8"))
         except FileNotFoundError:
             raise UsageError(f"{path}: training config not found") from None
         except IsADirectoryError:
@@ -77,6 +78,8 @@ def load_config(path=None, **overrides):
             raise UsageError(f"{path}: not valid JSON ({error})") from None
         except RecursionError:
             raise UsageError(f"{path}: not a training config (JSON nested too deep)") from None
+        if len(data) > MAX_JSON_BYTES:
+            raise UsageError(f"{path}: training config larger than {MAX_JSON_BYTES >> 10} KiB; refused")
         if not isinstance(loaded, dict):
             raise UsageError(f"{path}: expected a JSON object of config keys, got {type(loaded).__name__}")
         unknown = set(loaded) - set(DEFAULTS) - set(CARD_KEYS)

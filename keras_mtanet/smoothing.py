@@ -9,7 +9,8 @@ from keras_mtanet.errors import DataError
 def smoothing_window(smooth, fps):
     """``--smooth`` value -> window length in frames: ``"0.5"`` is seconds (times fps), ``"15f"`` frames.
 
-    Any length is accepted (``smooth_series`` caps it at what a track needs); ``fps`` must be positive.
+    Any length is accepted (``smooth_series`` caps it at what a track needs); ``fps`` must be positive. Zero,
+    in seconds or frames (``"0"``, ``"0f"``), is no smoothing (a one-frame window), as None is.
 
     Example:
         >>> smoothing_window("0.5", 30), smoothing_window("15f", 30), smoothing_window(None, 30)
@@ -18,6 +19,11 @@ def smoothing_window(smooth, fps):
     if smooth in (None, "", "0"):
         return 1
     text = str(smooth).strip().lower()
+    try:
+        if float(text[:-1] if text.endswith("f") else text) == 0:
+            return 1
+    except ValueError:
+        pass  # named below
     if not text.endswith("f") and not (fps is not None and np.isfinite(fps) and fps > 0):
         raise DataError(f"frame rate {fps!r}: must be a positive number of frames per second to smooth over "
                         "seconds")

@@ -142,7 +142,8 @@ def test_choices_come_from_the_modules():
         return next(a for a in commands[command]._actions if flag in a.option_strings)
 
     assert tuple(option("predict", "--detector").choices) == detection.DETECTORS
-    assert option("predict", "--detector").default == detection.DEFAULT_DETECTOR
+    # None, so that an explicit --detector with --no-detect is seen; run_predict fills in the module's default
+    assert f"default {detection.DEFAULT_DETECTOR};" in option("predict", "--detector").help
     assert tuple(option("predict", "--runtime").choices) == runtimes.RUNTIMES
     assert set(option("predict", "--precision").choices) == {p for ps in runtimes.PRECISIONS.values() for p in ps}
     assert tuple(option("train", "--format").choices) == train.FORMATS
@@ -297,3 +298,41 @@ def test_a_config_nested_too_deep_is_one_line(tmp_path, capsys):
                  "--config", str(config)]) == 2
     assert capsys.readouterr().err == f"keras-mtanet: error: {config}: not a training config (JSON nested too deep)\n"
     assert sorted(os.listdir(tmp_path)) == ["deep.json"]
+
+
+def test_contradictory_or_idle_options_are_usage_errors(tmp_path, capsys):
+    missing = str(tmp_path / "missing.jpg")
+    for argv, message in [
+        (["predict", missing, "--output", "o.csv", "--progress", "--quiet"],
+         "--progress and --quiet contradict each other; give one"),
+        (["predict", missing, "--output", "o.csv", "--no-detect", "--detector", "mtcnn"],
+         "--detector mtcnn does nothing with --no-detect (inputs are face crops); give one"),
+        (["export", "--format", "onnx", "--output", str(tmp_path / "no" / "m.onnx"), "--calibration", str(tmp_path)],
+         "--calibration applies to --int8 only (float exports need no calibration)"),
+    ]:
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"keras-mtanet: error: {message}\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_config_over_the_size_limit_says_so(tmp_path, capsys):
+    from keras_mtanet import train
+
+    config = tmp_path / "big.json"
+    config.write_text('{"description": "' + "x" * 2_000_000 + '"}')  # valid JSON, 2 MB
+    with pytest.raises(UsageError) as info:
+        train.load_config(config)
+    assert str(info.value) == f"{config}: training config larger than 1024 KiB; refused"
+
+
+def test_control_characters_in_names_are_escaped_in_error_lines(tmp_path, capsys):
+    from keras_mtanet import files
+
+    assert files.printable("a\x1b[31mb\x07\nc\td") == "a\\x1b[31mb\\x07\\nc\\td"
+    assert files.printable(os.fsdecode(b"x\xff\x1b.jpg")) == "x\\xff\\x1b.jpg"
+    assert files.printable("café 中") == "café 中"
+    name = str(tmp_path / "evil\x1b]0;owned\x07\nkeras-mtanet: fake.jpg")
+    assert main(["predict", name, "--output", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"keras-mtanet: error: {tmp_path}/evil\\x1b]0;owned\\x07\\nkeras-mtanet: fake.jpg: no such file or " \
+                  "folder\n"

@@ -261,3 +261,38 @@ def test_default_preset_is_published_and_pinned_in_a_registry(server, tmp_path, 
     size = embedded.input_shape[1]
     images = np.random.default_rng(5).integers(0, 256, (4, size, size, 3)).astype("float32")
     assert predictions_equal(embedded, pulled, images)
+
+
+def test_publish_to_an_existing_tag_says_so_before_uploading(server, published, tmp_path, capsys, monkeypatch):
+    from keras_mtanet.cli import main
+
+    model = tiny_model()
+    meta = presets.preset_metadata(model, "nothing (test)")
+    folder = presets.save_preset(model, tmp_path / "run", meta, hub.model_card_text(meta, "tag"))
+    repo = server.repos["org/tiny"]
+    commits = len(repo.commits)
+    assert main(["publish", str(folder), "--repo-id", "org/tiny", "--tag", "v1", "--endpoint", server.endpoint]) == 2
+    assert capsys.readouterr().err == "keras-mtanet: error: publish to org/tiny: tag 'v1' already exists (or is a " \
+                                      "branch); choose another --tag; nothing was uploaded\n"
+    assert len(repo.commits) == commits and repo.refs["v1"] == published[1]
+    # A tag made between the check and the tag itself: the Hub's 409 becomes this line, not "409 Conflict for url".
+    monkeypatch.setattr(hub, "_check_new_tag", lambda *args: None)
+    with pytest.raises(PresetError) as info:
+        publish(str(folder), "org/tiny", tag="v1", endpoint=server.endpoint)
+    sha = repo.refs["main"]
+    assert str(info.value) == f"publish to org/tiny: tag 'v1' already exists (made meanwhile); the preset is " \
+                              f"uploaded as commit {sha}, untagged"
+    assert repo.refs["v1"] == published[1]
+
+
+@pytest.mark.parametrize("spec", ["hf://../..", "hf://org/re..po", "hf://-org/x", "hf://org/x--y"])
+def test_an_invalid_repo_id_is_named_not_retried(spec, tmp_path):
+    repo_id = spec[len("hf://"):]
+    expected = f"{spec!r}: {repo_id!r} is not a valid Hub repo id (ORG/NAME: letters, digits, '-', '_' and '.', " \
+               "no '--' or '..', at most 96 characters)"
+    with pytest.raises(PresetError) as info:
+        load_pretrained(spec, cache_dir=tmp_path, endpoint="http://127.0.0.1:9")
+    assert str(info.value) == expected
+    with pytest.raises(PresetError) as info:
+        publish(str(tmp_path), repo_id, endpoint="http://127.0.0.1:9")
+    assert str(info.value) == expected.replace(repr(spec), f"publish to {repo_id!r}")

@@ -14,7 +14,7 @@ def test_smoothing_window_reads_seconds_and_frames():
 
 @pytest.mark.parametrize("smooth,fps,message", [
     ("soon", 30, r"^--smooth 'soon': give seconds \(0.5\) or frames \(15f\)$"),
-    ("0f", 30, r"^--smooth '0f': the window must be at least one frame$"),
+    ("-1f", 30, r"^--smooth '-1f': the window must be at least one frame$"),
     ("0.01", 30, r"^--smooth '0.01': the window must be at least one frame$"),
     ("0.5", 0, r"^frame rate 0: must be a positive number of frames per second to smooth over seconds$"),
     ("0.5", float("nan"), r"^frame rate nan: must be a positive"),
@@ -37,3 +37,12 @@ def test_centred_moving_average_against_a_direct_loop():
         np.testing.assert_allclose(smooth_series(values, window), direct, rtol=1e-12)
     assert smooth_series(values, 1) is values  # a one-frame window leaves the series as it is
     np.testing.assert_array_equal(smooth_series(values[:1], 9), values[:1])
+
+
+def test_zero_is_no_smoothing_in_seconds_and_in_frames():
+    assert smoothing_window("0f", 30) == smoothing_window("0", 30) == smoothing_window("0.0", 30) == 1
+    assert smoothing_window("0f", None) == smoothing_window("0", float("nan")) == 1
+    with pytest.raises(DataError, match="at least one frame"):
+        smoothing_window("-1f", 30)
+    with pytest.raises(DataError, match="at least one frame"):
+        smoothing_window("0.001", 30)
