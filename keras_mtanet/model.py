@@ -4,6 +4,8 @@ Reference: Zhang & Gu, "Facial Affect Recognition in the Wild Using Multi-Task L
 Network", arXiv:2002.00606 (ABAW 2020 at FG 2020).
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -184,6 +186,8 @@ class MTANet(keras.Model):
             raise ValueError(f"task_weighting must be one of {TASK_WEIGHTINGS}, got {task_weighting!r}.")
         if task_weighting == "uncertainty" and loss_weights is not None:
             raise ValueError("loss_weights cannot be combined with task_weighting='uncertainty'.")
+        _check_per_task("loss_weights", loss_weights)
+        _check_per_task("loss", loss)
         if isinstance(optimizer, str) and optimizer == "auto":
             optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4)
         if isinstance(loss, str) and loss == "auto":
@@ -246,6 +250,25 @@ class _Trackers:
 
     def reset(self, metrics):
         self.metrics = metrics
+
+
+def _check_per_task(name, value):
+    """``ValueError`` for a dict with a key that is not an output (a typo such as ``{"vа": 1}`` would otherwise
+    be ignored or fail deep inside Keras), and for a loss weight that is not a finite number at least 0."""
+    if not isinstance(value, dict):
+        return
+    unknown = [key for key in value if key not in TASKS]
+    if unknown:
+        raise ValueError(f"{name} has unknown key(s) {', '.join(map(repr, unknown))}; the outputs are "
+                         f"{', '.join(TASKS)}.")
+    if name == "loss_weights":
+        for key, weight in value.items():
+            try:
+                ok = not isinstance(weight, bool) and math.isfinite(float(weight)) and float(weight) >= 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"loss_weights[{key!r}] must be a finite number at least 0, got {weight!r}.")
 
 
 def _check_fixed_outputs(kwargs):

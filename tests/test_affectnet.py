@@ -69,3 +69,11 @@ def test_affectnet_errors(tmp_path, affectnet_root):
     csv.write_text("subDirectory_filePath,face_x,expression\n")
     with pytest.raises(DataError, match=f"^{csv}:1: missing column"):
         affectnet.read_index(affectnet_root)
+
+
+@pytest.mark.parametrize("valence, arousal", [(7, 0.1), (0.2, 9), (-3, 0.0), ("nan", 0.0)])
+def test_affectnet_refuses_va_out_of_range_but_keeps_minus_two_unrated(affectnet_root, valence, arousal):
+    csv = affectnet_root / "training.csv"
+    csv.write_text(HEADER + "1/a.png,1,2,3,4,,1,0.1,0.1\n" + f"1/a.png,1,2,3,4,,1,{valence},{arousal}\n")
+    with pytest.raises(DataError, match=f"^{csv}:3: valence/arousal must lie in \\[-1, 1\\] or be -2 \\(unrated\\)"):
+        affectnet.read_index(affectnet_root)

@@ -9,7 +9,7 @@ Layout::
 AffectNet's expression codes are 0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger,
 7 Contempt, 8 None, 9 Uncertain, 10 No-Face. They are remapped to this package's 7 classes; Contempt and the
 non-expression codes become -1 (unannotated). AffectNet writes valence/arousal -2 for images without a
-valid rating; those become -5. AffectNet has no AU labels: AU is -1 throughout. The face box crops each image.
+valid rating; those become -5. Any other value outside [-1, 1] is refused (naming file and line). AffectNet has no AU labels: AU is -1 throughout. The face box crops each image.
 """
 
 import csv
@@ -30,6 +30,11 @@ COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_heig
 SPLIT_FILES = {"train": "training.csv", "training": "training.csv", "training_set": "training.csv",
                "val": "validation.csv", "validation": "validation.csv", "validation_set": "validation.csv"}
 IMAGE_DIR = "Manually_Annotated_Images"
+UNRATED = -2  # AffectNet's valence/arousal for an image without a valid rating
+
+
+def _rating(value):
+    return value == UNRATED or -1.0 <= value <= 1.0
 
 
 def read_index(root, split="train", check_images=True):
@@ -77,6 +82,9 @@ def read_index(root, split="train", check_images=True):
                 raise DataError(f"{csv_path}:{line}: empty subDirectory_filePath")
             if code not in AFFECTNET_CODES:
                 raise DataError(f"{csv_path}:{line}: expression code {code} is not one of 0-10")
+            if not all(_rating(v) for v in (valence, arousal)):
+                raise DataError(f"{csv_path}:{line}: valence/arousal must lie in [-1, 1] or be {UNRATED} "
+                                f"(unrated), got {valence:g}, {arousal:g}")
             if box[2] <= 0 or box[3] <= 0:
                 raise DataError(f"{csv_path}:{line}: face box {box} has no area")
             path = image_root / rel
