@@ -9,7 +9,8 @@ Layout::
 AffectNet's expression codes are 0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger,
 7 Contempt, 8 None, 9 Uncertain, 10 No-Face. They are remapped to this package's 7 classes; Contempt and the
 non-expression codes become -1 (unannotated). AffectNet writes valence/arousal -2 for images without a
-valid rating; those become -5. Any other value outside [-1, 1] is refused (naming file and line). AffectNet has no AU labels: AU is -1 throughout. The face box crops each image.
+valid rating; those become -5. Any other value outside [-1, 1] is refused (naming file and line). AffectNet
+has no AU labels: AU is -1 throughout. The face box crops each image.
 """
 
 import csv
