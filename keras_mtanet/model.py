@@ -7,6 +7,7 @@ Network", arXiv:2002.00606 (ABAW 2020 at FG 2020).
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mtanet import backbone as backbone_lib
@@ -162,6 +163,27 @@ class MTANet(keras.Model):
             >>> out = fast.predict_on_batch(images)
         """
         return fused.fold_batchnorm(self, precision)
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict``; an empty batch of images ((0, H, W, 3)) gives empty outputs."""
+        empty = self._empty_outputs(x)
+        return empty if empty is not None else super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        empty = self._empty_outputs(x)
+        return empty if empty is not None else super().predict_on_batch(x)
+
+    def _empty_outputs(self, x):
+        """``{"va": (0, 2), "au": (0, 8), "expr": (0, 7)}`` float32 arrays for an array-like ``x`` of no images
+        (Keras fails on one with an internal error), None for anything else."""
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) < 1 or shape[0] != 0:
+            return None
+        if tuple(shape[1:]) != tuple(self.image_shape):
+            raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.image_shape))}), got "
+                             f"{tuple(shape)}.")
+        sizes = {"va": 2, "au": self.num_aus, "expr": self.num_expressions}
+        return {task: np.zeros((0, size), np.float32) for task, size in sizes.items()}
 
     # -- training ---------------------------------------------------------------------------------------
 

@@ -95,6 +95,9 @@ def test_split_aliases_task_selection_and_video_filter(handmade):
     ("au", "AU_Set", AU_H, "0,1,0,2,0,1,0,1", "AU values must be 0, 1 or -1"),
     ("expr", "EXPR_Set", EX_H, "7", "expression must be an id"),
     ("expr", "EXPR_Set", EX_H, "2.5", "expression must be an id"),
+    ("expr", "EXPR_Set", EX_H, "nan", "expression must be an id"),  # once a ValueError traceback
+    ("expr", "EXPR_Set", EX_H, "inf", "expression must be an id"),  # once an OverflowError traceback
+    ("expr", "EXPR_Set", EX_H, "-inf", "expression must be an id"),
 ])
 def test_malformed_line_names_file_and_line(tmp_path, task, folder, header, line, message):
     path = write(tmp_path / "annotations" / folder / "Training_Set" / "v.txt",
@@ -182,3 +185,21 @@ def test_a_file_in_the_way_of_a_folder_is_one_line_naming_it(tmp_path):
     with pytest.raises(DataError, match=f"^{tmp_path / 'annotations' / 'VA_Set' / 'Training_Set'}: cannot create "
                                         r"folder \([^\n]+\)$"):
         affwild2.write_annotation_file(affwild2.annotation_path(tmp_path, "va", "train", "v"), "va", VA3)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_train_and_evaluate_name_a_nan_expression_line(tmp_path, capsys, value):
+    from keras_mtanet.cli import main
+
+    for split in ("Training_Set", "Validation_Set"):
+        write(tmp_path / "annotations/VA_Set" / split / "v.txt", f"{VA_H}\n0.1,0.2\n")
+        bad = write(tmp_path / "annotations/EXPR_Set" / split / "v.txt", f"{EX_H}\n1\n{value}\n")
+    crop(tmp_path, "v", 1)
+    crop(tmp_path, "v", 2)
+    expected = f"keras-mtanet: error: {bad}:3: expression must be an id 0-6 or -1, got {value!r}"
+    assert main(["evaluate", "--data", str(tmp_path), "--split", "Validation_Set"]) == 2
+    assert capsys.readouterr().err.strip() == expected
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path), "--format", "affwild2", "--output", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == expected.replace("Validation_Set", "Training_Set")

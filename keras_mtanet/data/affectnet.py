@@ -14,6 +14,7 @@ has no AU labels: AU is -1 throughout. The face box crops each image.
 """
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,46 @@ SPLIT_FILES = {"train": "training.csv", "training": "training.csv", "training_se
                "val": "validation.csv", "validation": "validation.csv", "validation_set": "validation.csv"}
 IMAGE_DIR = "Manually_Annotated_Images"
 UNRATED = -2  # AffectNet's valence/arousal for an image without a valid rating
+
+
+MAX_LINE_BYTES = 1 << 20  # a CSV line longer than this is refused before it is held whole
+
+
+class _CSVRows:
+    """``csv.reader`` over a binary file, decoded line by line as UTF-8 (a byte-order mark allowed), so a line
+    that is not UTF-8 (a Latin-1 export), a field over the csv module's limit or a line over ``MAX_LINE_BYTES``
+    is a ``DataError`` naming the file and line, not a traceback. ``line_num`` is the reader's."""
+
+    def __init__(self, path, f):
+        self.path, self.file, self.number = path, f, 0
+        self.reader = csv.reader(self._lines())
+
+    def _lines(self):
+        while True:
+            raw = self.file.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            self.number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataError(f"{self.path}:{self.number}: line longer than {MAX_LINE_BYTES >> 20} MiB; refused")
+            try:
+                yield raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{self.path}:{self.number}: not UTF-8 text (byte {raw[error.start]:#04x} at "
+                                f"column {error.start + 1}); save the CSV as UTF-8") from None
+
+    @property
+    def line_num(self):
+        return self.reader.line_num
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self.reader)
+        except csv.Error as error:
+            raise DataError(f"{self.path}:{self.number}: unreadable CSV ({error})") from None
 
 
 def _rating(value):
@@ -57,8 +98,8 @@ def read_index(root, split="train", check_images=True):
 
     paths, groups, lines, boxes, va, expr, skipped = [], [], [], [], [], [], []
     stats = {"rows": 0, "frames": 0, "missing_images": 0, "corrupt_images": 0, "expression_unmapped": 0}
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    with open(csv_path, "rb") as f:
+        reader = _CSVRows(csv_path, f)
         header = next(reader, None)
         if header is None:
             raise DataError(f"{csv_path}:1: empty file")
@@ -74,10 +115,13 @@ def read_index(root, split="train", check_images=True):
             stats["rows"] += 1
             try:
                 rel = row[col["subDirectory_filePath"]].strip()
-                box = [int(float(row[col[c]])) for c in ("face_x", "face_y", "face_width", "face_height")]
-                code = int(float(row[col["expression"]]))
+                box = [float(row[col[c]]) for c in ("face_x", "face_y", "face_width", "face_height")]
+                code = float(row[col["expression"]])
                 valence, arousal = float(row[col["valence"]]), float(row[col["arousal"]])
-            except (IndexError, ValueError):
+                if not all(math.isfinite(v) for v in box + [code]):  # inf, 1e400: no int
+                    raise ValueError("not finite")
+                box, code = [int(v) for v in box], int(code)
+            except (IndexError, ValueError, OverflowError):
                 raise DataError(f"{csv_path}:{line}: malformed row {','.join(row)[:120]!r}") from None
             if not rel:
                 raise DataError(f"{csv_path}:{line}: empty subDirectory_filePath")

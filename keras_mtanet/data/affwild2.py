@@ -165,7 +165,7 @@ def _check_row(path, number, task, row, line):
             raise DataError(f"{path}:{number}: AU values must be 0, 1 or -1, got {line!r}")
     else:
         v = row[0]
-        if v != int(v) or not (v == UNANNOTATED_EXPR or 0 <= v < len(EXPR_NAMES)):
+        if not (v == UNANNOTATED_EXPR or 0 <= v < len(EXPR_NAMES)) or v != int(v):  # nan, inf: range first
             raise DataError(f"{path}:{number}: expression must be an id 0-{len(EXPR_NAMES) - 1} or -1, "
                             f"got {line!r}")
 
