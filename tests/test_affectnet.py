@@ -106,3 +106,19 @@ def test_affectnet_latin1_csv_names_file_and_line(affectnet_root, capsys):
     # A UTF-8 file with a byte-order mark still reads (Excel's "CSV UTF-8").
     csv.write_bytes(("\ufeff" + HEADER + "1/a.png,10,12,30,30,,1,0.5,0.25\n").encode("utf-8"))
     assert len(affectnet.read_index(affectnet_root)) == 1
+
+
+@pytest.mark.parametrize("where", ["absolute", "climbing"])
+def test_affectnet_image_paths_outside_the_root_are_refused(affectnet_root, tmp_path_factory, where):
+    outside = tmp_path_factory.mktemp("elsewhere") / "secret.png"
+    image_with_face(outside, (10, 12, 30, 30))
+    rel = str(outside) if where == "absolute" else "../" * len(affectnet_root.parts) + str(outside).lstrip("/")
+    csv = affectnet_root / "training.csv"
+    csv.write_text(HEADER + "1/a.png,10,12,30,30,,1,0.5,0.25\n" + f"{rel},10,12,30,30,,1,0.5,0.25\n")
+    with pytest.raises(DataError, match=f"^{csv}:3: image path '.*secret.png' lies outside the data root "
+                                        f"{affectnet_root}; refused$"):
+        affectnet.read_index(affectnet_root)
+    # An absolute path inside the root is the data set's own.
+    inside = affectnet_root / "Manually_Annotated_Images" / "1" / "a.png"
+    csv.write_text(HEADER + f"{inside},10,12,30,30,,1,0.5,0.25\n")
+    assert affectnet.read_index(affectnet_root).paths == [str(inside)]

@@ -15,12 +15,14 @@ has no AU labels: AU is -1 throughout. The face box crops each image.
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from keras_mtanet.data.errors import DataError, screen_image
 from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.files import printable
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
 AFFECTNET_TO_EXPR = {0: EXPR_NAMES.index("Neutral"), 1: EXPR_NAMES.index("Happiness"),
@@ -73,6 +75,13 @@ class _CSVRows:
             return next(self.reader)
         except csv.Error as error:
             raise DataError(f"{self.path}:{self.number}: unreadable CSV ({error})") from None
+
+
+def _inside(path, root):
+    """Whether ``path`` lies inside ``root``, by the names alone (``..`` folded; links inside the data set, such
+    as an image folder linked to another disk, are the data set's own and stay allowed)."""
+    root = os.path.abspath(root)
+    return os.path.commonpath([root, os.path.abspath(path)]) == root
 
 
 def _rating(value):
@@ -133,6 +142,9 @@ def read_index(root, split="train", check_images=True):
             if box[2] <= 0 or box[3] <= 0:
                 raise DataError(f"{csv_path}:{line}: face box {box} has no area")
             path = image_root / rel
+            if not _inside(path, root):  # absolute, or ../ climbing out: refused
+                raise DataError(f"{csv_path}:{line}: image path {printable(rel)!r} lies outside the data root "
+                                f"{printable(root)}; refused")
             if not screen_image(path, path.is_file(), check_images, stats, skipped, "images"):
                 continue
             mapped = AFFECTNET_TO_EXPR.get(code, UNANNOTATED_EXPR)
