@@ -19,6 +19,8 @@ Paths:
   (one 112 px crop hard-linked for every frame), writing the prediction files.
 - ``teach``: the teacher pass (``keras_mtanet.teachers.teach``) over N FER+ images with a stand-in for MediaPipe
   (a function of the pixels, about 0.1 ms an image), so what is measured is the pass and its cache writer.
+- ``annotations``: ``affwild2.read_index`` on one Aff-Wild2 VA annotation file of N frames (8.6 million: a
+  160 MB file) and no crops; goal: peak at most 2 GB (it was 6.3 GB when the reader held Python lists).
 
     python benchmarks/memory.py --quick            # video 300/3,000 frames, images 200/2,000, ... (~5 min)
     python benchmarks/memory.py                    # video 1,800/18,000 frames (1 and 10 min at 30 fps), ...
@@ -43,11 +45,12 @@ PHOTO = ROOT / "keras_mtanet" / "assets" / "astronaut.jpg"
 FPS = 30
 # (short, long) lengths per path; the video's full lengths are 1 and 10 minutes at 30 fps.
 FULL = {"video": (1_800, 18_000), "images": (10_000, 100_000), "demo": (1_000, 10_000),
-        "evaluate": (1_800, 18_000), "teach": (10_000, 100_000)}
+        "evaluate": (1_800, 18_000), "teach": (10_000, 100_000), "annotations": (2_150_000, 8_600_000)}
 QUICK = {"video": (300, 3_000), "images": (200, 2_000), "demo": (300, 3_000), "evaluate": (300, 3_000),
-         "teach": (2_000, 20_000)}
+         "teach": (2_000, 20_000), "annotations": (200_000, 2_150_000)}
 PATHS = tuple(FULL)
-UNITS = {"video": "frame", "images": "image", "demo": "frame", "evaluate": "frame", "teach": "image"}
+UNITS = {"video": "frame", "images": "image", "demo": "frame", "evaluate": "frame", "teach": "image",
+         "annotations": "frame"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -187,6 +190,31 @@ def write_affwild2(root, frames):
         affwild2.write_annotation_file(path, task, values)
 
 
+def write_va_annotations(root, frames, block=200_000):
+    """One Aff-Wild2 VA annotation file of ``frames`` random lines (about 19 bytes each), no crops."""
+    import numpy as np
+
+    from keras_mtanet.data import affwild2
+
+    path = affwild2.annotation_path(root, "va", "Training_Set", "video1")
+    path.parent.mkdir(parents=True)
+    (root / "cropped_aligned").mkdir()
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        f.write("valence,arousal\n")
+        for start in range(0, frames, block):
+            values = rng.uniform(-1, 1, (min(block, frames - start), 2))
+            f.write("".join(f"{a:.6g},{b:.6g}\n" for a, b in values))
+
+
+ANNOTATIONS_CHILD = textwrap.dedent("""
+    import sys
+    from keras_mtanet.data import affwild2
+    index = affwild2.read_index(sys.argv[1], "train", tasks=("va",))
+    assert index.stats["annotated_frames"] == int(sys.argv[2])
+""")
+
+
 def write_ferplus(root, count, distinct=16):
     import cv2
     import numpy as np
@@ -254,6 +282,9 @@ def prepare(path, length, work):
     if path == "teach":
         write_ferplus(where / "fer", length)
         return [sys.executable, "-c", TEACH_CHILD, str(where / "fer"), str(where / "labels.csv")]
+    if path == "annotations":
+        write_va_annotations(where / "aw", length)
+        return [sys.executable, "-c", ANNOTATIONS_CHILD, str(where / "aw"), str(length)]
     raise ValueError(path)
 
 

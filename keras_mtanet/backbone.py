@@ -7,6 +7,8 @@
 Reference: Hu, Shen & Sun, "Squeeze-and-Excitation Networks", CVPR 2018.
 """
 
+import math
+
 import keras
 
 from keras_mtanet import blocks
@@ -45,6 +47,7 @@ def se_resnet_features(x, name="se_resnet50", stack_blocks=None, se_ratio=16, wi
         folded: batch norms folded into the convolutions (the inference form; see ``blocks.conv_bn``).
     """
     spec = backbone_spec(name, stack_blocks)
+    check_width(width)
     x = blocks.stem(x, filters=_scaled(64, width), folded=folded)
     for i, (filters, count) in enumerate(zip(STACK_FILTERS, spec["stacks"])):
         x = blocks.stack(x, spec["block"], _scaled(filters, width), count, strides=1 if i == 0 else 2,
@@ -133,6 +136,17 @@ def SEResNet(name="se_resnet50", input_shape=(224, 224, 3), stack_blocks=None, s
     """``SEResNetBackbone(variant=name, image_shape=input_shape, ...)``: the earlier name, kept for callers."""
     return SEResNetBackbone(name, image_shape=input_shape, stack_blocks=stack_blocks, se_ratio=se_ratio,
                             width=width)
+
+
+def check_width(width):
+    """``ValueError`` unless ``width`` is a finite number above 0 (a negative or NaN width would build a model
+    of minimum-size layers silently)."""
+    try:
+        ok = not isinstance(width, bool) and math.isfinite(float(width)) and float(width) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"width must be a finite number above 0, got {width!r}.")
 
 
 def _scaled(filters, width):

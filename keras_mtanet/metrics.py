@@ -230,6 +230,8 @@ def ccc_np(y_true, y_pred):
     mt, mp = t.mean(), p.mean()
     cov = np.mean((t - mt) * (p - mp))
     denom = t.var() + p.var() + (mt - mp) ** 2
+    if not np.isfinite(denom):  # a NaN or infinite prediction: no score, not a perfect miss
+        return float("nan")
     return float(2.0 * cov / denom) if denom > 0 else 0.0
 
 
@@ -248,12 +250,17 @@ def abaw_scores(y_true, y_pred):
 
     Returns:
         A dict with ``ccc_valence, ccc_arousal, va_score`` (if "va" given), ``expr_f1, expr_acc, expr_score``
-        (if "expr"), ``au_f1, au_acc, au_score`` (if "au"). A task with no annotated entry scores NaN.
+        (if "expr"), ``au_f1, au_acc, au_score`` (if "au"). A task with no annotated entry scores NaN, and so
+        does a task whose predictions hold a NaN or infinity on an annotated row (a diverged model).
+
+    Raises:
+        ValueError: arrays of the wrong shape (VA not (N, 2), AU not (N, K) in both, expression not (N,) or (N, 7)),
+            unequal row counts, or an expression id above 6.
     """
     scores = {}
     if "va" in y_true and "va" in y_pred:
-        t = np.asarray(y_true["va"], np.float64).reshape(-1, 2)
-        p = np.asarray(y_pred["va"], np.float64).reshape(-1, 2)
+        t = _shaped("va", "annotations", y_true["va"], 2)
+        p = _shaped("va", "predictions", y_pred["va"], 2)
         _check_rows("va", t, p)
         for d, key in enumerate(("ccc_valence", "ccc_arousal")):
             valid = t[:, d] > VA_VALID_MIN
@@ -261,12 +268,22 @@ def abaw_scores(y_true, y_pred):
         scores["va_score"] = (scores["ccc_valence"] + scores["ccc_arousal"]) / 2.0
     if "expr" in y_true and "expr" in y_pred:
         t = expr_ids(y_true["expr"])
-        p = np.asarray(y_pred["expr"])
-        p = p.argmax(axis=-1) if p.ndim == 2 and p.shape[1] > 1 else p.reshape(-1).astype(np.int64)
+        p = np.asarray(y_pred["expr"], np.float64)
+        if p.ndim == 2 and p.shape[1] == len(EXPR_NAMES):
+            finite = np.isfinite(p).all(axis=1)
+            p = p.argmax(axis=-1)
+        elif p.ndim == 1:
+            finite = np.isfinite(p)
+            p = np.where(finite, p, -1).astype(np.int64)
+        else:
+            raise ValueError(f"abaw_scores: 'expr' predictions must be (N, {len(EXPR_NAMES)}) probabilities or "
+                             f"(N,) class ids, got shape {p.shape}.")
         _check_rows("expr", t, p)
+        _check_ids("expr predictions", p[finite])
         valid = t >= 0
+        nonfinite = not finite[valid].all()
         t, p = t[valid], p[valid]
-        if t.size == 0:
+        if t.size == 0 or nonfinite:
             f1 = acc = float("nan")
         else:
             classes = np.union1d(t, p)
@@ -275,11 +292,13 @@ def abaw_scores(y_true, y_pred):
             acc = float(np.mean(t == p))
         scores.update(expr_f1=f1, expr_acc=acc, expr_score=EXPR_F1_WEIGHT * f1 + EXPR_ACC_WEIGHT * acc)
     if "au" in y_true and "au" in y_pred:
-        t = np.asarray(y_true["au"], np.float64)
-        p = np.asarray(y_pred["au"], np.float64) > AU_THRESHOLD
+        t = _shaped("au", "annotations", y_true["au"], None)  # any number of AUs, the same in both
+        p = _shaped("au", "predictions", y_pred["au"], t.shape[1])
         _check_rows("au", t, p)
         valid = t >= 0
-        if not valid.any():
+        nonfinite = not np.isfinite(p[valid]).all()
+        p = p > AU_THRESHOLD
+        if not valid.any() or nonfinite:
             f1 = acc = float("nan")
         else:
             t = t > 0.5
@@ -297,7 +316,30 @@ def expr_ids(y):
     if y.ndim == 2 and y.shape[1] == len(EXPR_NAMES):
         valid = (y.min(axis=1) >= 0) & (y.max(axis=1) > 0)
         return np.where(valid, y.argmax(axis=1), -1).astype(np.int64)
-    return y.reshape(-1).astype(np.int64)
+    if y.ndim != 1:
+        raise ValueError(f"abaw_scores: 'expr' annotations must be (N,) class ids or (N, {len(EXPR_NAMES)}) "
+                         f"distributions, got shape {y.shape}.")
+    y = np.asarray(y, np.float64)
+    if not np.isfinite(y).all() or (y != np.round(y)).any():
+        raise ValueError("abaw_scores: 'expr' annotations must be whole class ids (-1 unannotated).")
+    y = y.astype(np.int64)
+    _check_ids("expr annotations", y)
+    return y
+
+
+def _shaped(task, what, values, width):
+    """``values`` as a float64 (N, ``width``) array (``width`` None: any); ``ValueError`` for any other shape
+    (never reshaped)."""
+    values = np.asarray(values, np.float64)
+    if values.ndim != 2 or width is not None and values.shape[1] != width:
+        raise ValueError(f"abaw_scores: {task!r} {what} must be (N, {width or 'K'}), got shape {values.shape}.")
+    return values
+
+
+def _check_ids(what, ids):
+    if ids.size and ids.max() >= len(EXPR_NAMES):
+        raise ValueError(f"abaw_scores: {what} hold class id {int(ids.max())}; ids run 0-{len(EXPR_NAMES) - 1} "
+                         "(-1 unannotated).")
 
 
 def _check_rows(task, t, p):

@@ -4,7 +4,10 @@ Reference: Zhang & Gu, "Facial Affect Recognition in the Wild Using Multi-Task L
 Network", arXiv:2002.00606 (ABAW 2020 at FG 2020).
 """
 
+import math
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mtanet import backbone as backbone_lib
@@ -161,6 +164,27 @@ class MTANet(keras.Model):
         """
         return fused.fold_batchnorm(self, precision)
 
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict``; an empty batch of images ((0, H, W, 3)) gives empty outputs."""
+        empty = self._empty_outputs(x)
+        return empty if empty is not None else super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        empty = self._empty_outputs(x)
+        return empty if empty is not None else super().predict_on_batch(x)
+
+    def _empty_outputs(self, x):
+        """``{"va": (0, 2), "au": (0, 8), "expr": (0, 7)}`` float32 arrays for an array-like ``x`` of no images
+        (Keras fails on one with an internal error), None for anything else."""
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) < 1 or shape[0] != 0:
+            return None
+        if tuple(shape[1:]) != tuple(self.image_shape):
+            raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.image_shape))}), got "
+                             f"{tuple(shape)}.")
+        sizes = {"va": 2, "au": self.num_aus, "expr": self.num_expressions}
+        return {task: np.zeros((0, size), np.float32) for task, size in sizes.items()}
+
     # -- training ---------------------------------------------------------------------------------------
 
     def compile(self, optimizer="auto", loss="auto", loss_weights=None, metrics="auto",
@@ -184,6 +208,8 @@ class MTANet(keras.Model):
             raise ValueError(f"task_weighting must be one of {TASK_WEIGHTINGS}, got {task_weighting!r}.")
         if task_weighting == "uncertainty" and loss_weights is not None:
             raise ValueError("loss_weights cannot be combined with task_weighting='uncertainty'.")
+        _check_per_task("loss_weights", loss_weights)
+        _check_per_task("loss", loss)
         if isinstance(optimizer, str) and optimizer == "auto":
             optimizer = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4)
         if isinstance(loss, str) and loss == "auto":
@@ -246,6 +272,25 @@ class _Trackers:
 
     def reset(self, metrics):
         self.metrics = metrics
+
+
+def _check_per_task(name, value):
+    """``ValueError`` for a dict with a key that is not an output (a typo such as ``{"vа": 1}`` would otherwise
+    be ignored or fail deep inside Keras), and for a loss weight that is not a finite number at least 0."""
+    if not isinstance(value, dict):
+        return
+    unknown = [key for key in value if key not in TASKS]
+    if unknown:
+        raise ValueError(f"{name} has unknown key(s) {', '.join(map(repr, unknown))}; the outputs are "
+                         f"{', '.join(TASKS)}.")
+    if name == "loss_weights":
+        for key, weight in value.items():
+            try:
+                ok = not isinstance(weight, bool) and math.isfinite(float(weight)) and float(weight) >= 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"loss_weights[{key!r}] must be a finite number at least 0, got {weight!r}.")
 
 
 def _check_fixed_outputs(kwargs):

@@ -7,6 +7,7 @@ resumes or finds the run finished; ``VerifiedBackup`` and ``RunRecorder`` keep t
 consistent through a kill.
 """
 
+import hashlib
 import io
 import json
 import math
@@ -22,6 +23,9 @@ from keras_mtanet.errors import UsageError
 from keras_mtanet.recipe import SCORE_KEY
 
 RUN_FILE, CONFIG_RECORD, LOG_FILE, LOCK_FILE = "run.json", "train_config.json", "log.csv", ".lock"
+# Run record entries measured from the data once it is read: a record without them (a run killed before, or
+# written by an earlier version) is not compared on them.
+MEASURED = ("training_frames", "validation_frames", "annotations_sha256")
 RUN_ENTRIES = {RUN_FILE, CONFIG_RECORD, LOG_FILE, LOCK_FILE, "checkpoints", "backup", "tensorboard"}
 
 
@@ -93,15 +97,46 @@ def check_same_run(output, config, run, finished=False):
     for key in sorted(set(old_config) | set(config)):
         if old_config.get(key) != config.get(key):
             differences.append(f"{key} {json.dumps(old_config.get(key))} -> {json.dumps(config.get(key))}")
-    for key in ("data", "format", "labels", "init", "training_frames", "validation_frames"):
+    for key in ("data", "format", "labels", "init", "training_frames", "validation_frames", "annotations_sha256"):
         if (key in old_run or key in run) and old_run.get(key) != run.get(key) and \
-                not (key.endswith("_frames") and (key not in old_run or key not in run)):
+                not (key in MEASURED and (key not in old_run or key not in run)):
+            if key == "annotations_sha256":  # which files changed, not two digests
+                changed = _changed_files(old_run.get("annotations") or {}, run.get("annotations") or {})
+                differences.append(f"annotation file contents changed ({changed})")
+                continue
             differences.append(f"{key} {json.dumps(old_run.get(key))} -> {json.dumps(run.get(key))}")
     if differences:
         what = "finished" if finished else "interrupted"
         raise UsageError(f"{output}: the {what} run there used other settings ({'; '.join(differences)}); "
                          "rerun with the original settings, or choose another --output")
 
+
+
+def annotations_digest(root, paths):
+    """``(digest, {path relative to root: sha256})`` of the annotation files ``paths``, each read in blocks
+    (``files.sha256_file``), for the run record: a run whose labels were edited in place is not resumed."""
+    root = Path(root)
+    per_file = {}
+    for path in paths:
+        try:
+            name = str(Path(path).relative_to(root))
+        except ValueError:
+            name = str(path)
+        try:
+            per_file[name] = files.sha256_file(path)
+        except OSError as error:
+            raise files.read_error(path, error) from None
+    digest = hashlib.sha256(json.dumps(per_file, sort_keys=True).encode("utf-8")).hexdigest()
+    return digest, per_file
+
+
+def _changed_files(old, new, limit=3):
+    """The files whose digest differs between two ``annotations`` records, a few named: for the message."""
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not changed:
+        return "the digest differs"
+    names = ", ".join(files.printable(k) for k in changed[:limit])
+    return names + (f" and {len(changed) - limit} more" if len(changed) > limit else "")
 
 
 def lock_run_folder(output):

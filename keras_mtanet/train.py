@@ -27,7 +27,7 @@ from keras_mtanet.recipe import (  # noqa: F401  (re-exported: their home before
     init_weights, load_config)
 from keras_mtanet.runs import (  # noqa: F401  (re-exported: their home before runs.py)
     CONFIG_RECORD, LOCK_FILE, LOG_FILE, RUN_ENTRIES, RUN_FILE, RunRecorder, VerifiedBackup, _write_json,
-    check_same_run, lock_run_folder, prepare_run_folder)
+    annotations_digest, check_same_run, lock_run_folder, prepare_run_folder)
 
 
 def __getattr__(name):
@@ -37,6 +37,23 @@ def __getattr__(name):
 
         return getattr(strategies, name)
     raise AttributeError(f"module 'keras_mtanet.train' has no attribute {name!r}")
+
+
+def annotation_files(data, data_format, labels=None):
+    """The files holding the labels a run trains and validates on (the Aff-Wild2 annotation files of both
+    splits, AffectNet's two CSVs, FER+'s two ``label.csv`` and the teacher labels), for the run record's
+    fingerprint: editing any of them in place is a different run, not one to resume."""
+    root = Path(data)
+    if data_format in ("affwild2", "synthetic"):
+        found = [p for task in affwild2.TASK_DIRS.values() for split in affwild2.SPLITS
+                 for p in sorted((root / "annotations" / task / split).glob("*.txt"))]
+    elif data_format == "affectnet":
+        found = [root / affectnet.SPLIT_FILES[s] for s in ("train", "val")]
+    else:
+        found = [root / ferplus.split_folder(s) / ferplus.LABEL_FILE for s in ("train", "valid")]
+    if labels is not None:
+        found.append(Path(labels))
+    return [p for p in found if p.is_file()]
 
 
 def read_split_indexes(data, data_format, config, labels=None):
@@ -220,7 +237,9 @@ def _train_locked(config, data, data_format, output, state, run, role, labels, i
 
     started = time.perf_counter()
     train_index, val_index, described = read_split_indexes(data, data_format, config, labels)
-    run.update(training_frames=len(train_index), validation_frames=len(val_index))
+    digest, per_file = annotations_digest(data, annotation_files(data, data_format, labels))
+    run.update(training_frames=len(train_index), validation_frames=len(val_index), annotations_sha256=digest,
+               annotations=per_file)
     if state == "resume":
         check_same_run(output, config, run)
     _write_json(output / RUN_FILE, run)

@@ -69,3 +69,56 @@ def test_affectnet_errors(tmp_path, affectnet_root):
     csv.write_text("subDirectory_filePath,face_x,expression\n")
     with pytest.raises(DataError, match=f"^{csv}:1: missing column"):
         affectnet.read_index(affectnet_root)
+
+
+@pytest.mark.parametrize("valence, arousal", [(7, 0.1), (0.2, 9), (-3, 0.0), ("nan", 0.0)])
+def test_affectnet_refuses_va_out_of_range_but_keeps_minus_two_unrated(affectnet_root, valence, arousal):
+    csv = affectnet_root / "training.csv"
+    csv.write_text(HEADER + "1/a.png,1,2,3,4,,1,0.1,0.1\n" + f"1/a.png,1,2,3,4,,1,{valence},{arousal}\n")
+    with pytest.raises(DataError, match=f"^{csv}:3: valence/arousal must lie in \\[-1, 1\\] or be -2 \\(unrated\\)"):
+        affectnet.read_index(affectnet_root)
+
+
+@pytest.mark.parametrize("row, message", [
+    ("1/a.png,inf,2,3,4,,1,0.1,0.1", "malformed row '1/a.png,inf,"),  # once an OverflowError traceback
+    ("1/a.png,1,2,3,4,,1e400,0.1,0.1", "malformed row '1/a.png,1,2,3,4,,1e400,"),
+    ("1/a.png,1,2,nan,4,,1,0.1,0.1", "malformed row"),
+    ('1/a.png,1,2,3,4,"' + "7" * 131_073 + '",1,0.1,0.1', "unreadable CSV \\(field larger than field limit"),
+])
+def test_affectnet_bad_numbers_and_huge_fields_are_one_line(affectnet_root, row, message):
+    csv = affectnet_root / "training.csv"
+    csv.write_text(HEADER + "1/a.png,1,2,3,4,,1,0.1,0.1\n" + row + "\n")
+    with pytest.raises(DataError, match=f"^{csv}:3: {message}"):
+        affectnet.read_index(affectnet_root)
+
+
+def test_affectnet_latin1_csv_names_file_and_line(affectnet_root, capsys):
+    from keras_mtanet.cli import main
+
+    csv = affectnet_root / "training.csv"
+    csv.write_bytes((HEADER + "1/a.png,1,2,3,4,,1,0.1,0.1\n1/caf\u00e9.png,1,2,3,4,,1,0.1,0.1\n").encode("latin-1"))
+    with pytest.raises(DataError, match=f"^{csv}:3: not UTF-8 text \\(byte 0xe9 at column 6\\)"):
+        affectnet.read_index(affectnet_root)
+    (affectnet_root / "validation.csv").write_text(HEADER)
+    assert main(["train", "--data", str(affectnet_root), "--format", "affectnet", "--output",
+                 str(affectnet_root / "run")]) == 2
+    assert capsys.readouterr().err.startswith(f"keras-mtanet: error: {csv}:3: not UTF-8 text")
+    # A UTF-8 file with a byte-order mark still reads (Excel's "CSV UTF-8").
+    csv.write_bytes(("\ufeff" + HEADER + "1/a.png,10,12,30,30,,1,0.5,0.25\n").encode("utf-8"))
+    assert len(affectnet.read_index(affectnet_root)) == 1
+
+
+@pytest.mark.parametrize("where", ["absolute", "climbing"])
+def test_affectnet_image_paths_outside_the_root_are_refused(affectnet_root, tmp_path_factory, where):
+    outside = tmp_path_factory.mktemp("elsewhere") / "secret.png"
+    image_with_face(outside, (10, 12, 30, 30))
+    rel = str(outside) if where == "absolute" else "../" * len(affectnet_root.parts) + str(outside).lstrip("/")
+    csv = affectnet_root / "training.csv"
+    csv.write_text(HEADER + "1/a.png,10,12,30,30,,1,0.5,0.25\n" + f"{rel},10,12,30,30,,1,0.5,0.25\n")
+    with pytest.raises(DataError, match=f"^{csv}:3: image path '.*secret.png' lies outside the data root "
+                                        f"{affectnet_root}; refused$"):
+        affectnet.read_index(affectnet_root)
+    # An absolute path inside the root is the data set's own.
+    inside = affectnet_root / "Manually_Annotated_Images" / "1" / "a.png"
+    csv.write_text(HEADER + f"{inside},10,12,30,30,,1,0.5,0.25\n")
+    assert affectnet.read_index(affectnet_root).paths == [str(inside)]

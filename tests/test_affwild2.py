@@ -95,6 +95,9 @@ def test_split_aliases_task_selection_and_video_filter(handmade):
     ("au", "AU_Set", AU_H, "0,1,0,2,0,1,0,1", "AU values must be 0, 1 or -1"),
     ("expr", "EXPR_Set", EX_H, "7", "expression must be an id"),
     ("expr", "EXPR_Set", EX_H, "2.5", "expression must be an id"),
+    ("expr", "EXPR_Set", EX_H, "nan", "expression must be an id"),  # once a ValueError traceback
+    ("expr", "EXPR_Set", EX_H, "inf", "expression must be an id"),  # once an OverflowError traceback
+    ("expr", "EXPR_Set", EX_H, "-inf", "expression must be an id"),
 ])
 def test_malformed_line_names_file_and_line(tmp_path, task, folder, header, line, message):
     path = write(tmp_path / "annotations" / folder / "Training_Set" / "v.txt",
@@ -182,3 +185,67 @@ def test_a_file_in_the_way_of_a_folder_is_one_line_naming_it(tmp_path):
     with pytest.raises(DataError, match=f"^{tmp_path / 'annotations' / 'VA_Set' / 'Training_Set'}: cannot create "
                                         r"folder \([^\n]+\)$"):
         affwild2.write_annotation_file(affwild2.annotation_path(tmp_path, "va", "train", "v"), "va", VA3)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_train_and_evaluate_name_a_nan_expression_line(tmp_path, capsys, value):
+    from keras_mtanet.cli import main
+
+    for split in ("Training_Set", "Validation_Set"):
+        write(tmp_path / "annotations/VA_Set" / split / "v.txt", f"{VA_H}\n0.1,0.2\n")
+        bad = write(tmp_path / "annotations/EXPR_Set" / split / "v.txt", f"{EX_H}\n1\n{value}\n")
+    crop(tmp_path, "v", 1)
+    crop(tmp_path, "v", 2)
+    expected = f"keras-mtanet: error: {bad}:3: expression must be an id 0-6 or -1, got {value!r}"
+    assert main(["evaluate", "--data", str(tmp_path), "--split", "Validation_Set"]) == 2
+    assert capsys.readouterr().err.strip() == expected
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path), "--format", "affwild2", "--output", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == expected.replace("Validation_Set", "Training_Set")
+
+
+def test_annotation_files_parse_in_blocks_with_exact_line_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr(affwild2, "PARSE_BLOCK_LINES", 4, raising=False)
+    rows = [f"{i / 20:.2f},{-i / 20:.2f}" for i in range(11)]
+    path = write(tmp_path / "v.txt", VA_H + "\n" + "\n".join(rows) + "\n\n")
+    values = affwild2.parse_annotation_file(path, "va")
+    assert values.dtype == np.float32 and values.shape == (11, 2)
+    np.testing.assert_allclose(values[:, 0], np.arange(11) / 20, atol=1e-6)
+    write(path, VA_H + "\n" + "\n".join(rows[:9] + ["0.5,7"] + rows[10:]) + "\n")
+    with pytest.raises(DataError, match=f"^{path}:11: valence/arousal must lie in"):
+        affwild2.parse_annotation_file(path, "va")
+    write(path, VA_H + "\n" + "\n".join(rows[:6] + ["0.5,x"] + rows[7:]) + "\n")
+    with pytest.raises(DataError, match=f"^{path}:8: not a number in '0.5,x'"):
+        affwild2.parse_annotation_file(path, "va")
+    write(path, VA_H + "\n" + "\n".join(rows[:4] + ["", ""] + rows[4:]) + "\n")
+    with pytest.raises(DataError, match=f"^{path}:6: empty line inside"):
+        affwild2.parse_annotation_file(path, "va")
+    write(path, EX_H + "\r\n" + "\r\n".join(["1", "-1", "6", "0", "3"]) + "\r\n")  # Windows line ends
+    np.testing.assert_array_equal(affwild2.parse_annotation_file(path, "expr"), [1, -1, 6, 0, 3])
+    write(path, EX_H + "\n")
+    assert affwild2.parse_annotation_file(path, "expr").shape == (0,)
+
+
+def test_a_long_annotation_file_costs_its_arrays_not_python_lists(tmp_path, monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(affwild2, "PARSE_BLOCK_LINES", 1024, raising=False)
+    frames = 100_000
+    rng = np.random.default_rng(0)
+    lines = "\n".join(f"{a:.6g},{b:.6g}" for a, b in rng.uniform(-1, 1, (frames, 2)))
+    write(tmp_path / "annotations/VA_Set/Training_Set/long.txt", f"{VA_H}\n{lines}\n")
+    (tmp_path / "cropped_aligned").mkdir()
+    crop(tmp_path, "long", 2)
+    tracemalloc.start()
+    try:
+        index = affwild2.read_index(tmp_path, "train")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The VA column is 0.8 MB as float32; Python lists of every line, value and skipped frame took over 25 MB.
+    assert peak < 6e6, f"{peak / 1e6:.1f} MB"
+    assert len(index) == 1 and index.frames.tolist() == [2] and index.stats["missing_crops"] == frames - 1
+    assert len(index.skipped) == frames - 1
+    assert index.skipped[0] == (str(tmp_path / "cropped_aligned/long/00001.jpg"), "no crop")
+    assert index.skipped[-1] == (str(tmp_path / f"cropped_aligned/long/{frames:06d}.jpg"), "no crop")

@@ -244,3 +244,33 @@ def test_valence_and_arousal_are_masked_separately(rng):
         expected = ccc_pearson(t[keep, dim].astype(np.float64), p[keep, dim].astype(np.float64))
         assert scores[key] == pytest.approx(expected, abs=1e-9)
         assert stream(CCC(dim), t, p, 17) == pytest.approx(expected, abs=1e-5)
+
+
+def test_abaw_scores_refuses_wrong_shapes_and_out_of_range_ids():
+    va = np.zeros((6, 2))
+    with pytest.raises(ValueError, match=r"'va' annotations must be \(N, 2\), got shape \(4, 3\)"):
+        abaw_scores({"va": np.zeros((4, 3))}, {"va": np.zeros((4, 3))})  # once reshaped to (6, 2) and scored
+    with pytest.raises(ValueError, match=r"'va' predictions must be \(N, 2\), got shape \(4, 3\)"):
+        abaw_scores({"va": va[:4]}, {"va": np.zeros((4, 3))})
+    with pytest.raises(ValueError, match=r"'au' predictions must be \(N, 8\), got shape \(4, 4\)"):
+        abaw_scores({"au": np.zeros((2, 8))}, {"au": np.zeros((4, 4))})
+    with pytest.raises(ValueError, match="expr annotations hold class id 9; ids run 0-6"):
+        abaw_scores({"expr": np.array([0, 9, 1])}, {"expr": np.eye(7)[:3]})
+    with pytest.raises(ValueError, match="expr predictions hold class id 7"):
+        abaw_scores({"expr": np.array([0, 1])}, {"expr": np.array([0, 7])})
+
+
+def test_abaw_scores_of_nan_predictions_are_nan_not_zero():
+    rng = np.random.default_rng(1)
+    t = {"va": rng.uniform(-1, 1, (20, 2)), "au": rng.integers(0, 2, (20, 8)).astype(float),
+         "expr": rng.integers(0, 7, 20)}
+    nan = {"va": np.full((20, 2), np.nan), "au": np.full((20, 8), np.nan), "expr": np.full((20, 7), np.nan)}
+    scores = abaw_scores(t, nan)
+    assert set(scores) == set(SCORE_KEYS) and all(np.isnan(v) for v in scores.values()), scores
+    # One NaN row among annotated ones is enough; a NaN on an unannotated row is ignored.
+    p = {"va": rng.uniform(-1, 1, (20, 2))}
+    p["va"][3, 0] = np.nan
+    one = abaw_scores(t, p)
+    assert np.isnan(one["ccc_valence"]) and np.isfinite(one["ccc_arousal"])
+    t["va"][3, 0] = -5.0
+    assert np.isfinite(abaw_scores(t, p)["ccc_valence"])

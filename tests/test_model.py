@@ -251,3 +251,28 @@ def test_from_preset_loads_the_embedded_default_and_its_backbone(rng):
     assert isinstance(backbone, SEResNetBackbone)
     for w, v in zip(backbone.weights, model.backbone.weights):
         np.testing.assert_array_equal(w.numpy(), v.numpy())
+
+
+@pytest.mark.parametrize("width", [-1, 0, float("nan"), float("inf"), "wide"])
+def test_model_refuses_a_width_that_is_not_positive(width):
+    with pytest.raises(ValueError, match="width must be a finite number above 0"):
+        tiny_model(width=width)
+
+
+def test_compile_refuses_unknown_loss_weight_keys():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="loss_weights has unknown key\\(s\\) 'foo'; the outputs are va, au, expr"):
+        model.compile(loss_weights={"va": 1.0, "foo": 1})
+    with pytest.raises(ValueError, match="loss_weights\\['au'\\] must be a finite number at least 0"):
+        model.compile(loss_weights={"au": float("nan")})
+    model.compile(loss_weights={"va": 2.0, "au": 1.0, "expr": 0.5})  # the documented form still works
+
+
+def test_predict_on_an_empty_batch_gives_empty_outputs():
+    model = tiny_model()
+    for predict in (lambda x: model.predict(x, verbose=0), model.predict_on_batch):
+        out = predict(np.zeros((0, 32, 32, 3), np.float32))  # once UnboundLocalError 'batch_outputs'
+        assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
+            "va": ((0, 2), np.float32), "au": ((0, 8), np.float32), "expr": ((0, 7), np.float32)}
+    with pytest.raises(ValueError, match="expected images of shape \\(N, 32, 32, 3\\), got \\(0, 16, 16, 3\\)"):
+        model.predict(np.zeros((0, 16, 16, 3), np.float32))

@@ -170,3 +170,41 @@ def test_csv_timestamps_keep_microseconds_an_hour_in(tmp_path):
         written = [row["timestamp"] for row in csv.DictReader(f)]
     assert written == ["3600", "3600.004167", "3600.008333", "0"]  # to the microsecond, as round(t, 6)
     assert [float(v) for v in written[:3]] == [round(t, 6) for t in times]
+
+
+@pytest.mark.parametrize("option", ["batch_size", "detect_every"])
+@pytest.mark.parametrize("value", [0, -3, 1.5])
+def test_predictor_refuses_what_the_cli_refuses(preset, option, value):
+    from keras_mtanet.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"^{option} must be a whole number at least 1, got {value}$"):
+        Predictor(preset, detector=None, **{option: value})
+
+
+def test_predict_video_refuses_max_frames_zero_and_stride_zero(runner, video):
+    from keras_mtanet.errors import UsageError
+
+    with pytest.raises(UsageError, match="^max_frames must be a whole number at least 1, got 0$"):
+        runner.predict_video(video[0], max_frames=0)  # once "no frame could be decoded"
+    with pytest.raises(UsageError, match="^stride must be a whole number at least 1, got 0$"):
+        runner.predict_files([str(video[0])], stride=0)
+
+
+def test_bytes_paths_are_read_like_text_paths(runner, video, photo, tmp_path):
+    import os
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    assert len(runner.predict_image(os.fsencode(image))) == 1
+    assert len(runner.predict_video(os.fsencode(video[0]), max_frames=2)) == 2
+    assert len(runner.predict_files([os.fsencode(image)])) == 1
+
+
+def test_nan_pixels_are_refused_not_made_zero(runner, photo):
+    from keras_mtanet.errors import DataError
+
+    pixels = photo.astype(np.float32)
+    pixels[:2, :3] = np.nan
+    with pytest.raises(DataError, match="^face: 18 pixel value\\(s\\) are NaN or infinite; expected 0-255$"):
+        runner.predict_image(pixels, name="face")
+    assert len(runner.predict_image(photo.astype(np.float32), name="face")) == 1

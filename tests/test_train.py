@@ -284,3 +284,51 @@ def test_grayscale_models_see_colour_input_as_grey():
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-5)
     assert type(model).from_config(model.get_config()).color_mode == "grayscale"
+
+
+def test_resume_refuses_annotations_edited_in_place(tmp_path):
+    import hashlib
+
+    from keras_mtanet.data import synthetic
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    synthetic.write_affwild2(data, 2, 1, 6, 32, seed=0, two_person_video=False)
+    (tmp_path / "recipe.json").write_text(json.dumps(TINY_RECIPE))
+    config = train.load_config(tmp_path / "recipe.json")
+    class Stop(Exception):
+        pass
+
+    def stop_once_data_is_read(line):
+        said.append(line)
+        if line.startswith("data:"):
+            raise Stop
+
+    # An interrupted run: the records its command writes once the data is read, and a backup that verifies.
+    said = []
+    with pytest.raises(Stop):
+        train.train(config, data, "affwild2", out, log=stop_once_data_is_read)
+    (out / "backup").mkdir()
+    weights = out / "backup" / "latest.weights.h5"
+    weights.write_bytes(b"weights of epoch 1")
+    (out / "backup" / "latest.json").write_text(json.dumps(
+        {"epoch": 1, "batch": 0, "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}))
+    record = (out / "run.json").read_bytes()
+
+    # Same paths and frame counts, one label changed.
+    labels = sorted((data / "annotations" / "EXPR_Set" / "Training_Set").glob("*.txt"))[0]
+    original = labels.read_text()
+    lines = original.splitlines()
+    lines[1] = "5" if lines[1].strip() != "5" else "2"
+    labels.write_text("\n".join(lines) + "\n")
+    said = []
+    with pytest.raises(UsageError, match=r"the interrupted run there used other settings \(annotation file "
+                                         r"contents changed \(annotations/EXPR_Set/Training_Set/"
+                                         rf"{labels.name}\)\)"):
+        train.train(config, data, "affwild2", out, log=stop_once_data_is_read)
+    assert (out / "run.json").read_bytes() == record and weights.read_bytes() == b"weights of epoch 1"
+    # The very same annotations resume.
+    labels.write_text(original)
+    said = []
+    with pytest.raises(Stop):
+        train.train(config, data, "affwild2", out, log=stop_once_data_is_read)
+    assert said[0] == f"resuming the interrupted run in {out}"

@@ -9,17 +9,20 @@ Layout::
 AffectNet's expression codes are 0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger,
 7 Contempt, 8 None, 9 Uncertain, 10 No-Face. They are remapped to this package's 7 classes; Contempt and the
 non-expression codes become -1 (unannotated). AffectNet writes valence/arousal -2 for images without a
-valid rating; those become -5. AffectNet has no AU labels: AU is -1 throughout. The face box crops each image.
+valid rating; those become -5. Any other value outside [-1, 1] is refused (naming file and line). AffectNet
+has no AU labels: AU is -1 throughout. The face box crops each image.
 """
 
 import csv
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from keras_mtanet.data.errors import DataError, screen_image
 from keras_mtanet.data.index import FrameIndex
-from keras_mtanet.files import require_regular_file
+from keras_mtanet.files import printable, require_regular_file
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
 AFFECTNET_TO_EXPR = {0: EXPR_NAMES.index("Neutral"), 1: EXPR_NAMES.index("Happiness"),
@@ -31,6 +34,58 @@ COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_heig
 SPLIT_FILES = {"train": "training.csv", "training": "training.csv", "training_set": "training.csv",
                "val": "validation.csv", "validation": "validation.csv", "validation_set": "validation.csv"}
 IMAGE_DIR = "Manually_Annotated_Images"
+UNRATED = -2  # AffectNet's valence/arousal for an image without a valid rating
+
+
+MAX_LINE_BYTES = 1 << 20  # a CSV line longer than this is refused before it is held whole
+
+
+class _CSVRows:
+    """``csv.reader`` over a binary file, decoded line by line as UTF-8 (a byte-order mark allowed), so a line
+    that is not UTF-8 (a Latin-1 export), a field over the csv module's limit or a line over ``MAX_LINE_BYTES``
+    is a ``DataError`` naming the file and line, not a traceback. ``line_num`` is the reader's."""
+
+    def __init__(self, path, f):
+        self.path, self.file, self.number = path, f, 0
+        self.reader = csv.reader(self._lines())
+
+    def _lines(self):
+        while True:
+            raw = self.file.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            self.number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataError(f"{self.path}:{self.number}: line longer than {MAX_LINE_BYTES >> 20} MiB; refused")
+            try:
+                yield raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{self.path}:{self.number}: not UTF-8 text (byte {raw[error.start]:#04x} at "
+                                f"column {error.start + 1}); save the CSV as UTF-8") from None
+
+    @property
+    def line_num(self):
+        return self.reader.line_num
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self.reader)
+        except csv.Error as error:
+            raise DataError(f"{self.path}:{self.number}: unreadable CSV ({error})") from None
+
+
+def _inside(path, root):
+    """Whether ``path`` lies inside ``root``, by the names alone (``..`` folded; links inside the data set, such
+    as an image folder linked to another disk, are the data set's own and stay allowed)."""
+    root = os.path.abspath(root)
+    return os.path.commonpath([root, os.path.abspath(path)]) == root
+
+
+def _rating(value):
+    return value == UNRATED or -1.0 <= value <= 1.0
 
 
 def read_index(root, split="train", check_images=True):
@@ -53,8 +108,8 @@ def read_index(root, split="train", check_images=True):
 
     paths, groups, lines, boxes, va, expr, skipped = [], [], [], [], [], [], []
     stats = {"rows": 0, "frames": 0, "missing_images": 0, "corrupt_images": 0, "expression_unmapped": 0}
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    with open(csv_path, "rb") as f:
+        reader = _CSVRows(csv_path, f)
         header = next(reader, None)
         if header is None:
             raise DataError(f"{csv_path}:1: empty file")
@@ -70,18 +125,27 @@ def read_index(root, split="train", check_images=True):
             stats["rows"] += 1
             try:
                 rel = row[col["subDirectory_filePath"]].strip()
-                box = [int(float(row[col[c]])) for c in ("face_x", "face_y", "face_width", "face_height")]
-                code = int(float(row[col["expression"]]))
+                box = [float(row[col[c]]) for c in ("face_x", "face_y", "face_width", "face_height")]
+                code = float(row[col["expression"]])
                 valence, arousal = float(row[col["valence"]]), float(row[col["arousal"]])
-            except (IndexError, ValueError):
+                if not all(math.isfinite(v) for v in box + [code]):  # inf, 1e400: no int
+                    raise ValueError("not finite")
+                box, code = [int(v) for v in box], int(code)
+            except (IndexError, ValueError, OverflowError):
                 raise DataError(f"{csv_path}:{line}: malformed row {','.join(row)[:120]!r}") from None
             if not rel:
                 raise DataError(f"{csv_path}:{line}: empty subDirectory_filePath")
             if code not in AFFECTNET_CODES:
                 raise DataError(f"{csv_path}:{line}: expression code {code} is not one of 0-10")
+            if not all(_rating(v) for v in (valence, arousal)):
+                raise DataError(f"{csv_path}:{line}: valence/arousal must lie in [-1, 1] or be {UNRATED} "
+                                f"(unrated), got {valence:g}, {arousal:g}")
             if box[2] <= 0 or box[3] <= 0:
                 raise DataError(f"{csv_path}:{line}: face box {box} has no area")
             path = image_root / rel
+            if not _inside(path, root):  # absolute, or ../ climbing out: refused
+                raise DataError(f"{csv_path}:{line}: image path {printable(rel)!r} lies outside the data root "
+                                f"{printable(root)}; refused")
             if not screen_image(path, path.is_file(), check_images, stats, skipped, "images"):
                 continue
             mapped = AFFECTNET_TO_EXPR.get(code, UNANNOTATED_EXPR)

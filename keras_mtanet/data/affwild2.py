@@ -18,6 +18,7 @@ frame; they print valence/arousal with 6 decimals where the annotation files use
 The synthetic data writer and ``evaluate`` write through ``write_annotation_file`` and ``write_crop``.
 """
 
+import collections.abc
 from pathlib import Path
 
 import numpy as np
@@ -117,45 +118,98 @@ def read_annotations(root, split):
     return annotations
 
 
+# Lines are parsed in blocks of this many into numpy arrays, so a file of millions of frames costs its arrays
+# (8 bytes a VA frame) plus one block of text, never a Python list of every line and value.
+PARSE_BLOCK_LINES = 1 << 16
+MAX_LINE_CHARS = 1 << 16  # far above any real line; a longer one is refused before it is held whole
+
+
 def parse_annotation_file(path, task):
     """Parse one annotation file into an array: (T, 2) float32 for VA, (T, 8) float32 for AU, (T,) int32 for
     EXPR. A wrong header, a malformed line or an out-of-range value raises ``DataError`` naming file and line.
+
+    The file is read line by line and parsed in blocks (``PARSE_BLOCK_LINES``), so memory stays near the size of
+    the arrays returned whatever the file's length.
     """
     path = Path(path)
-    names = HEADERS[task]
     require_regular_file(path, "annotation file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline=None) as f:  # \n, \r\n or \r line ends
+            return _parse_lines(path, task, f)
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read annotation file ({first_line(error)})") from None
-    lines = text.splitlines()
-    if not lines:
+
+
+def _parse_lines(path, task, f):
+    names = HEADERS[task]
+    header_line = _read_line(path, f, 1)
+    if not header_line:
         raise DataError(f"{path}:1: empty annotation file (expected header {','.join(names)!r})")
-    header = [h.strip() for h in lines[0].split(",")]
+    header = [h.strip() for h in header_line.split(",")]
     if header != list(names):
-        raise DataError(f"{path}:1: header {lines[0].strip()!r} is not {','.join(names)!r}")
+        raise DataError(f"{path}:1: header {header_line.strip()!r} is not {','.join(names)!r}")
     width = len(names) if task != "expr" else 1
-    values = []
-    for number, line in enumerate(lines[1:], start=2):
+    blocks, block, number, blank_at = [], [], 1, None
+    while True:
+        line = _read_line(path, f, number + 1)
+        if not line:
+            break
+        number += 1
         line = line.strip()
         if not line:
-            if all(not rest.strip() for rest in lines[number - 1:]):
-                break  # trailing blank lines
-            raise DataError(f"{path}:{number}: empty line inside the annotations")
-        fields = line.split(",")
-        if len(fields) != width:
-            raise DataError(f"{path}:{number}: expected {width} comma-separated value(s), got {line!r}")
-        try:
-            row = [float(f) for f in fields]
-        except ValueError:
-            raise DataError(f"{path}:{number}: not a number in {line!r}") from None
-        _check_row(path, number, task, row, line)
-        values.append(row)
+            blank_at = blank_at or number  # allowed only if nothing but blank lines follows
+            continue
+        if blank_at is not None:
+            raise DataError(f"{path}:{blank_at}: empty line inside the annotations")
+        block.append(line)
+        if len(block) == PARSE_BLOCK_LINES:
+            blocks.append(_parse_block(path, task, block, number - len(block) + 1, width))
+            block = []
+    if block:
+        blocks.append(_parse_block(path, task, block, number - len(block) + 1, width))
+    dtype = np.int32 if task == "expr" else np.float32
+    shape = (0,) if task == "expr" else (0, width)
+    return np.concatenate(blocks) if blocks else np.zeros(shape, dtype)
+
+
+def _read_line(path, f, number):
+    line = f.readline(MAX_LINE_CHARS + 1)
+    if len(line) > MAX_LINE_CHARS:
+        raise DataError(f"{path}:{number}: line longer than {MAX_LINE_CHARS} characters; not an annotation line")
+    return line
+
+
+def _parse_block(path, task, lines, first, width):
+    """Consecutive stripped lines (the first is line ``first`` of the file) -> their values, checked."""
+    fields = ",".join(lines).split(",")
+    try:
+        if len(fields) != width * len(lines) or any(line.count(",") != width - 1 for line in lines):
+            raise ValueError
+        values = np.array(list(map(float, fields)), np.float64).reshape(len(lines), width)
+    except ValueError:
+        for number, line in enumerate(lines, start=first):  # the first line at fault, with its message
+            parts = line.split(",")
+            if len(parts) != width:
+                raise DataError(f"{path}:{number}: expected {width} comma-separated value(s), got {line!r}") from None
+            try:
+                [float(part) for part in parts]
+            except ValueError:
+                raise DataError(f"{path}:{number}: not a number in {line!r}") from None
+        raise
     if task == "va":
-        return np.asarray(values, np.float32).reshape(-1, 2)
-    if task == "au":
-        return np.asarray(values, np.float32).reshape(-1, len(AU_NAMES))
-    return np.asarray(values, np.float64).reshape(-1).astype(np.int32)
+        good = (((values >= -1.0) & (values <= 1.0)) | (values == UNANNOTATED_VA)).all(axis=1)
+    elif task == "au":
+        good = np.isin(values, (0.0, 1.0, float(UNANNOTATED_AU))).all(axis=1)
+    else:
+        v = values[:, 0]
+        good = ((v == UNANNOTATED_EXPR) | ((v >= 0) & (v < len(EXPR_NAMES)))) & (v == np.floor(v))
+    if not good.all():
+        bad = int(np.argmin(good))
+        _check_row(path, first + bad, task, [float(x) for x in lines[bad].split(",")], lines[bad])
+        raise AssertionError("unreachable: the row check disagrees with the block check")  # pragma: no cover
+    if task == "expr":
+        return values[:, 0].astype(np.int32)
+    return values.astype(np.float32)
 
 
 def _check_row(path, number, task, row, line):
@@ -167,7 +221,7 @@ def _check_row(path, number, task, row, line):
             raise DataError(f"{path}:{number}: AU values must be 0, 1 or -1, got {line!r}")
     else:
         v = row[0]
-        if v != int(v) or not (v == UNANNOTATED_EXPR or 0 <= v < len(EXPR_NAMES)):
+        if not (v == UNANNOTATED_EXPR or 0 <= v < len(EXPR_NAMES)) or v != int(v):  # nan, inf: range first
             raise DataError(f"{path}:{number}: expression must be an id 0-{len(EXPR_NAMES) - 1} or -1, "
                             f"got {line!r}")
 
@@ -219,41 +273,102 @@ def read_index(root, split="Training_Set", tasks=("va", "au", "expr"), check_ima
         wanted = set(videos)
         names = [n for n in names if n in wanted]
 
-    paths, video_of, frame_no, va, au, expr, skipped = [], [], [], [], [], [], []
+    paths, video_of, frame_no, va, au, expr, skipped = [], [], [], [], [], [], SkippedFrames()
     stats = {"videos": 0, "annotated_frames": 0, "frames": 0, "missing_crops": 0, "corrupt_crops": 0}
     for video in names:
         parsed = {task: parse_annotation_file(files[video], task) for task, files in per_task.items()
                   if video in files}
         length = max(len(v) for v in parsed.values())
-        v_va = _column(parsed.get("va"), length, (2,), UNANNOTATED_VA, np.float32)
-        v_au = _column(parsed.get("au"), length, (len(AU_NAMES),), UNANNOTATED_AU, np.float32)
-        v_expr = _column(parsed.get("expr"), length, (), UNANNOTATED_EXPR, np.int32)
         stats["videos"] += 1
         stats["annotated_frames"] += length
         folder = crop_folder(root, video)
-        existing = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-        for i in range(length):
-            name = crop_name(i + 1)
-            path = folder / name
-            if not screen_image(path, name in existing, check_images, stats, skipped, "crops"):
-                continue
-            paths.append(str(path))
-            video_of.append(video)
-            frame_no.append(i + 1)
-            va.append(v_va[i])
-            au.append(v_au[i])
-            expr.append(v_expr[i])
+        # Frame numbers with a crop file, from the folder's names: nothing is made per frame without one.
+        present = np.zeros(length + 1, bool)
+        for name in (p.name for p in folder.iterdir()) if folder.is_dir() else ():
+            stem = name[:-4]
+            if name.endswith(".jpg") and stem.isdigit() and int(stem) <= length and crop_name(int(stem)) == name:
+                present[int(stem)] = True
+        present = present[1:]
+        missing = np.flatnonzero(~present) + 1
+        stats["missing_crops"] += len(missing)
+        skipped.add_frames(folder, missing, "no crop")
+        keep = []
+        for frame in np.flatnonzero(present) + 1:
+            path = folder / crop_name(frame)
+            if screen_image(path, True, check_images, stats, skipped, "crops"):
+                keep.append(frame)
+                paths.append(str(path))
+        keep = np.asarray(keep, np.int64)
+        video_of.extend([video] * len(keep))
+        frame_no.append(keep)
+        for out, task, shape, fill, dtype in ((va, "va", (2,), UNANNOTATED_VA, np.float32),
+                                              (au, "au", (len(AU_NAMES),), UNANNOTATED_AU, np.float32),
+                                              (expr, "expr", (), UNANNOTATED_EXPR, np.int32)):
+            out.append(_column(parsed.get(task), keep, shape, fill, dtype))
     stats["frames"] = len(paths)
-    return FrameIndex(paths, video_of, np.asarray(frame_no, np.int64),
-                      np.asarray(va, np.float32).reshape(-1, 2),
-                      np.asarray(au, np.float32).reshape(-1, len(AU_NAMES)),
-                      np.asarray(expr, np.int32).reshape(-1), stats, skipped)
+
+    def joined(parts, shape, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros((0,) + shape, dtype)
+
+    return FrameIndex(paths, video_of, joined(frame_no, (), np.int64), joined(va, (2,), np.float32),
+                      joined(au, (len(AU_NAMES),), np.float32), joined(expr, (), np.int32), stats, skipped)
 
 
-def _column(values, length, shape, fill, dtype):
-    """Pad a task's per-frame values to ``length`` frames with the unannotated code."""
-    out = np.full((length,) + shape, fill, dtype)
+class SkippedFrames(collections.abc.Sequence):
+    """``FrameIndex.skipped`` of an Aff-Wild2 index: the ``(path, reason)`` of every annotated frame left out,
+    the frames without a crop held as one array of frame numbers per video (a video annotated for millions of
+    frames without crops costs 8 bytes a frame, not a path and a tuple). Reads like a list; ``append`` adds
+    one ``(path, reason)``."""
+
+    def __init__(self):
+        self._parts = []  # (folder, frame numbers, reason) or (None, [(path, reason)], None)
+        self._length = 0
+
+    def add_frames(self, folder, frames, reason):
+        if len(frames):
+            self._parts.append((folder, np.asarray(frames, np.int64), reason))
+            self._length += len(frames)
+
+    def append(self, item):
+        if not self._parts or self._parts[-1][0] is not None:
+            self._parts.append((None, [], None))
+        self._parts[-1][1].append(item)
+        self._length += 1
+
+    def __len__(self):
+        return self._length
+
+    def __iter__(self):
+        for folder, items, reason in self._parts:
+            if folder is None:
+                yield from items
+            else:
+                for frame in items:
+                    yield str(folder / crop_name(int(frame))), reason
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(self)[i]
+        if i < 0:
+            i += self._length
+        if not 0 <= i < self._length:
+            raise IndexError("SkippedFrames index out of range")
+        for folder, items, reason in self._parts:
+            if i < len(items):
+                return items[i] if folder is None else (str(folder / crop_name(int(items[i]))), reason)
+            i -= len(items)
+
+    def __eq__(self, other):
+        return isinstance(other, collections.abc.Sequence) and list(self) == list(other)
+
+    def __repr__(self):
+        return f"SkippedFrames({len(self)} frames)"
+
+
+def _column(values, frames, shape, fill, dtype):
+    """A task's values at the 1-based ``frames``, the unannotated code where its file ends before them."""
+    out = np.full((len(frames),) + shape, fill, dtype)
     if values is not None:
-        out[:len(values)] = values
+        inside = frames <= len(values)
+        out[inside] = values[frames[inside] - 1]
     return out
-

@@ -89,6 +89,7 @@ class Predictor(Pipeline):
     def __init__(self, model=None, detector=DEFAULT_DETECTOR, batch_size=32, detect_every=1, min_face_size=40,
                  template=None, max_latency=0.5, precision="float32", runtime=None, cache_dir=None):
         super().__init__()
+        _at_least_one(batch_size=batch_size, detect_every=detect_every)
         if isinstance(detector, str) and detector not in DETECTORS:
             raise UsageError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         if model is None or isinstance(model, str):
@@ -124,7 +125,7 @@ class Predictor(Pipeline):
         """Records for one image: a path, or an H x W x 3 RGB array (0-255). Raises ``DataError`` if the file
         cannot be read. Returns a DataFrame when pandas is installed, else a list of dicts."""
         if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-            source = Source(str(image), "image", str(image))
+            source = Source(os.fsdecode(image), "image", os.fsdecode(image))
         else:
             source = Source(name or "image", "array", image)
         return as_table(self.predict_source(source))
@@ -132,7 +133,7 @@ class Predictor(Pipeline):
     def predict_video(self, path, stride=1, max_frames=None, smooth=None):
         """Records for every ``stride``-th frame of a video file (or a webcam index), optionally smoothed over
         ``smooth`` (seconds, or ``"15f"`` frames). Raises ``DataError`` if it cannot be read."""
-        text = str(path)
+        text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
         source = webcam_source(text) if text.isdigit() else Source(text, "video", text)
         return as_table(self.predict_source(source, stride, max_frames, smooth))
 
@@ -168,6 +169,7 @@ class Predictor(Pipeline):
             ``FilesReport``. On Ctrl-C (``KeyboardInterrupt``) the records finished so far, a smoothed video's
             included, are handed to ``output`` before it propagates.
         """
+        _at_least_one(stride=stride, max_frames=max_frames)
         if smooth:
             smoothing_window(smooth, DEFAULT_FPS)  # a malformed window fails before any work
         if output is None:
@@ -230,6 +232,16 @@ class Predictor(Pipeline):
         report.frames_without_face = counts["frames_without_face"]
         report.corrupt_frames = sum(s.corrupt_frames for s in sources)
         return report
+
+
+def _at_least_one(**values):
+    """``UsageError`` naming the first argument that is not a whole number at least 1 (None passes), as the
+    command line refuses ``--batch-size 0``."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise UsageError(f"{name} must be a whole number at least 1, got {value!r}")
 
 
 class _Rows(list):

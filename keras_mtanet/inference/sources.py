@@ -203,6 +203,11 @@ def as_rgb(image, name="image"):
     if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
         raise DataError(f"{name}: expected an H x W x 3 RGB image, got shape {image.shape}")
     if image.dtype != np.uint8:
+        if image.dtype.kind not in "biuf":
+            raise DataError(f"{name}: expected numbers for pixels, got dtype {image.dtype}")
+        bad = int(np.count_nonzero(~np.isfinite(image))) if image.dtype.kind == "f" else 0
+        if bad:
+            raise DataError(f"{name}: {bad} pixel value(s) are NaN or infinite; expected 0-255")
         image = np.clip(np.rint(image.astype(np.float64)), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image[..., :3])
 
@@ -233,7 +238,7 @@ def expand_inputs(inputs):
     """
     sources, problems = [], []
     for raw in inputs:
-        text = str(raw)
+        text = os.fsdecode(raw) if isinstance(raw, (bytes, os.PathLike)) else str(raw)
         if not text:  # Path("") is the current folder: never read it unasked
             problems.append("'': empty input name; give an image, folder, glob, video or webcam index")
             continue
