@@ -44,6 +44,7 @@ def run_presets(args):
 def run_predict(args):
     import os
 
+    from keras_mtanet import files
     from keras_mtanet.errors import UsageError
     from keras_mtanet.inference import output, plots, predictor, progress, runtimes, sources
     from keras_mtanet.startup import quiet_unless
@@ -71,6 +72,8 @@ def run_predict(args):
     found, problems = sources.expand_inputs(args.inputs)
     if not found:
         raise UsageError("; ".join(problems) or "no input")
+    if args.plot:
+        files.check_not_an_input(args.plot, [s.location for s in found if s.kind in ("image", "video")], "--plot")
     show = output.printable
     for problem in problems:
         print(f"keras-mtanet: error: {show(problem)}", file=sys.stderr)

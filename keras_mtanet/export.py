@@ -107,6 +107,8 @@ def check_export_path(path, format, overwrite=False):
     if format not in FORMATS:
         raise DataError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
+    # The real place: "sub/.." is sub's parent, not a name inside sub/ (the staging folder goes beside it).
+    path = path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
     if not path.parent.is_dir():
         raise DataError(f"{path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -116,6 +118,10 @@ def check_export_path(path, format, overwrite=False):
             not any(path.iterdir())
         if not empty_folder and not overwrite:
             raise DataError(f"{path}: already exists; choose another --output or pass --overwrite to replace it")
+        cwd = Path.cwd().resolve()
+        if path.is_dir() and not path.is_symlink() and (cwd == path or path in cwd.parents):
+            raise DataError(f"{path}: is {'the current folder' if cwd == path else 'a folder above the current one'}; "
+                            "an export cannot replace the folder it runs in (choose another --output)")
         if path.is_dir() and format != "savedmodel":
             raise DataError(f"{path}: is a folder; a {format} export is a file")
     if format == "openvino":

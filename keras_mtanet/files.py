@@ -17,7 +17,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from keras_mtanet.errors import DataError
+from keras_mtanet.errors import DataError, UsageError
 
 MAX_JSON_BYTES = 1 << 20  # configs, metadata and registry entries are small: larger ones are refused unread
 
@@ -46,6 +46,19 @@ def write_error(path, error, kind=DataError):
 def read_error(path, error, kind=DataError):
     """``write_error``'s twin for reading: ``PATH: unreadable (reason)``."""
     return kind(f"{printable(path)}: unreadable ({error_reason(error)})")
+
+
+def check_not_an_input(path, inputs, option):
+    """``UsageError`` when ``path`` (an output about to be written) is one of the existing files ``inputs``
+    (``os.path.samefile``: through links and other spellings of the same file): it would replace the input."""
+    for given in inputs:
+        try:
+            same = os.path.samefile(path, given)
+        except (OSError, ValueError):  # either one missing
+            continue
+        if same:
+            raise UsageError(f"{printable(path)}: {option} is the input {printable(given)}; writing it would "
+                             "replace that file (choose another name)")
 
 
 def sha256_file(path, chunk=1 << 20):

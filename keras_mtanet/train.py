@@ -52,6 +52,7 @@ def read_split_indexes(data, data_format, config, labels=None):
     if data_format == "synthetic":
         spec = config["synthetic"]
         if not (root / "annotations").is_dir():
+            synthetic.check_data_root(root)  # never into a user's own folder
             synthetic.write_affwild2(root, spec["train_videos"], spec["val_videos"], spec["frames"], spec["size"],
                                      seed=config["seed"])
         described = (f"keras_mtanet synthetic cartoon faces (keras_mtanet.data.synthetic, seed {config['seed']}): "

@@ -210,3 +210,23 @@ def test_presets_lists_a_malformed_registry_entry_as_unusable(tmp_path, monkeypa
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("bad_entry") and "(unusable)" in line for line in lines), lines
     assert any(line.startswith("mtanet_se_resnet18_ferplus_112") for line in lines)
+
+
+def test_plot_that_names_an_input_is_refused_and_the_photo_kept(tmp_path, capsys, photo):
+    from keras_mtanet import zoo
+
+    image = tmp_path / "photo.png"
+    assert cv2.imwrite(str(image), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    (tmp_path / "sub").mkdir()
+    os.symlink(image, tmp_path / "link.png")
+    before = image.read_bytes()
+    for plot in (image, tmp_path / "sub" / ".." / "photo.png", tmp_path / "link.png"):
+        assert main(["predict", str(tmp_path), "--model", zoo.SYNTHETIC_PRESET, "--output",
+                     str(tmp_path / "out.csv"), "--plot", str(plot)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"keras-mtanet: error: {plot}: --plot is the input ") and \
+            err.endswith("; writing it would replace that file (choose another name)"), err
+        assert main(["demo", "--model", zoo.SYNTHETIC_PRESET, "--image", str(image), "--plot", str(plot)]) == 2
+        assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {plot}: --plot is the input {image}; "
+                                                   "writing it would replace that file (choose another name)")
+    assert image.read_bytes() == before and not (tmp_path / "out.csv").exists()

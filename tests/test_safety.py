@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, export, hub, load_pretrained, presets, train
+from keras_mtanet import PresetError, export, hub, load_pretrained, presets, train, zoo
 from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError, UsageError
 
@@ -598,3 +598,27 @@ def test_a_failed_write_is_one_line_naming_the_file(tmp_path):
     made = files.write_error("run/log.csv", PermissionError(errno.EACCES, "Permission denied"), UsageError)
     assert isinstance(made, UsageError) and str(made) == "run/log.csv: cannot write (Permission denied)"
     assert str(files.write_error("a.json", OSError("disk gone"))) == "a.json: cannot write (disk gone)"
+
+
+def test_export_output_is_resolved_before_staging(tmp_path):
+    target = tmp_path / "a"
+    (target / "sub").mkdir(parents=True)
+    # "a/sub/.." is a/: the export replaces a/ (asked with --overwrite), nothing is left inside a/sub/.
+    export.export(tiny_model(), target / "sub" / "..", "savedmodel", overwrite=True)
+    assert (target / "saved_model.pb").is_file() and not (target / "sub").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no staging folder left
+
+
+def test_export_never_replaces_the_current_folder(tmp_path, capsys, monkeypatch):
+    # The current folder, or one above it, cannot be replaced: one line, exit 2, nothing touched.
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+    target = tmp_path / "a"
+    (target / "sub").mkdir(parents=True)
+    (target / "keep.txt").write_text("mine")
+    monkeypatch.chdir(target / "sub")
+    for output, what in ((".", "the current folder"), ("..", "a folder above the current one")):
+        assert main(["export", "--format", "savedmodel", "--output", output, "--overwrite"]) == 2
+        shown = target / "sub" if output == "." else target
+        assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {shown}: is {what}; an export cannot "
+                                                   "replace the folder it runs in (choose another --output)")
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt", "sub"] and not any((target / "sub").iterdir())

@@ -284,3 +284,25 @@ def test_grayscale_models_see_colour_input_as_grey():
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-5)
     assert type(model).from_config(model.get_config()).color_mode == "grayscale"
+
+
+def test_synthetic_data_are_never_generated_into_a_users_folder(tmp_path, capsys):
+    from keras_mtanet.cli import main
+    from keras_mtanet.data import synthetic
+
+    (tmp_path / "recipe.json").write_text(json.dumps({**TINY_RECIPE, "epochs": 1}))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    assert main(["train", "--config", str(tmp_path / "recipe.json"), "--format", "synthetic", "--data", str(mine),
+                 "--output", str(tmp_path / "run"), "--no-tensorboard"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"keras-mtanet: error: {mine}: is not empty and holds no synthetic data set (no .keras_mtanet_synthetic); "
+        "--format synthetic generates its data into a new or empty folder (choose another --data)")
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    # A new or empty folder gets the data and the marker; the same folder is used again without complaint.
+    config = train.load_config(tmp_path / "recipe.json")
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "new", tmp_path / "empty", tmp_path / "new"):
+        train_index, _, _ = train.read_split_indexes(root, "synthetic", config)
+        assert len(train_index) > 0 and (root / synthetic.MARKER).is_file()
