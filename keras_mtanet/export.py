@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtanet.errors import DataError, DependencyError
+from keras_mtanet.files import disk_failure
 from keras_mtanet.labels import TASKS
 
 FORMATS = ("savedmodel", "tflite", "onnx", "openvino")
@@ -168,6 +169,11 @@ def export(model, path, format, int8=False, calibration=None, overwrite=False):
             if format == "savedmodel" and (path.is_symlink() or path.exists()):
                 path.unlink()  # a file or link asked to be replaced by the folder (a link: never its target)
             os.replace(staged, path)  # atomic for files (and replaces a link, never its target)
+    except Exception as error:  # a full or read-only disk: one line naming the export
+        reason = disk_failure(error)
+        if reason is None:
+            raise
+        raise DataError(f"{path}: cannot write ({reason})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -9,6 +9,7 @@ kill; run folders ignore them (``runs.prepare_run_folder``).
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from keras_mtanet.errors import DataError, UsageError
+from keras_mtanet.errors import DataError, MTANetError, UsageError
 
 MAX_JSON_BYTES = 1 << 20  # configs, metadata and registry entries are small: larger ones are refused unread
 
@@ -35,6 +36,22 @@ def printable(text):
 def error_reason(error):
     """What went wrong, for a one-line message: an ``OSError``'s ``strerror`` ("No space left on device")."""
     return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+
+
+# Why a write fails for want of room or of a writable disk, whatever file it was: the disk's problem, not the file's.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def disk_failure(error):
+    """The reason ("No space left on device") when ``error`` is a write that failed for a full or read-only disk:
+    an ``OSError`` with one of ``DISK_ERRNOS``, or another library's error (h5py, TensorFlow) quoting the
+    system's message for one; ``None`` for anything else."""
+    if isinstance(error, MTANetError):  # already one line of ours
+        return None
+    if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+        return error.strerror or os.strerror(error.errno)
+    text = str(error)
+    return next((os.strerror(code) for code in DISK_ERRNOS if os.strerror(code) in text), None)
 
 
 def write_error(path, error, kind=DataError):

@@ -76,9 +76,12 @@ def prepare_run_folder(output, config, run, resume):
         (output / LOG_FILE).unlink(missing_ok=True)
         for stale in (output / "checkpoints").glob("*.weights.h5"):
             stale.unlink()
-    output.mkdir(parents=True, exist_ok=True)
-    _write_json(recorded, config)
-    _write_json(output / RUN_FILE, run)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        _write_json(recorded, config)
+        _write_json(output / RUN_FILE, run)
+    except OSError as error:  # a read-only place, a full disk
+        raise files.write_error(output, error, UsageError) from None
     return "new"
 
 def check_same_run(output, config, run, finished=False):

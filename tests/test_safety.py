@@ -3,6 +3,7 @@ read, deleted or replaced, and every problem is one line."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -622,3 +623,26 @@ def test_export_never_replaces_the_current_folder(tmp_path, capsys, monkeypatch)
         assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {shown}: is {what}; an export cannot "
                                                    "replace the folder it runs in (choose another --output)")
     assert sorted(p.name for p in target.iterdir()) == ["keep.txt", "sub"] and not any((target / "sub").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["os", "tensorflow"])
+def test_an_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, kind):
+    import errno
+
+    import tensorflow as tf
+
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+
+    def full(model, path):
+        (Path(path) / "variables").mkdir(parents=True)
+        (Path(path) / "variables" / "variables.data").write_bytes(b"half")
+        if kind == "os":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        raise tf.errors.ResourceExhaustedError(None, None, f"{path}/variables/variables.data; No space left on "
+                                               "device")
+
+    monkeypatch.setattr(export, "export_savedmodel", full)
+    assert main(["export", "--format", "savedmodel", "--output", str(tmp_path / "sm")]) == 2
+    assert capsys.readouterr().err == (f"keras-mtanet: error: {tmp_path / 'sm'}: cannot write (No space left on "
+                                       "device)\n")
+    assert list(tmp_path.iterdir()) == []

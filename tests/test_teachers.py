@@ -2,6 +2,7 @@ import csv
 import hashlib
 import importlib.util
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -389,3 +390,17 @@ def test_unknown_data_format_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError, match="^teach: unknown data format 'affwild2'; choose one of ferplus$"):
         teach_module.teach(tmp_path, "x.task", tmp_path / "labels.csv", data_format="affwild2")
+
+
+def test_teach_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch, read_only_folder):
+    write_fake_ferplus(tmp_path / "fer")
+    monkeypatch.setattr(landmarker, "FaceLandmarker", StubLandmarker)
+    monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
+    out = read_only_folder / "labels.csv"
+    assert cli.main(["teach", "--data", str(tmp_path / "fer"), "--teacher-model", "stub.task", "--output", str(out),
+                     "--splits", "test"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"keras-mtanet: error: {re.escape(str(out))}: cannot write in folder "
+                        rf"{re.escape(str(read_only_folder))} \((Read-only file system|Permission denied)\)\n",
+                        err), err
+    assert list(read_only_folder.iterdir()) == []

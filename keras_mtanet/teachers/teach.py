@@ -18,6 +18,7 @@ from pathlib import Path
 from keras_mtanet import files
 from keras_mtanet.data import ferplus
 from keras_mtanet.errors import DataError, UsageError
+from keras_mtanet.inference.output import check_writable
 from keras_mtanet.teachers import au as au_teacher
 from keras_mtanet.teachers import cache, landmarker, va
 
@@ -71,6 +72,7 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
     indexes = {folder: ferplus.read_index(root, split) for split, folder in zip(splits, folders)}
     if not output.parent.is_dir():
         raise DataError(f"{output.parent}: output folder not found")
+    check_writable(output, "teacher label")  # a folder, a read-only place: said before the landmarker loads
 
     with landmarker.FaceLandmarker(model_path) as lm:
         settings = _settings(lm)
