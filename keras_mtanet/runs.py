@@ -154,6 +154,21 @@ def remove_leftovers(output, min_age=LEFTOVER_AGE_SECONDS):
     return removed
 
 
+def remove_unstarted_run(output):
+    """Remove ``output``, a run folder this command created, if the run logged no epoch and kept no backup (it
+    failed or was stopped before its first epoch ended): nothing in it is of use. A folder holding anything but
+    the run's own entries is kept. Returns whether it was removed."""
+    try:
+        if RunRecorder(output).rows()[0] or VerifiedBackup.latest(output / "backup") is not None:
+            return False
+        if any(p.name not in RUN_ENTRIES and not files.TEMPORARY_NAME.fullmatch(p.name) for p in output.iterdir()):
+            return False
+        shutil.rmtree(output)
+    except (OSError, UsageError):
+        return False
+    return True
+
+
 def _link_refused(path):
     """The one-line error for a link found at a run file's fixed name (refused, never followed)."""
     return UsageError(f"{path}: is a link; a run folder's own files must be plain files")

@@ -230,3 +230,13 @@ def test_plot_that_names_an_input_is_refused_and_the_photo_kept(tmp_path, capsys
         assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {plot}: --plot is the input {image}; "
                                                    "writing it would replace that file (choose another name)")
     assert image.read_bytes() == before and not (tmp_path / "out.csv").exists()
+
+
+def test_a_train_that_fails_before_its_first_epoch_leaves_no_run_folder(tmp_path, capsys):
+    command = ["train", "--data", str(tmp_path / "missing"), "--format", "affwild2", "--output"]
+    assert main(command + [str(tmp_path / "new" / "run")]) == 2
+    assert "Aff-Wild2 root not found" in capsys.readouterr().err
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user had is kept
+    assert main(command + [str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()

@@ -170,3 +170,16 @@ def test_csv_timestamps_keep_microseconds_an_hour_in(tmp_path):
         written = [row["timestamp"] for row in csv.DictReader(f)]
     assert written == ["3600", "3600.004167", "3600.008333", "0"]  # to the microsecond, as round(t, 6)
     assert [float(v) for v in written[:3]] == [round(t, 6) for t in times]
+
+
+def test_an_output_linked_to_a_device_is_reported_written(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from keras_mtanet.inference.output import RecordWriter, empty_record
+
+    os.symlink(os.devnull, tmp_path / "out.csv")
+    writer = RecordWriter(tmp_path / "out.csv")
+    writer.write([empty_record(SimpleNamespace(source="a.jpg", index=0, timestamp=None))])
+    assert writer.close() is True  # the rows went to the device: no "no predictions"
+    assert os.readlink(tmp_path / "out.csv") == os.devnull and sorted(os.listdir(tmp_path)) == ["out.csv"]

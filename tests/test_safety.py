@@ -646,3 +646,45 @@ def test_an_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsy
     assert capsys.readouterr().err == (f"keras-mtanet: error: {tmp_path / 'sm'}: cannot write (No space left on "
                                        "device)\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exports_stage_beside_the_output_and_remove_stale_staging_folders(tmp_path, monkeypatch):
+    import os
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that no longer runs
+    old = 1_000_000_000.0
+
+    def staging(name, pid, marker=True):
+        folder = tmp_path / f".m.tflite.export-{pid}-abcd_123.tmp"
+        if name:
+            folder = tmp_path / name
+        (folder / "saved").mkdir(parents=True)
+        (folder / "saved" / "saved_model.pb").write_bytes(b"x" * 1000)
+        if marker:
+            (folder / ".keras_mtanet_export").write_text("")  # the marker export leaves
+            os.utime(folder / ".keras_mtanet_export", (old, old))
+        return folder
+
+    stale = staging(None, gone)
+    alive = staging(f".m.tflite.export-{os.getpid()}-abcd_123.tmp", os.getpid())
+    unmarked = staging(f".m.tflite.export-{gone}-zzzz_999.tmp", gone, marker=False)
+    lookalike = staging(f".mine.export-{gone}-x.tmp", gone)
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    seen = []
+    real = export.export_savedmodel
+    monkeypatch.setattr(export, "export_savedmodel", lambda model, path: seen.append(Path(path)) or real(model, path))
+    export.export(tiny_model(), tmp_path / "m.tflite", "tflite")
+    assert not stale.exists() and alive.exists() and unmarked.exists() and lookalike.exists()
+    # The SavedModel the TFLite converter reads was staged beside the output, never in the system temp folder.
+    assert len(seen) == 1 and seen[0].parent.parent.parent == tmp_path
+    assert not [p for p in system_temp.iterdir() if not p.name.startswith("__autograph_generated_file")]
+    assert re.fullmatch(r"\.m\.tflite\.export-[0-9]+-[a-z0-9_]{8}\.tmp", seen[0].parent.parent.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["m.tflite", "system-temp", alive.name, unmarked.name, lookalike.name])

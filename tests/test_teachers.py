@@ -404,3 +404,22 @@ def test_teach_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch
                         rf"{re.escape(str(read_only_folder))} \((Read-only file system|Permission denied)\)\n",
                         err), err
     assert list(read_only_folder.iterdir()) == []
+
+
+def test_teach_output_messages_say_what_is_expected(tmp_path, capsys, monkeypatch):
+    write_fake_ferplus(tmp_path / "fer")
+    monkeypatch.setattr(landmarker, "FaceLandmarker", StubLandmarker)
+    monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
+    folder = tmp_path / "o"
+    folder.mkdir()
+    command = ["teach", "--data", str(tmp_path / "fer"), "--teacher-model", "stub.task", "--splits", "test"]
+    assert cli.main(command + ["--output", str(folder)]) == 2
+    assert capsys.readouterr().err == (f"keras-mtanet: error: {folder}: is a folder; give the teacher label "
+                                       "file's name\n")
+    stray = tmp_path / "labels.csv"
+    stray.write_text("mine\n")
+    assert cli.main(command + ["--output", str(stray)]) == 2
+    assert capsys.readouterr().err == (
+        f"keras-mtanet: error: {stray}: exists, but labels.csv.json (the settings file teach writes beside its label "
+        "cache) does not, so it is no label cache teach can add to; choose another --output\n")
+    assert stray.read_text() == "mine\n" and not any(folder.iterdir())

@@ -80,8 +80,9 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
         timing = {}
         if output.exists():
             if not summary_path.exists():
-                raise DataError(f"{output}: exists without {summary_path.name}, so its settings are unknown; "
-                                "choose another --output")
+                raise DataError(f"{output}: exists, but {summary_path.name} (the settings file teach writes beside "
+                                "its label cache) does not, so it is no label cache teach can add to; choose another "
+                                "--output")
             previous = _read_json(summary_path)
             if previous.get("settings") != settings:
                 raise DataError(f"{output}: was written with other teacher settings ({summary_path.name}); "
