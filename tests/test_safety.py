@@ -688,3 +688,18 @@ def test_exports_stage_beside_the_output_and_remove_stale_staging_folders(tmp_pa
     assert re.fullmatch(r"\.m\.tflite\.export-[0-9]+-[a-z0-9_]{8}\.tmp", seen[0].parent.parent.name)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["m.tflite", "system-temp", alive.name, unmarked.name, lookalike.name])
+
+
+def test_an_export_stopped_by_sigterm_leaves_no_staging_folder(tmp_path, capsys, monkeypatch):
+    from keras_mtanet import cli
+
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+
+    def stopped(model, path):
+        (Path(path) / "variables").mkdir(parents=True)
+        (Path(path) / "variables" / "variables.data").write_bytes(b"half")
+        raise cli.Terminated()  # what the CLI's SIGTERM handler raises
+
+    monkeypatch.setattr(export, "export_savedmodel", stopped)
+    assert main(["export", "--format", "savedmodel", "--output", str(tmp_path / "sm")]) == 143
+    assert capsys.readouterr().err == "keras-mtanet: terminated\n" and list(tmp_path.iterdir()) == []
