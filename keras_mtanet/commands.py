@@ -44,6 +44,7 @@ def run_presets(args):
 def run_predict(args):
     import os
 
+    from keras_mtanet import files
     from keras_mtanet.errors import UsageError
     from keras_mtanet.inference import detection, output, plots, predictor, progress, runtimes, sources
     from keras_mtanet.startup import quiet_unless
@@ -76,6 +77,8 @@ def run_predict(args):
     found, problems = sources.expand_inputs(args.inputs)
     if not found:
         raise UsageError("; ".join(problems) or "no input")
+    if args.plot:
+        files.check_not_an_input(args.plot, [s.location for s in found if s.kind in ("image", "video")], "--plot")
     show = output.printable
     for problem in problems:
         print(f"keras-mtanet: error: {show(problem)}", file=sys.stderr)
@@ -131,14 +134,22 @@ class _Keep:
 
 
 def run_train(args):
-    from keras_mtanet import train
+    from keras_mtanet import files, train
+    from keras_mtanet.errors import UsageError
 
     config = train.load_config(args.config, backbone=args.backbone, input_size=args.input_size, width=args.width,
                                epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                strategy=args.strategy, distribution=args.distribution,
                                mixed_precision=args.mixed_precision)
-    train.train(config, args.data, args.format, args.output, resume=args.resume,
-                tensorboard=not args.no_tensorboard, labels=args.labels, init=args.init)
+    try:
+        train.train(config, args.data, args.format, args.output, resume=args.resume,
+                    tensorboard=not args.no_tensorboard, labels=args.labels, init=args.init)
+    except Exception as error:  # a full disk while a checkpoint, log or the preset is written: one line
+        reason = files.disk_failure(error)
+        if reason is None:
+            raise
+        raise UsageError(f"{files.printable(args.output)}: cannot write ({reason}); the same command resumes the "
+                         "run once there is room") from None
     return 0
 
 

@@ -7,13 +7,16 @@ batch dimension dynamic. ``keras_mtanet.inference.runtimes`` runs the exported f
 """
 
 import os
+import re
 import shutil
+import time
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from keras_mtanet.errors import DataError, DependencyError
+from keras_mtanet.files import disk_failure
 from keras_mtanet.labels import TASKS
 
 FORMATS = ("savedmodel", "tflite", "onnx", "openvino")
@@ -50,12 +53,13 @@ def calibration_images(model, source=None, count=200):
     return np.stack([resize_whole(read_image(p), size) for p in files]).astype(np.float32)
 
 
-def export_tflite(model, path, int8=False, calibration=None):
+def export_tflite(model, path, int8=False, calibration=None, scratch=None):
     """A TFLite flat buffer; ``int8``: weights and activations in int8 (float32 input and outputs), the
-    activation ranges calibrated on ``calibration`` images (N x H x W x 3, 0-255)."""
+    activation ranges calibrated on ``calibration`` images (N x H x W x 3, 0-255). The SavedModel it converts
+    is written in ``scratch`` (``export`` gives its staging folder; default: the system's temporary folder)."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         saved = export_savedmodel(model, os.path.join(tmp, "saved"))
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         if int8:
@@ -107,6 +111,8 @@ def check_export_path(path, format, overwrite=False):
     if format not in FORMATS:
         raise DataError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
+    # The real place: "sub/.." is sub's parent, not a name inside sub/ (the staging folder goes beside it).
+    path = path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
     if not path.parent.is_dir():
         raise DataError(f"{path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -116,6 +122,10 @@ def check_export_path(path, format, overwrite=False):
             not any(path.iterdir())
         if not empty_folder and not overwrite:
             raise DataError(f"{path}: already exists; choose another --output or pass --overwrite to replace it")
+        cwd = Path.cwd().resolve()
+        if path.is_dir() and not path.is_symlink() and (cwd == path or path in cwd.parents):
+            raise DataError(f"{path}: is {'the current folder' if cwd == path else 'a folder above the current one'}; "
+                            "an export cannot replace the folder it runs in (choose another --output)")
         if path.is_dir() and format != "savedmodel":
             raise DataError(f"{path}: is a folder; a {format} export is a file")
     if format == "openvino":
@@ -129,6 +139,46 @@ def check_export_path(path, format, overwrite=False):
     return path
 
 
+# export's staging folder beside the output: .{name}.export-{pid}-{random}.tmp, holding STAGING_MARKER.
+STAGING = re.compile(r"\..+\.export-([0-9]+)-[a-z0-9_]{8}\.tmp")
+STAGING_MARKER = ".keras_mtanet_export"
+STALE_AGE_SECONDS = 60
+
+
+def _running(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_staging(folder, min_age=STALE_AGE_SECONDS):
+    """Remove the staging folders of exports killed before they finished (SIGKILL, a power cut) from ``folder``:
+    named as ``export`` names them, holding its marker, older than ``min_age`` seconds and of a process that no
+    longer runs; nothing else. Returns the paths removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = STAGING.fullmatch(entry.name)
+        try:
+            if match is None or entry.is_symlink() or not entry.is_dir() or _running(int(match.group(1))) or \
+                    time.time() - (entry / STAGING_MARKER).lstat().st_mtime < min_age:
+                continue
+        except OSError:  # no marker: not ours
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
 def export(model, path, format, int8=False, calibration=None, overwrite=False):
     """Export ``model`` to ``path`` in ``format`` (one of ``FORMATS``); ``int8`` is for TFLite only.
 
@@ -139,13 +189,16 @@ def export(model, path, format, int8=False, calibration=None, overwrite=False):
     if int8 and format != "tflite":
         raise DataError("--int8 applies to --format tflite only")
     path = check_export_path(path, format, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_staging(path.parent)
+    # Staged beside the output (never in the system's temporary folder); removed on any error, Ctrl-C or SIGTERM.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:80]}.export-{os.getpid()}-", suffix=".tmp", dir=path.parent))
     try:
+        (tmp / STAGING_MARKER).write_text(f"keras_mtanet export staging of process {os.getpid()}\n")
         staged = tmp / path.name
         if format == "savedmodel":
             export_savedmodel(model, staged)
         elif format == "tflite":
-            export_tflite(model, staged, int8=int8, calibration=calibration)
+            export_tflite(model, staged, int8=int8, calibration=calibration, scratch=tmp)
         elif format == "openvino":
             export_openvino(model, staged)
             # The weights first: the .xml names the model, so it appears only once its weights are in place.
@@ -162,6 +215,11 @@ def export(model, path, format, int8=False, calibration=None, overwrite=False):
             if format == "savedmodel" and (path.is_symlink() or path.exists()):
                 path.unlink()  # a file or link asked to be replaced by the folder (a link: never its target)
             os.replace(staged, path)  # atomic for files (and replaces a link, never its target)
+    except Exception as error:  # a full or read-only disk: one line naming the export
+        reason = disk_failure(error)
+        if reason is None:
+            raise
+        raise DataError(f"{path}: cannot write ({reason})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

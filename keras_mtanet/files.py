@@ -9,6 +9,7 @@ kill; run folders ignore them (``runs.prepare_run_folder``).
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from keras_mtanet.errors import DataError
+from keras_mtanet.errors import DataError, MTANetError, UsageError
 
 MAX_JSON_BYTES = 1 << 20  # configs, metadata and registry entries are small: larger ones are refused unread
 
@@ -65,6 +66,22 @@ def error_reason(error):
     return error.strerror or str(error) if isinstance(error, OSError) else str(error)
 
 
+# Why a write fails for want of room or of a writable disk, whatever file it was: the disk's problem, not the file's.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def disk_failure(error):
+    """The reason ("No space left on device") when ``error`` is a write that failed for a full or read-only disk:
+    an ``OSError`` with one of ``DISK_ERRNOS``, or another library's error (h5py, TensorFlow) quoting the
+    system's message for one; ``None`` for anything else."""
+    if isinstance(error, MTANetError):  # already one line of ours
+        return None
+    if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+        return error.strerror or os.strerror(error.errno)
+    text = str(error)
+    return next((os.strerror(code) for code in DISK_ERRNOS if os.strerror(code) in text), None)
+
+
 def write_error(path, error, kind=DataError):
     """The one-line error (``kind``, ``DataError`` by default) for ``error`` met while writing ``path``:
     ``PATH: cannot write (reason)``. Raise it ``from None``: the message says all a user needs."""
@@ -74,6 +91,19 @@ def write_error(path, error, kind=DataError):
 def read_error(path, error, kind=DataError):
     """``write_error``'s twin for reading: ``PATH: unreadable (reason)``."""
     return kind(f"{printable(path)}: unreadable ({error_reason(error)})")
+
+
+def check_not_an_input(path, inputs, option):
+    """``UsageError`` when ``path`` (an output about to be written) is one of the existing files ``inputs``
+    (``os.path.samefile``: through links and other spellings of the same file): it would replace the input."""
+    for given in inputs:
+        try:
+            same = os.path.samefile(path, given)
+        except (OSError, ValueError):  # either one missing
+            continue
+        if same:
+            raise UsageError(f"{printable(path)}: {option} is the input {printable(given)}; writing it would "
+                             "replace that file (choose another name)")
 
 
 def sha256_file(path, chunk=1 << 20):

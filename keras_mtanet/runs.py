@@ -80,9 +80,12 @@ def prepare_run_folder(output, config, run, resume):
         (output / LOG_FILE).unlink(missing_ok=True)
         for stale in (output / "checkpoints").glob("*.weights.h5"):
             stale.unlink()
-    output.mkdir(parents=True, exist_ok=True)
-    _write_json(recorded, config)
-    _write_json(output / RUN_FILE, run)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        _write_json(recorded, config)
+        _write_json(output / RUN_FILE, run)
+    except OSError as error:  # a read-only place, a full disk
+        raise files.write_error(output, error, UsageError) from None
     return "new"
 
 def check_same_run(output, config, run, finished=False):
@@ -184,6 +187,21 @@ def remove_leftovers(output, min_age=LEFTOVER_AGE_SECONDS):
                 continue
             removed.append(path)
     return removed
+
+
+def remove_unstarted_run(output):
+    """Remove ``output``, a run folder this command created, if the run logged no epoch and kept no backup (it
+    failed or was stopped before its first epoch ended): nothing in it is of use. A folder holding anything but
+    the run's own entries is kept. Returns whether it was removed."""
+    try:
+        if RunRecorder(output).rows()[0] or VerifiedBackup.latest(output / "backup") is not None:
+            return False
+        if any(p.name not in RUN_ENTRIES and not files.TEMPORARY_NAME.fullmatch(p.name) for p in output.iterdir()):
+            return False
+        shutil.rmtree(output)
+    except (OSError, UsageError):
+        return False
+    return True
 
 
 def _link_refused(path):

@@ -27,7 +27,7 @@ from keras_mtanet.recipe import (  # noqa: F401  (re-exported: their home before
     init_weights, load_config)
 from keras_mtanet.runs import (  # noqa: F401  (re-exported: their home before runs.py)
     CONFIG_RECORD, LOCK_FILE, LOG_FILE, RUN_ENTRIES, RUN_FILE, RunRecorder, VerifiedBackup, _write_json,
-    annotations_digest, check_same_run, lock_run_folder, prepare_run_folder)
+    annotations_digest, check_same_run, lock_run_folder, prepare_run_folder, remove_unstarted_run)
 
 
 def __getattr__(name):
@@ -69,6 +69,7 @@ def read_split_indexes(data, data_format, config, labels=None):
     if data_format == "synthetic":
         spec = config["synthetic"]
         if not (root / "annotations").is_dir():
+            synthetic.check_data_root(root)  # never into a user's own folder
             synthetic.write_affwild2(root, spec["train_videos"], spec["val_videos"], spec["frames"], spec["size"],
                                      seed=config["seed"])
         described = (f"keras_mtanet synthetic cartoon faces (keras_mtanet.data.synthetic, seed {config['seed']}): "
@@ -215,6 +216,7 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
         run["labels"] = str(Path(labels).resolve())
     if init is not None:
         run["init"] = str(Path(init).resolve()) if Path(init).expanduser().is_dir() else str(init)
+    created = not (output.exists() or output.is_symlink())
     state = prepare_run_folder(output, config, run, resume)
     if state == "finished":
         meta = presets.read_metadata(output)
@@ -225,6 +227,10 @@ def _train(config, data, data_format, output, resume, verbose, tensorboard, log,
     try:
         return _train_locked(config, data, data_format, output, state, run, role, labels, init, source, verbose,
                              tensorboard, log)
+    except BaseException:
+        if created:  # a run that failed before its first epoch leaves no folder behind (only one it made)
+            remove_unstarted_run(output)
+        raise
     finally:
         lock.close()
 

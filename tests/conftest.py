@@ -59,3 +59,35 @@ def preset():
     from keras_mtanet import load_pretrained, zoo
 
     return load_pretrained(zoo.SYNTHETIC_PRESET)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder nothing can be created in: mode 0555 and, where the tests run as root (who writes there anyway),
+    ``os.open`` (for writing) and ``os.mkdir`` refusing it with EROFS, as on a read-only mount."""
+    import errno
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real_open, real_mkdir = os.open, os.mkdir
+
+        def refuse(path):
+            path = os.path.abspath(os.fsdecode(path))
+            if path == str(folder) or path.startswith(str(folder) + os.sep):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+        def open_(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                refuse(path)
+            return real_open(path, flags, *args, **kwargs)
+
+        def mkdir(path, *args, **kwargs):
+            refuse(path)
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", open_)
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    yield folder
+    folder.chmod(0o755)

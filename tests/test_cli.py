@@ -336,3 +336,33 @@ def test_control_characters_in_names_are_escaped_in_error_lines(tmp_path, capsys
     err = capsys.readouterr().err
     assert err == f"keras-mtanet: error: {tmp_path}/evil\\x1b]0;owned\\x07\\nkeras-mtanet: fake.jpg: no such file or " \
                   "folder\n"
+
+
+def test_plot_that_names_an_input_is_refused_and_the_photo_kept(tmp_path, capsys, photo):
+    from keras_mtanet import zoo
+
+    image = tmp_path / "photo.png"
+    assert cv2.imwrite(str(image), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    (tmp_path / "sub").mkdir()
+    os.symlink(image, tmp_path / "link.png")
+    before = image.read_bytes()
+    for plot in (image, tmp_path / "sub" / ".." / "photo.png", tmp_path / "link.png"):
+        assert main(["predict", str(tmp_path), "--model", zoo.SYNTHETIC_PRESET, "--output",
+                     str(tmp_path / "out.csv"), "--plot", str(plot)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"keras-mtanet: error: {plot}: --plot is the input ") and \
+            err.endswith("; writing it would replace that file (choose another name)"), err
+        assert main(["demo", "--model", zoo.SYNTHETIC_PRESET, "--image", str(image), "--plot", str(plot)]) == 2
+        assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {plot}: --plot is the input {image}; "
+                                                   "writing it would replace that file (choose another name)")
+    assert image.read_bytes() == before and not (tmp_path / "out.csv").exists()
+
+
+def test_a_train_that_fails_before_its_first_epoch_leaves_no_run_folder(tmp_path, capsys):
+    command = ["train", "--data", str(tmp_path / "missing"), "--format", "affwild2", "--output"]
+    assert main(command + [str(tmp_path / "new" / "run")]) == 2
+    assert "Aff-Wild2 root not found" in capsys.readouterr().err
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user had is kept
+    assert main(command + [str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()

@@ -94,9 +94,9 @@ def test_int8_calibration_reads_the_given_images_and_stays_close_on_them(preset,
     seen = {}
     real = export.export_tflite
 
-    def spy(model, path, int8=False, calibration=None):
+    def spy(model, path, int8=False, calibration=None, **kwargs):
         seen["calibration"] = np.array(calibration)
-        return real(model, path, int8=int8, calibration=calibration)
+        return real(model, path, int8=int8, calibration=calibration, **kwargs)
 
     monkeypatch.setattr(export, "export_tflite", spy)
     assert main(["export", "--format", "tflite", "--int8", "--calibration", str(tmp_path / "calib"),

@@ -208,3 +208,16 @@ def test_nan_pixels_are_refused_not_made_zero(runner, photo):
     with pytest.raises(DataError, match="^face: 18 pixel value\\(s\\) are NaN or infinite; expected 0-255$"):
         runner.predict_image(pixels, name="face")
     assert len(runner.predict_image(photo.astype(np.float32), name="face")) == 1
+
+
+def test_an_output_linked_to_a_device_is_reported_written(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from keras_mtanet.inference.output import RecordWriter, empty_record
+
+    os.symlink(os.devnull, tmp_path / "out.csv")
+    writer = RecordWriter(tmp_path / "out.csv")
+    writer.write([empty_record(SimpleNamespace(source="a.jpg", index=0, timestamp=None))])
+    assert writer.close() is True  # the rows went to the device: no "no predictions"
+    assert os.readlink(tmp_path / "out.csv") == os.devnull and sorted(os.listdir(tmp_path)) == ["out.csv"]

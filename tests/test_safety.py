@@ -3,13 +3,14 @@ read, deleted or replaced, and every problem is one line."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, export, hub, load_pretrained, presets, train
+from keras_mtanet import PresetError, export, hub, load_pretrained, presets, train, zoo
 from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError, UsageError
 
@@ -737,3 +738,107 @@ def test_a_hub_that_accepts_and_never_answers_times_out(tmp_path, monkeypatch):
             connection.close()
     assert isinstance(error, PresetError) and "the Hub cannot be reached" in str(error)
     assert time.monotonic() - started < 15
+
+
+def test_export_output_is_resolved_before_staging(tmp_path):
+    target = tmp_path / "a"
+    (target / "sub").mkdir(parents=True)
+    # "a/sub/.." is a/: the export replaces a/ (asked with --overwrite), nothing is left inside a/sub/.
+    export.export(tiny_model(), target / "sub" / "..", "savedmodel", overwrite=True)
+    assert (target / "saved_model.pb").is_file() and not (target / "sub").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no staging folder left
+
+
+def test_export_never_replaces_the_current_folder(tmp_path, capsys, monkeypatch):
+    # The current folder, or one above it, cannot be replaced: one line, exit 2, nothing touched.
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+    target = tmp_path / "a"
+    (target / "sub").mkdir(parents=True)
+    (target / "keep.txt").write_text("mine")
+    monkeypatch.chdir(target / "sub")
+    for output, what in ((".", "the current folder"), ("..", "a folder above the current one")):
+        assert main(["export", "--format", "savedmodel", "--output", output, "--overwrite"]) == 2
+        shown = target / "sub" if output == "." else target
+        assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {shown}: is {what}; an export cannot "
+                                                   "replace the folder it runs in (choose another --output)")
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt", "sub"] and not any((target / "sub").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["os", "tensorflow"])
+def test_an_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, kind):
+    import errno
+
+    import tensorflow as tf
+
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+
+    def full(model, path):
+        (Path(path) / "variables").mkdir(parents=True)
+        (Path(path) / "variables" / "variables.data").write_bytes(b"half")
+        if kind == "os":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        raise tf.errors.ResourceExhaustedError(None, None, f"{path}/variables/variables.data; No space left on "
+                                               "device")
+
+    monkeypatch.setattr(export, "export_savedmodel", full)
+    assert main(["export", "--format", "savedmodel", "--output", str(tmp_path / "sm")]) == 2
+    assert capsys.readouterr().err == (f"keras-mtanet: error: {tmp_path / 'sm'}: cannot write (No space left on "
+                                       "device)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exports_stage_beside_the_output_and_remove_stale_staging_folders(tmp_path, monkeypatch):
+    import os
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that no longer runs
+    old = 1_000_000_000.0
+
+    def staging(name, pid, marker=True):
+        folder = tmp_path / f".m.tflite.export-{pid}-abcd_123.tmp"
+        if name:
+            folder = tmp_path / name
+        (folder / "saved").mkdir(parents=True)
+        (folder / "saved" / "saved_model.pb").write_bytes(b"x" * 1000)
+        if marker:
+            (folder / ".keras_mtanet_export").write_text("")  # the marker export leaves
+            os.utime(folder / ".keras_mtanet_export", (old, old))
+        return folder
+
+    stale = staging(None, gone)
+    alive = staging(f".m.tflite.export-{os.getpid()}-abcd_123.tmp", os.getpid())
+    unmarked = staging(f".m.tflite.export-{gone}-zzzz_999.tmp", gone, marker=False)
+    lookalike = staging(f".mine.export-{gone}-x.tmp", gone)
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    seen = []
+    real = export.export_savedmodel
+    monkeypatch.setattr(export, "export_savedmodel", lambda model, path: seen.append(Path(path)) or real(model, path))
+    export.export(tiny_model(), tmp_path / "m.tflite", "tflite")
+    assert not stale.exists() and alive.exists() and unmarked.exists() and lookalike.exists()
+    # The SavedModel the TFLite converter reads was staged beside the output, never in the system temp folder.
+    assert len(seen) == 1 and seen[0].parent.parent.parent == tmp_path
+    assert not [p for p in system_temp.iterdir() if not p.name.startswith("__autograph_generated_file")]
+    assert re.fullmatch(r"\.m\.tflite\.export-[0-9]+-[a-z0-9_]{8}\.tmp", seen[0].parent.parent.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["m.tflite", "system-temp", alive.name, unmarked.name, lookalike.name])
+
+
+def test_an_export_stopped_by_sigterm_leaves_no_staging_folder(tmp_path, capsys, monkeypatch):
+    from keras_mtanet import cli
+
+    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+
+    def stopped(model, path):
+        (Path(path) / "variables").mkdir(parents=True)
+        (Path(path) / "variables" / "variables.data").write_bytes(b"half")
+        raise cli.Terminated()  # what the CLI's SIGTERM handler raises
+
+    monkeypatch.setattr(export, "export_savedmodel", stopped)
+    assert main(["export", "--format", "savedmodel", "--output", str(tmp_path / "sm")]) == 143
+    assert capsys.readouterr().err == "keras-mtanet: terminated\n" and list(tmp_path.iterdir()) == []

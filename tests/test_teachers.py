@@ -2,6 +2,7 @@ import csv
 import hashlib
 import importlib.util
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -389,3 +390,36 @@ def test_unknown_data_format_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError, match="^teach: unknown data format 'affwild2'; choose one of ferplus$"):
         teach_module.teach(tmp_path, "x.task", tmp_path / "labels.csv", data_format="affwild2")
+
+
+def test_teach_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch, read_only_folder):
+    write_fake_ferplus(tmp_path / "fer")
+    monkeypatch.setattr(landmarker, "FaceLandmarker", StubLandmarker)
+    monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
+    out = read_only_folder / "labels.csv"
+    assert cli.main(["teach", "--data", str(tmp_path / "fer"), "--teacher-model", "stub.task", "--output", str(out),
+                     "--splits", "test"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"keras-mtanet: error: {re.escape(str(out))}: cannot write in folder "
+                        rf"{re.escape(str(read_only_folder))} \((Read-only file system|Permission denied)\)\n",
+                        err), err
+    assert list(read_only_folder.iterdir()) == []
+
+
+def test_teach_output_messages_say_what_is_expected(tmp_path, capsys, monkeypatch):
+    write_fake_ferplus(tmp_path / "fer")
+    monkeypatch.setattr(landmarker, "FaceLandmarker", StubLandmarker)
+    monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
+    folder = tmp_path / "o"
+    folder.mkdir()
+    command = ["teach", "--data", str(tmp_path / "fer"), "--teacher-model", "stub.task", "--splits", "test"]
+    assert cli.main(command + ["--output", str(folder)]) == 2
+    assert capsys.readouterr().err == (f"keras-mtanet: error: {folder}: is a folder; give the teacher label "
+                                       "file's name\n")
+    stray = tmp_path / "labels.csv"
+    stray.write_text("mine\n")
+    assert cli.main(command + ["--output", str(stray)]) == 2
+    assert capsys.readouterr().err == (
+        f"keras-mtanet: error: {stray}: exists, but labels.csv.json (the settings file teach writes beside its label "
+        "cache) does not, so it is no label cache teach can add to; choose another --output\n")
+    assert stray.read_text() == "mine\n" and not any(folder.iterdir())

@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -332,3 +333,56 @@ def test_resume_refuses_annotations_edited_in_place(tmp_path):
     with pytest.raises(Stop):
         train.train(config, data, "affwild2", out, log=stop_once_data_is_read)
     assert said[0] == f"resuming the interrupted run in {out}"
+
+
+def test_synthetic_data_are_never_generated_into_a_users_folder(tmp_path, capsys):
+    from keras_mtanet.cli import main
+    from keras_mtanet.data import synthetic
+
+    (tmp_path / "recipe.json").write_text(json.dumps({**TINY_RECIPE, "epochs": 1}))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    assert main(["train", "--config", str(tmp_path / "recipe.json"), "--format", "synthetic", "--data", str(mine),
+                 "--output", str(tmp_path / "run"), "--no-tensorboard"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"keras-mtanet: error: {mine}: is not empty and holds no synthetic data set (no .keras_mtanet_synthetic); "
+        "--format synthetic generates its data into a new or empty folder (choose another --data)")
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    # A new or empty folder gets the data and the marker; the same folder is used again without complaint.
+    config = train.load_config(tmp_path / "recipe.json")
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "new", tmp_path / "empty", tmp_path / "new"):
+        train_index, _, _ = train.read_split_indexes(root, "synthetic", config)
+        assert len(train_index) > 0 and (root / synthetic.MARKER).is_file()
+
+
+def test_a_read_only_output_is_one_line(tmp_path, capsys, read_only_folder):
+    from keras_mtanet.cli import main
+
+    (tmp_path / "recipe.json").write_text(json.dumps({**TINY_RECIPE, "epochs": 1}))
+    for output in (read_only_folder / "run", read_only_folder):
+        assert main(["train", "--config", str(tmp_path / "recipe.json"), "--format", "synthetic", "--data",
+                     str(tmp_path / "data"), "--output", str(output), "--no-tensorboard"]) == 2
+        err = capsys.readouterr().err
+        assert re.fullmatch(rf"keras-mtanet: error: {re.escape(str(output))}: cannot write "
+                            r"\((Read-only file system|Permission denied)\)\n", err), err
+    assert list(read_only_folder.iterdir()) == []
+
+
+def test_a_full_disk_while_training_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import keras
+
+    from keras_mtanet.cli import main
+
+    def full(self, filepath, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+
+    monkeypatch.setattr(keras.Model, "save_weights", full)
+    (tmp_path / "recipe.json").write_text(json.dumps({**TINY_RECIPE, "epochs": 1}))
+    assert main(["train", "--config", str(tmp_path / "recipe.json"), "--format", "synthetic", "--data",
+                 str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--no-tensorboard"]) == 2
+    assert capsys.readouterr().err == (f"keras-mtanet: error: {tmp_path / 'run'}: cannot write (No space left on "
+                                       "device); the same command resumes the run once there is room\n")

@@ -10,6 +10,8 @@ exact Aff-Wild2 (ABAW 2020) on-disk layout, quirks included, through ``data.affw
 format), so the real readers are tested on it.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from keras_mtanet.data import affwild2
@@ -165,6 +167,25 @@ def _encode_jpeg(frame, quality=92):
     return tf.io.encode_jpeg(frame, quality=quality).numpy()
 
 
+# Left in every root write_affwild2 writes into, first: such a root may be written into again; no other is.
+MARKER = ".keras_mtanet_synthetic"
+
+
+def check_data_root(root):
+    """``UsageError`` unless synthetic data may be generated into ``root``: it is missing, an empty folder or
+    one ``write_affwild2`` wrote into (``MARKER``), so a user's own folder is never written into."""
+    from keras_mtanet.errors import UsageError
+    from keras_mtanet.files import printable
+
+    root = Path(root)
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise UsageError(f"{printable(root)}: is not a folder; --format synthetic generates its data into a new "
+                         "or empty folder")
+    if root.is_dir() and not (root / MARKER).is_file() and any(root.iterdir()):
+        raise UsageError(f"{printable(root)}: is not empty and holds no synthetic data set (no {MARKER}); "
+                         "--format synthetic generates its data into a new or empty folder (choose another --data)")
+
+
 def write_affwild2(root, train_videos=14, val_videos=6, frames=90, size=112, seed=0, missing_crop_rate=0.02,
                    unannotated_rate=0.05, partial_tasks=True, two_person_video=True, nuisance=1.0):
     """Write a synthetic data set in the exact Aff-Wild2 (ABAW 2020) layout under ``root``.
@@ -180,6 +201,8 @@ def write_affwild2(root, train_videos=14, val_videos=6, frames=90, size=112, see
         ``{split: {video: {"labels": dict, "tasks": tuple, "missing": sorted frame numbers}}}``: the ground
         truth that was written (labels before masking, with the task coverage and missing crops).
     """
+    Path(root).mkdir(parents=True, exist_ok=True)
+    (Path(root) / MARKER).write_text("written by keras_mtanet.data.synthetic.write_affwild2\n", encoding="utf-8")
     rng = np.random.default_rng(seed)
     truth = {}
     counter = 0

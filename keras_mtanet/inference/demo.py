@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_mtanet import startup
 from keras_mtanet.errors import DataError, UsageError
+from keras_mtanet.files import check_not_an_input
 from keras_mtanet.inference import output, plots
 from keras_mtanet.inference.output import plain, printable
 from keras_mtanet.inference.sources import Frame, Source, read_image
@@ -47,6 +48,7 @@ def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=
         output.check_output_path(output_path)
     if plot_path:
         plots.check_image_path(plot_path)
+        check_not_an_input(plot_path, images or (), "--plot")
     if images and len(images) > MAX_IMAGES:
         raise UsageError(f"--image: give at most {MAX_IMAGES} photos (they are drawn side by side); use "
                          "keras-mtanet predict for more")

@@ -273,6 +273,8 @@ class RecordWriter:
     def _holds_records(self):
         """Whether the file holds a record, from its size: right even when an interrupt landed between a write
         and the count's update (a device or pipe falls back on the count)."""
+        if self._file.temp is None:  # written in place: /dev/null's position stays 0 whatever it was given
+            return self.count > 0
         try:
             return self._file.file.tell() > self._header_bytes
         except (OSError, ValueError):

@@ -18,6 +18,7 @@ from pathlib import Path
 from keras_mtanet import files
 from keras_mtanet.data import ferplus
 from keras_mtanet.errors import DataError, UsageError
+from keras_mtanet.inference.output import check_writable
 from keras_mtanet.teachers import au as au_teacher
 from keras_mtanet.teachers import cache, landmarker, va
 
@@ -71,6 +72,7 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
     indexes = {folder: ferplus.read_index(root, split) for split, folder in zip(splits, folders)}
     if not output.parent.is_dir():
         raise DataError(f"{output.parent}: output folder not found")
+    check_writable(output, "teacher label")  # a folder, a read-only place: said before the landmarker loads
 
     with landmarker.FaceLandmarker(model_path) as lm:
         settings = _settings(lm)
@@ -78,8 +80,9 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
         timing = {}
         if output.exists():
             if not summary_path.exists():
-                raise DataError(f"{output}: exists without {summary_path.name}, so its settings are unknown; "
-                                "choose another --output")
+                raise DataError(f"{output}: exists, but {summary_path.name} (the settings file teach writes beside "
+                                "its label cache) does not, so it is no label cache teach can add to; choose another "
+                                "--output")
             previous = _read_json(summary_path)
             if previous.get("settings") != settings:
                 raise DataError(f"{output}: was written with other teacher settings ({summary_path.name}); "
