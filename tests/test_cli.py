@@ -267,6 +267,8 @@ LONG, LONG_NAME = "a" * 5000, "b" * 300
 def test_a_name_too_long_is_one_line(argv, name, tmp_path, monkeypatch, capsys):
     (tmp_path / "x.jpg").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
+    if argv[0] == "export":  # export names its output by its absolute path
+        name = str(tmp_path.resolve() / name)
     assert main(argv) == 2
     assert capsys.readouterr().err == f"keras-mtanet: error: {name[:60]}...: name too long ({len(name)} characters)\n"
     assert os.listdir(tmp_path) == ["x.jpg"]
