@@ -529,3 +529,36 @@ def test_crops_that_fail_to_decode_are_counted_and_named(tmp_path):
     assert np.flatnonzero(~done).tolist() == [2]
     assert logs == [f"1 crop(s) passed the file check but could not be decoded (left out, filled from the nearest "
                     f"predicted frame): {victim}"]
+
+
+# ------------------------------------------------------------------- issue 23: one bad input, not all
+def test_a_smoothing_window_under_one_frame_fails_only_that_video(cli, tmp_path, capsys):
+    from keras_mtanet.data import synthetic
+
+    crops, _ = synthetic.render_video(np.random.SeedSequence([5, 7]), 4, 32)
+    good, slow = tmp_path / "a.avi", tmp_path / "b.avi"
+    scenes.write_video(good, crops.astype(np.uint8), 25.0)
+    scenes.write_video(slow, crops.astype(np.uint8), 1.0)  # 0.5 s is half a frame
+    out = tmp_path / "out.csv"
+    assert cli(["predict", str(good), str(slow), "--no-detect", "--smooth", "0.5", "--output", str(out),
+                "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"keras-mtanet: error: {slow}: --smooth '0.5': the window must be at least one "
+                                "frame at its 1 fps"]
+    assert [(r["source"], r["frame"]) for r in read_csv(out)] == [(str(good), str(i)) for i in range(4)]
+    assert leftovers(tmp_path) == []
+
+
+def test_demo_shows_the_good_photo_beside_an_empty_one(preset, photo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(keras_mtanet, "load_pretrained", lambda *args, **kwargs: preset)
+    empty, good = tmp_path / "empty.jpg", tmp_path / "good.jpg"
+    empty.write_bytes(b"")
+    write_image(good, photo)
+    out, plot = tmp_path / "out.csv", tmp_path / "faces.png"
+    assert main(["demo", "--image", str(empty), str(good), "--output", str(out), "--plot", str(plot)]) == 1
+    captured = capsys.readouterr()
+    assert error_lines(captured.err) == [f"keras-mtanet: error: {empty}: empty file"]
+    assert "keras-mtanet: 1 of 2 photos could not be read" in captured.err
+    rows = read_csv(out)
+    assert rows and {r["source"] for r in rows} == {str(good)} and rows[0]["face_detected"] == "1"
+    assert cv2.imread(str(plot)) is not None

@@ -27,7 +27,7 @@ class Pipeline:
         self.timings = collections.Counter()  # busy seconds per stage: decode, detect, track, align, predict
         self.counts = collections.Counter()   # frames, faces, frames_without_face, detector_calls
 
-    def stream(self, sources, stride=1, max_frames=None, progress=None):
+    def stream(self, sources, stride=1, max_frames=None, progress=None, check=None):
         """Run the pipeline over ``sources``; yields, in order:
 
         - ``("records", source, [record, ...])`` for each decoded frame (one record per face, or one
@@ -37,13 +37,15 @@ class Pipeline:
           sources go on),
         - ``("done", source, None)`` after each source (``source.truncated_at`` then tells a truncated video).
 
-        ``progress(frames, faces)`` is called after each model batch.
+        ``progress(frames, faces)`` is called after each model batch. ``check(source)``, called in the reader
+        once a source's first frame is decoded (a video's frame rate is known then), may raise ``DataError``:
+        that source fails with its message before any of its frames is predicted.
         """
         stop = threading.Event()
         frames_q, jobs_q = queue.Queue(maxsize=4 * self.batch_size), queue.Queue(maxsize=4 * self.batch_size)
         errors = []
         threads = [threading.Thread(target=self._guard, args=(self._read, errors, jobs_q, stop, sources, stride,
-                                                               max_frames, frames_q), daemon=True),
+                                                               max_frames, frames_q, check), daemon=True),
                    threading.Thread(target=self._guard, args=(self._detect, errors, jobs_q, stop, frames_q,
                                                                jobs_q), daemon=True)]
         for thread in threads:
@@ -67,16 +69,21 @@ class Pipeline:
             errors.append(error)
             _put(jobs_q, _STOP, stop)
 
-    def _read(self, stop, sources, stride, max_frames, frames_q):
+    def _read(self, stop, sources, stride, max_frames, frames_q, check=None):
         for source in sources:
             frames = source.frames(stride, max_frames)
+            first = True
             while not stop.is_set():
                 start = time.perf_counter()
                 try:
                     frame = next(frames)
+                    if first and check is not None:
+                        check(source)
+                    first = False
                 except StopIteration:
                     break
                 except DataError as error:
+                    frames.close()
                     _put(frames_q, ("error", source, str(error)), stop)
                     break
                 except Exception as error:  # e.g. out of memory, or an OpenCV error: this input fails alone
