@@ -562,3 +562,44 @@ def test_demo_shows_the_good_photo_beside_an_empty_one(preset, photo, tmp_path, 
     rows = read_csv(out)
     assert rows and {r["source"] for r in rows} == {str(good)} and rows[0]["face_detected"] == "1"
     assert cv2.imread(str(plot)) is not None
+
+
+# ----------------------------------------------------------------- issue 23: messages that tell the truth
+def test_a_video_with_no_decodable_frame_gets_one_error_line(cli, tmp_path, capsys):
+    frames, _ = scenes.compose(30, [], size=(48, 64))
+    path = tmp_path / "dead.avi"
+    scenes.write_video(path, frames, 25.0)
+    raw = bytearray(path.read_bytes())
+    for start in [i for i in range(len(raw) - 1) if raw[i] == 0xFF and raw[i + 1] == 0xD8]:
+        raw[start:start + 200] = bytes(200)  # every Motion-JPEG frame's header wiped; the AVI header intact
+    path.write_bytes(bytes(raw))
+    good = tmp_path / "good.avi"
+    scenes.write_video(good, frames[:3], 25.0)
+    out = tmp_path / "out.csv"
+    assert cli(["predict", str(path), str(good), "--no-detect", "--output", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"keras-mtanet: error: {path}: no frame could be decoded (of the 30 in its header)"]
+    assert "keras-mtanet: 1 input(s) failed" in err and len(read_csv(out)) == 3
+
+
+def test_jpegs_that_decode_to_garbage_are_named_and_counted(cli, photo, tmp_path, capfd):
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    data = data.tobytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[:len(data) // 2] + b"\xff\xd9")  # ends in EOI, so the end-marker check passes
+    huge = tmp_path / "huge.jpg"
+    sof = data.index(b"\xff\xc0")
+    huge.write_bytes(data[:sof + 5] + struct.pack(">HH", 30000, 30000) + data[sof + 9:])
+    good = tmp_path / "good.jpg"
+    good.write_bytes(data)
+    out = tmp_path / "out.csv"
+    assert cli(["predict", str(cut), str(huge), str(good), "--no-detect", "--output", str(out), "--quiet"]) == 1
+    captured = capfd.readouterr()  # libjpeg writes to file descriptor 2
+    assert error_lines(captured.err) == [
+        f"keras-mtanet: error: {cut}: corrupt JPEG (libjpeg: Corrupt JPEG data: premature end of data segment)",
+        f"keras-mtanet: error: {huge}: corrupt JPEG: its header claims 30000 x 30000 pixels, more than its "
+        f"{len(data):,} bytes can hold"]
+    assert captured.err.count("Corrupt JPEG data") == 1  # libjpeg's own anonymous line is not printed
+    assert "1 frames from 1 of 3 inputs" in captured.out and [r["source"] for r in read_csv(out)] == [str(good)]
+    assert "keras-mtanet: 2 input(s) failed" in captured.err
+    assert sources.read_image(good).shape == photo.shape  # a whole JPEG decodes as before

@@ -214,7 +214,7 @@ class Predictor(Pipeline):
                     if id(source) in held:
                         source, records = held.pop(id(source))
                         put(smooth_records(records, smooth, source.fps))
-                    if source.truncated_at is not None:
+                    if source.truncated_at is not None and id(source) not in unreadable:  # one line per input
                         fail(source, source.truncation_message(), unread=False)
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM: what was finished, the video in progress too, goes to the output.
