@@ -603,3 +603,60 @@ def test_jpegs_that_decode_to_garbage_are_named_and_counted(cli, photo, tmp_path
     assert "1 frames from 1 of 3 inputs" in captured.out and [r["source"] for r in read_csv(out)] == [str(good)]
     assert "keras-mtanet: 2 input(s) failed" in captured.err
     assert sources.read_image(good).shape == photo.shape  # a whole JPEG decodes as before
+
+
+# ------------------------------------------------------------------- issue 23: memory bounded per input
+def test_an_image_file_over_the_size_limit_is_refused_unread(cli, photo, tmp_path, capsys):
+    ok, png = cv2.imencode(".png", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    png = png.tobytes()
+    iend = png.rindex(b"IEND") - 4
+    padded = tmp_path / "padded.png"
+    with open(padded, "wb") as f:  # a private chunk of 300 MB before IEND, stored sparse: no disk, no memory
+        f.write(png[:iend] + struct.pack(">I", 300 * 2 ** 20) + b"prVt")
+        f.seek(300 * 2 ** 20, 1)
+        f.write(b"\0\0\0\0" + png[iend:])
+    good = tmp_path / "good.png"
+    good.write_bytes(png)
+    out = tmp_path / "out.csv"
+    read = np.fromfile
+
+    def no_whole_read(path, *args, **kwargs):
+        assert os.path.getsize(path) <= 256 * 2 ** 20, "read a padded file whole"
+        return read(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(np, "fromfile", no_whole_read)
+        assert cli(["predict", str(padded), str(good), "--no-detect", "--output", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"keras-mtanet: error: {padded}: 300 MiB, over the 256 MiB limit for an image "
+                                "file; refused unread"]
+    assert [r["source"] for r in read_csv(out)] == [str(good)]
+
+
+def test_decoded_frames_waiting_for_the_detector_are_bounded_in_bytes(preset, monkeypatch):
+    from keras_mtanet.inference import pipeline
+
+    frame_bytes = 200 * 200 * 3
+    monkeypatch.setattr(pipeline, "MAX_QUEUED_BYTES", int(2.5 * frame_bytes), raising=False)
+    state = {"decoded": 0, "detected": 0, "lead": 0}
+    frames = Source.frames
+
+    def counted(self, *args, **kwargs):
+        for frame in frames(self, *args, **kwargs):
+            state["decoded"] += 1
+            state["lead"] = max(state["lead"], state["decoded"] - state["detected"])
+            yield frame
+
+    class SlowDetector:
+        def detect(self, images):
+            time.sleep(0.01)
+            state["detected"] += len(images)
+            return [[] for _ in images]
+
+    monkeypatch.setattr(Source, "frames", counted)
+    runner = Predictor(preset, detector=SlowDetector())
+    images = [Source(f"image{i}", "array", np.full((200, 200, 3), i, np.uint8)) for i in range(40)]
+    rows = runner.predict_files(images, output=None)
+    assert len(rows) == 40 and state["detected"] == 40
+    # Before: up to 4 x batch_size (128) frames queued, whatever their size; now 2 queued, 1 waiting to be, 1 taken.
+    assert state["lead"] <= 5, state

@@ -39,6 +39,9 @@ MAX_CONSECUTIVE_FAILURES = 25
 # The most pixels of a decoded image or video frame: 40 megapixels is 120 MB as RGB, and bounds the detector's
 # working memory too (see the module docstring for what happens above it).
 MAX_IMAGE_PIXELS = 40_000_000
+# The largest image file read: an image is decoded from the whole file in memory, so a larger one (a photo padded to
+# gigabytes) is refused before any of it is read. A 40-megapixel image is at most 160 MB even uncompressed (RGBA).
+MAX_IMAGE_FILE_BYTES = 256 * 2 ** 20
 # OpenCV takes a webcam index as a C int.
 MAX_WEBCAM_INDEX = 2 ** 31 - 1
 _REDUCED_JPEG = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -172,6 +175,13 @@ def _decode_image(path):
     smallest that keeps it within ``MAX_IMAGE_PIXELS``."""
     path = str(path)
     suffix = Path(path).suffix.lower()
+    try:
+        size = os.stat(path).st_size
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise DataError(f"{path}: {size / 2 ** 20:,.0f} MiB, over the {MAX_IMAGE_FILE_BYTES // 2 ** 20} MiB limit for "
+                        "an image file; refused unread")
     if suffix in {".jpg", ".jpeg", ".png"}:
         problem = check_image_file(path)
         if problem:
