@@ -107,6 +107,10 @@ def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
     ({"width": 8.0}, "width must be a number from 0.01 to 4.0"),
     ({"width": 4.0, "backbone": "se_resnet101", "stack_blocks": None},
      "more than the 300,000,000"),
+    # 290 M weights, inside that limit, but 6.8 GB resident for one photo: bounded by its activations too.
+    ({"width": 3.3, "backbone": "se_resnet50", "stack_blocks": None, "input_shape": [1024, 1024, 3]},
+     r"1024 x 1024 px input, width 3.3, needs about 4.2 GiB of activations per image, more than the 1 GiB a "
+     "preset may need; refused"),
     ({"head_filters": 33}, "do not belong together"),
     ({"width": "wide"}, "width must be a number"),
     ({"input_shape": [-32, 32, 3]}, "input_shape must be"),
