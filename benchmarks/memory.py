@@ -26,6 +26,17 @@ Paths:
     python benchmarks/memory.py                    # video 1,800/18,000 frames (1 and 10 min at 30 fps), ...
     python benchmarks/memory.py --quick --paths video teach
 
+Single inputs (issue 23 item 2; each run once, its peak printed beside the 2 GB goal):
+
+- ``large-jpegs``: ``predict`` on a folder of N JPEGs of 7200 x 5400 (39 megapixels, decoded whole; N is 40,
+  10 with ``--quick``), the default detector.
+- ``padded-png``: ``predict`` on a 512 x 512 PNG padded to 5 GB (1 GB with ``--quick``; a sparse file, no disk)
+  beside a good photo: the padded file is refused unread, the photo keeps its row.
+- ``big-preset``: ``predict`` with a preset whose config is se_resnet50 at width 3.3 and 1024 px (290 M
+  weights, inside the weight limit): refused before anything is built.
+
+    python benchmarks/memory.py --quick --paths --cases large-jpegs padded-png big-preset
+
 Linux only (``/proc``). Inputs are generated under a temporary folder, removed at the end.
 """
 
@@ -76,7 +87,7 @@ def _tree_rss_kb(pid):
     return total
 
 
-def measure(command, env=None, timeout=3600):
+def measure(command, env=None, timeout=3600, statuses=(0,)):
     """Run ``command``; return wall seconds, CPU seconds (user + system, the child and the children it waited
     for), peak RSS (MB) and the RSS timeline ``[(seconds, MB)]``."""
     began = time.perf_counter()
@@ -99,7 +110,7 @@ def measure(command, env=None, timeout=3600):
     wall = time.perf_counter() - began
     reader.join(5)
     child.returncode = status  # wait4 reaped it
-    if status != 0:
+    if status not in statuses:
         tail = (stderr[0] if stderr else b"").decode(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{' '.join(map(str, command))[:200]} exited {status}: " + " | ".join(tail))
     peak = max(max(mb for _, mb in samples), rusage.ru_maxrss / 1024)
@@ -288,6 +299,89 @@ def prepare(path, length, work):
     raise ValueError(path)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# single inputs (issue 23 item 2)
+
+CASES = ("large-jpegs", "padded-png", "big-preset")
+GOAL_MB = 2000
+
+
+def _uniform_jpeg(width, height):
+    """A valid grey baseline JPEG of any size, written without its pixels in memory (as in
+    tests/test_robust_predict.py): every 8 x 8 block is two 0 bits."""
+    import struct
+
+    def segment(marker, payload):
+        return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+    one_code = bytes([1] + [0] * 15) + b"\x00"
+    bits = 2 * -(-width // 8) * -(-height // 8)
+    scan = bytes(bits // 8) + (bytes([(1 << (8 - bits % 8)) - 1]) if bits % 8 else b"")
+    return (b"\xff\xd8" + segment(0xDB, b"\x00" + bytes([1] * 64))
+            + segment(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+            + segment(0xC4, b"\x00" + one_code) + segment(0xC4, b"\x10" + one_code)
+            + segment(0xDA, b"\x01\x01\x00\x00\x3f\x00") + scan + b"\xff\xd9")
+
+
+def prepare_case(case, work, quick):
+    """``(command, what)`` for one single-input case, its input generated in ``work``."""
+    import shutil
+    import struct
+
+    where = work / case
+    where.mkdir()
+    if case == "large-jpegs":
+        count = 10 if quick else 40
+        folder = where / "photos"
+        folder.mkdir()
+        (where / "source.jpg").write_bytes(_uniform_jpeg(7200, 5400))
+        for i in range(count):
+            os.link(where / "source.jpg", folder / f"{i:03d}.jpg")
+        return _cli("predict", folder, "--output", where / "out.csv", "--quiet"), f"{count} JPEGs of 7200 x 5400"
+    if case == "padded-png":
+        import cv2
+
+        gigabytes = 1 if quick else 5
+        photo = cv2.resize(cv2.imread(str(PHOTO)), (512, 512))
+        png = cv2.imencode(".png", photo)[1].tobytes()
+        iend = png.rindex(b"IEND") - 4
+        pad = gigabytes * 2 ** 30
+        with open(where / "padded.png", "wb") as f:
+            f.write(png[:iend] + struct.pack(">I", min(pad, 2 ** 31 - 1)) + b"prVt")
+            f.seek(pad, 1)
+            f.write(b"\0\0\0\0" + png[iend:])
+        shutil.copy(PHOTO, where / "good.jpg")
+        return (_cli("predict", where / "padded.png", where / "good.jpg", "--output", where / "out.csv", "--quiet"),
+                f"a 512 x 512 PNG padded to {gigabytes} GB beside a good photo")
+    if case == "big-preset":
+        sys.path.insert(0, str(ROOT))
+        from keras_mtanet import MTANet, presets
+
+        folder = where / "preset"
+        model = MTANet("se_resnet18", input_shape=(32, 32, 3), stack_blocks=(1, 1, 1, 1), width=0.25,
+                       head_filters=32)
+        presets.save_preset(model, folder, presets.preset_metadata(model, "none"), "card")
+        config = json.loads((folder / presets.CONFIG_FILE).read_text())
+        config.update(backbone="se_resnet50", input_shape=[1024, 1024, 3], width=3.3, stack_blocks=None)
+        (folder / presets.CONFIG_FILE).write_text(json.dumps(config))
+        meta = json.loads((folder / presets.METADATA_FILE).read_text())
+        meta["files"][presets.CONFIG_FILE] = presets.sha256_file(folder / presets.CONFIG_FILE)
+        meta["input_size"] = [1024, 1024]
+        (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+        return (_cli("predict", PHOTO, "--model", folder, "--output", where / "out.csv", "--quiet"),
+                "se_resnet50, width 3.3, 1024 px (290 M weights), one photo")
+    raise ValueError(case)
+
+
+def run_case(case, work, quick, log=print):
+    command, what = prepare_case(case, work, quick)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    wall, cpu, peak, _ = measure(command, env=env, statuses=(0, 1, 2))
+    verdict = "within" if peak <= GOAL_MB else "OVER"
+    log(f"  {case} ({what}): peak {peak:.0f} MB, {wall:.1f} s wall ({verdict} the {GOAL_MB} MB goal)")
+    return {"input": what, "peak_rss_mb": round(peak, 1), "wall_s": round(wall, 2), "goal_mb": GOAL_MB}
+
+
 def run_path(path, short, long, work, log=print):
     results = {}
     for length in (1, short, long):
@@ -312,7 +406,9 @@ def run_path(path, short, long, work, log=print):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short inputs (about 5 minutes in all on 2 cores)")
-    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--paths", nargs="*", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--cases", nargs="*", choices=CASES, default=list(CASES),
+                        help="single inputs of issue 23 item 2, each run once (default: all)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if not Path("/proc/self/status").exists():
@@ -326,9 +422,17 @@ def main(argv=None):
             print(f"{path}: lengths 1, {short}, {long} {UNITS[path]}s", flush=True)
             report[path] = run_path(path, short, long, Path(tmp), log=lambda m: print(m, flush=True))
             shutil_rm(Path(tmp))
+        cases = {}
+        for case in args.cases:
+            print(f"{case}:", flush=True)
+            cases[case] = run_case(case, Path(tmp), args.quick, log=lambda m: print(m, flush=True))
+            shutil_rm(Path(tmp))
     print()
-    print(f"{'path':<9} {'length':>8} {'peak RSS MB':>12} {'wall ms/item':>13} {'CPU ms/item':>12}   "
-          "RSS at 25/50/75/100 % of the run (MB)")
+    for case, figures in cases.items():
+        print(f"{case:<12} peak RSS {figures['peak_rss_mb']:>7.0f} MB (goal <= {GOAL_MB} MB): {figures['input']}")
+    if report:
+        print(f"{'path':<9} {'length':>8} {'peak RSS MB':>12} {'wall ms/item':>13} {'CPU ms/item':>12}   "
+              "RSS at 25/50/75/100 % of the run (MB)")
     for path, r in report.items():
         for length, figures in r["lengths"].items():
             wall, cpu = (figures.get(f"{k}_ms_per_item") for k in ("wall", "cpu"))
@@ -340,7 +444,7 @@ def main(argv=None):
     print(f"total {time.perf_counter() - began:.0f} s")
     if args.json:
         tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
-        tmp.write_text(json.dumps({"quick": args.quick, "paths": report}, indent=2) + "\n")
+        tmp.write_text(json.dumps({"quick": args.quick, "paths": report, "cases": cases}, indent=2) + "\n")
         os.replace(tmp, args.json)
     return report
 

@@ -157,7 +157,7 @@ def run_teach(args):
     from keras_mtanet.teachers import teach
 
     teach.teach(args.data, args.teacher_model, args.output, splits=tuple(dict.fromkeys(args.splits)),
-                data_format=args.format)
+                data_format=args.format, quiet=not args.verbose)
     return 0
 
 

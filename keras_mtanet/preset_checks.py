@@ -23,6 +23,10 @@ OPTIONAL_FILES = (PREPROCESSOR_FILE,)
 
 MAX_JSON_BYTES = files.MAX_JSON_BYTES  # metadata, config, preprocessor and registry files; larger ones refused
 MAX_PARAMETERS = 300_000_000  # about 1.2 GB of float32 weights; a config implying more is refused
+# The float32 activations one image costs (config_activation_bytes): input size^2 x width x depth, the memory the
+# weight count does not see (se_resnet50 at width 3.3 and 1024 px, 290 M weights, took 6.8 GB for one photo).
+# SE-ResNet-101 at 224 px and width 2 needs about 0.19 GiB, SE-ResNet-50 at 512 px 0.32 GiB; more is refused.
+MAX_ACTIVATION_BYTES = 2 ** 30
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 COMMIT = re.compile(r"[0-9a-f]{40}")  # a full commit sha
@@ -158,6 +162,12 @@ def check_before_build(folder, metadata, cache_root=None):
     # Checked names (a link into a Hub cache keeps its name: Keras reads weights only from *.weights.h5).
     config_path, weights_path = member(folder, CONFIG_FILE, cache_root)[0], member(folder, WEIGHTS_FILE, cache_root)[0]
     config = check_model_config(read_json(config_path, "model config"), folder / CONFIG_FILE)
+    activations = config_activation_bytes(config)
+    if activations > MAX_ACTIVATION_BYTES:
+        raise PresetError(f"{folder / CONFIG_FILE}: a model of {config['input_shape'][0]} x "
+                          f"{config['input_shape'][1]} px input, width {config['width']:g}, needs about "
+                          f"{activations / 2 ** 30:.1f} GiB of activations per image, more than the "
+                          f"{MAX_ACTIVATION_BYTES / 2 ** 30:g} GiB a preset may need; refused")
     if config["alignment_template"] is None:  # written before the model held it: from the (checked) metadata
         config["alignment_template"] = metadata.get("alignment_template")
     size = metadata.get("input_size")
@@ -302,6 +312,32 @@ def check_model_config(config, where):
     if not isinstance(full["name"], str) or not full["name"] or len(full["name"]) > 128:
         raise bad("name", "a short text")
     return full
+
+
+def config_activation_bytes(config):
+    """The float32 bytes of every layer output an ``MTANet`` built from ``config`` computes for one image (each
+    convolution's, the pooled stem's and each block's sum): what a forward pass may hold, computed from the config
+    alone. Grows as input size^2 x width x depth."""
+    from keras_mtanet.backbone import STACK_FILTERS, _scaled, backbone_spec
+
+    config = {**MODEL_CONFIG_DEFAULTS, **config}
+    height, width = (int(d) for d in config["input_shape"][:2])
+    spec = backbone_spec(config["backbone"], config["stack_blocks"])
+    h, w = -(-height // 2), -(-width // 2)
+    channels = _scaled(64, config["width"])
+    total = h * w * channels  # the stem's convolution
+    h, w = -(-h // 2), -(-w // 2)
+    total += h * w * channels  # its pooling
+    for i, (filters, count) in enumerate(zip(STACK_FILTERS, spec["stacks"])):
+        filters = _scaled(filters, config["width"])
+        for b in range(count):
+            if i > 0 and b == 0:
+                h, w = -(-h // 2), -(-w // 2)
+            out = filters if spec["block"] == "basic" else 4 * filters
+            inner = 1 if spec["block"] == "basic" else 2  # convolutions of `filters` channels before the last
+            total += h * w * (inner * filters + out * (3 if b == 0 else 2))  # + projection, the sum
+            channels = out
+    return 4 * total
 
 
 def config_parameters(config):

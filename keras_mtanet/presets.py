@@ -22,6 +22,7 @@ is parsed or built. Hub transfer is ``keras_mtanet.hub``.
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -213,15 +214,31 @@ def load_preset_folder(folder, expected_files=None, cache_root=None, compile=Fal
         raise PresetError(f"{folder / CONFIG_FILE}: cannot build the model ({first_line(error)})") from None
     if preprocessor is not None and getattr(model, "preprocessor", None) is not None:
         check_same_preprocessor(preprocessor, model.preprocessor.get_config(), folder / PREPROCESSOR_FILE)
-    try:
-        model.load_weights(weights_path)
-    except Exception as error:  # any failure to read the (checked) file is the preset's fault, one line
-        raise PresetError(f"{folder / WEIGHTS_FILE}: does not fit the model in config.json "
-                          f"({first_line(error)})") from None
+    with warnings.catch_warnings(record=True) as said:  # Keras's multi-line notes on what it could not match
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(weights_path)
+        except Exception as error:  # any failure to read the (checked) file is the preset's fault, one line
+            raise PresetError(f"{folder / WEIGHTS_FILE}: does not fit the model in config.json "
+                              f"({_weights_reason(error)})") from None
+    for note in said:  # loaded after all: Keras's notes are shown as it gave them
+        warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
     if compile:
         model.compile()
     model.metadata = metadata
     return model
+
+
+def _weights_reason(error):
+    """Why ``load_weights`` failed, in one short line: the layer and the two shapes when Keras says (its message
+    spans lines and quotes the whole variable), else its first line."""
+    text = str(error)
+    layer = re.search(r"object <(\w+) name=([^,>]+)", text)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    if layer and shapes:
+        return (f"layer {layer.group(2)} ({layer.group(1)}): weights of shape {shapes.group(2)}, the model's are "
+                f"{shapes.group(1)}")
+    return first_line(error)
 
 
 # ---------------------------------------------------------------------------------------------------------

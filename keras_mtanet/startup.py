@@ -29,6 +29,7 @@ QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "OPENCV_FFMPEG_LOGLEVEL": "-8"
 # Created TensorFlow Lite XNNPACK delegate for CPU.", when the BlazeFace detector starts).
 NATIVE_LOG_LINE = re.compile(r"[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
                              r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+                             r"|WARNING: Logging before InitGoogle\(\) is written to STDERR"
                              r"|To enable the following instructions: .*rebuild TensorFlow"
                              r"|INFO: ")
 

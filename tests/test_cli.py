@@ -157,8 +157,8 @@ def test_choices_come_from_the_modules():
 
 
 def test_top_level_help_loads_no_command_module():
-    code = ("import sys\nfrom keras_mtanet.cli import build_parser\nbuild_parser(None if len(sys.argv) < 2 else "
-            "sys.argv[1]).format_help()\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('keras_mtanet.'))))")
+    code = ("import sys\nfrom keras_mtanet.cli import build_parser\nbuild_parser(None if len(sys.argv) < 2 "
+            "else sys.argv[1]).format_help()\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('keras_mtanet.'))))")
     heavy = ("keras_mtanet.inference", "keras_mtanet.train", "keras_mtanet.export", "keras_mtanet.teachers",
              "keras_mtanet.evaluate", "keras_mtanet.commands")
     loaded = subprocess.run([sys.executable, "-c", code, "presets"], capture_output=True, text=True,

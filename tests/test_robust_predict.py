@@ -529,3 +529,134 @@ def test_crops_that_fail_to_decode_are_counted_and_named(tmp_path):
     assert np.flatnonzero(~done).tolist() == [2]
     assert logs == [f"1 crop(s) passed the file check but could not be decoded (left out, filled from the nearest "
                     f"predicted frame): {victim}"]
+
+
+# ------------------------------------------------------------------- issue 23: one bad input, not all
+def test_a_smoothing_window_under_one_frame_fails_only_that_video(cli, tmp_path, capsys):
+    from keras_mtanet.data import synthetic
+
+    crops, _ = synthetic.render_video(np.random.SeedSequence([5, 7]), 4, 32)
+    good, slow = tmp_path / "a.avi", tmp_path / "b.avi"
+    scenes.write_video(good, crops.astype(np.uint8), 25.0)
+    scenes.write_video(slow, crops.astype(np.uint8), 1.0)  # 0.5 s is half a frame
+    out = tmp_path / "out.csv"
+    assert cli(["predict", str(good), str(slow), "--no-detect", "--smooth", "0.5", "--output", str(out),
+                "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"keras-mtanet: error: {slow}: --smooth '0.5': the window must be at least one "
+                                "frame at its 1 fps"]
+    assert [(r["source"], r["frame"]) for r in read_csv(out)] == [(str(good), str(i)) for i in range(4)]
+    assert leftovers(tmp_path) == []
+
+
+def test_demo_shows_the_good_photo_beside_an_empty_one(preset, photo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(keras_mtanet, "load_pretrained", lambda *args, **kwargs: preset)
+    empty, good = tmp_path / "empty.jpg", tmp_path / "good.jpg"
+    empty.write_bytes(b"")
+    write_image(good, photo)
+    out, plot = tmp_path / "out.csv", tmp_path / "faces.png"
+    assert main(["demo", "--image", str(empty), str(good), "--output", str(out), "--plot", str(plot)]) == 1
+    captured = capsys.readouterr()
+    assert error_lines(captured.err) == [f"keras-mtanet: error: {empty}: empty file"]
+    assert "keras-mtanet: 1 of 2 photos could not be read" in captured.err
+    rows = read_csv(out)
+    assert rows and {r["source"] for r in rows} == {str(good)} and rows[0]["face_detected"] == "1"
+    assert cv2.imread(str(plot)) is not None
+
+
+# ----------------------------------------------------------------- issue 23: messages that tell the truth
+def test_a_video_with_no_decodable_frame_gets_one_error_line(cli, tmp_path, capsys):
+    frames, _ = scenes.compose(30, [], size=(48, 64))
+    path = tmp_path / "dead.avi"
+    scenes.write_video(path, frames, 25.0)
+    raw = bytearray(path.read_bytes())
+    for start in [i for i in range(len(raw) - 1) if raw[i] == 0xFF and raw[i + 1] == 0xD8]:
+        raw[start:start + 200] = bytes(200)  # every Motion-JPEG frame's header wiped; the AVI header intact
+    path.write_bytes(bytes(raw))
+    good = tmp_path / "good.avi"
+    scenes.write_video(good, frames[:3], 25.0)
+    out = tmp_path / "out.csv"
+    assert cli(["predict", str(path), str(good), "--no-detect", "--output", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"keras-mtanet: error: {path}: no frame could be decoded (of the 30 in its header)"]
+    assert "keras-mtanet: 1 input(s) failed" in err and len(read_csv(out)) == 3
+
+
+def test_jpegs_that_decode_to_garbage_are_named_and_counted(cli, photo, tmp_path, capfd):
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    data = data.tobytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[:len(data) // 2] + b"\xff\xd9")  # ends in EOI, so the end-marker check passes
+    huge = tmp_path / "huge.jpg"
+    sof = data.index(b"\xff\xc0")
+    huge.write_bytes(data[:sof + 5] + struct.pack(">HH", 30000, 30000) + data[sof + 9:])
+    good = tmp_path / "good.jpg"
+    good.write_bytes(data)
+    out = tmp_path / "out.csv"
+    assert cli(["predict", str(cut), str(huge), str(good), "--no-detect", "--output", str(out), "--quiet"]) == 1
+    captured = capfd.readouterr()  # libjpeg writes to file descriptor 2
+    assert error_lines(captured.err) == [
+        f"keras-mtanet: error: {cut}: corrupt JPEG (libjpeg: Corrupt JPEG data: premature end of data segment)",
+        f"keras-mtanet: error: {huge}: corrupt JPEG: its header claims 30000 x 30000 pixels, more than its "
+        f"{len(data):,} bytes can hold"]
+    assert captured.err.count("Corrupt JPEG data") == 1  # libjpeg's own anonymous line is not printed
+    assert "1 frames from 1 of 3 inputs" in captured.out and [r["source"] for r in read_csv(out)] == [str(good)]
+    assert "keras-mtanet: 2 input(s) failed" in captured.err
+    assert sources.read_image(good).shape == photo.shape  # a whole JPEG decodes as before
+
+
+# ------------------------------------------------------------------- issue 23: memory bounded per input
+def test_an_image_file_over_the_size_limit_is_refused_unread(cli, photo, tmp_path, capsys):
+    ok, png = cv2.imencode(".png", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    png = png.tobytes()
+    iend = png.rindex(b"IEND") - 4
+    padded = tmp_path / "padded.png"
+    with open(padded, "wb") as f:  # a private chunk of 300 MB before IEND, stored sparse: no disk, no memory
+        f.write(png[:iend] + struct.pack(">I", 300 * 2 ** 20) + b"prVt")
+        f.seek(300 * 2 ** 20, 1)
+        f.write(b"\0\0\0\0" + png[iend:])
+    good = tmp_path / "good.png"
+    good.write_bytes(png)
+    out = tmp_path / "out.csv"
+    read = np.fromfile
+
+    def no_whole_read(path, *args, **kwargs):
+        assert os.path.getsize(path) <= 256 * 2 ** 20, "read a padded file whole"
+        return read(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(np, "fromfile", no_whole_read)
+        assert cli(["predict", str(padded), str(good), "--no-detect", "--output", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"keras-mtanet: error: {padded}: 300 MiB, over the 256 MiB limit for an image "
+                                "file; refused unread"]
+    assert [r["source"] for r in read_csv(out)] == [str(good)]
+
+
+def test_decoded_frames_waiting_for_the_detector_are_bounded_in_bytes(preset, monkeypatch):
+    from keras_mtanet.inference import pipeline
+
+    frame_bytes = 200 * 200 * 3
+    monkeypatch.setattr(pipeline, "MAX_QUEUED_BYTES", int(2.5 * frame_bytes), raising=False)
+    state = {"decoded": 0, "detected": 0, "lead": 0}
+    frames = Source.frames
+
+    def counted(self, *args, **kwargs):
+        for frame in frames(self, *args, **kwargs):
+            state["decoded"] += 1
+            state["lead"] = max(state["lead"], state["decoded"] - state["detected"])
+            yield frame
+
+    class SlowDetector:
+        def detect(self, images):
+            time.sleep(0.01)
+            state["detected"] += len(images)
+            return [[] for _ in images]
+
+    monkeypatch.setattr(Source, "frames", counted)
+    runner = Predictor(preset, detector=SlowDetector())
+    images = [Source(f"image{i}", "array", np.full((200, 200, 3), i, np.uint8)) for i in range(40)]
+    rows = runner.predict_files(images, output=None)
+    assert len(rows) == 40 and state["detected"] == 40
+    # Before: up to 4 x batch_size (128) frames queued, whatever their size; now 2 queued, 1 waiting to be, 1 taken.
+    assert state["lead"] <= 5, state

@@ -313,3 +313,31 @@ def test_an_unwritable_default_cache_falls_back_to_one_run(monkeypatch, tmp_path
     monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(tmp_path / "ok"))
     assert runtimes.usable_default_cache() == tmp_path / "ok" / "runtimes"
     assert (tmp_path / "ok" / "runtimes").is_dir()
+
+
+def test_a_damaged_cached_export_is_made_again(model, tmp_path, monkeypatch):
+    made = []
+
+    def fake_export(model, path, **kwargs):  # the two files of an OpenVINO IR, without OpenVINO
+        made.append(path)
+        path.write_text("<net>graph</net>\n")
+        path.with_suffix(".bin").write_bytes(b"weights" * 100)
+
+    monkeypatch.setattr(export, "export_openvino", fake_export)
+    first = runtimes.cached_export(model, "openvino", tmp_path)
+    assert runtimes.cached_export(model, "openvino", tmp_path) == first and len(made) == 1  # reused
+    first.write_text("<net>gra")  # truncated, as by a full disk or a kill while copying the cache
+    again = runtimes.cached_export(model, "openvino", tmp_path)
+    assert again == first and len(made) == 2 and again.read_text() == "<net>graph</net>\n"
+    assert runtimes.verify_export(again.parent)
+    again.with_suffix(".bin").write_bytes(b"weights" * 99)  # the weights file, too
+    assert runtimes.cached_export(model, "openvino", tmp_path) == first and len(made) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.parent.name]  # nothing else left behind
+
+
+def test_a_truncated_openvino_export_in_the_cache_still_predicts(model, images, expected, tmp_path):
+    _require("openvino")
+    path = runtimes.load_runtime(model, "openvino", cache_dir=tmp_path).path
+    path.write_bytes(path.read_bytes()[:200])
+    run = runtimes.load_runtime(model, "openvino", cache_dir=tmp_path)
+    np.testing.assert_allclose(run(images)["va"], expected["va"], atol=1e-4)

@@ -3,6 +3,7 @@ read, deleted or replaced, and every problem is one line."""
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,10 @@ def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
     ({"width": 8.0}, "width must be a number from 0.01 to 4.0"),
     ({"width": 4.0, "backbone": "se_resnet101", "stack_blocks": None},
      "more than the 300,000,000"),
+    # 290 M weights, inside that limit, but 6.8 GB resident for one photo: bounded by its activations too.
+    ({"width": 3.3, "backbone": "se_resnet50", "stack_blocks": None, "input_shape": [1024, 1024, 3]},
+     r"1024 x 1024 px input, width 3.3, needs about 4.2 GiB of activations per image, more than the 1 GiB a "
+     "preset may need; refused"),
     ({"head_filters": 33}, "do not belong together"),
     ({"width": "wide"}, "width must be a number"),
     ({"input_shape": [-32, 32, 3]}, "input_shape must be"),
@@ -179,9 +184,14 @@ def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
     meta = json.loads((folder / presets.METADATA_FILE).read_text())
     meta["files"][presets.WEIGHTS_FILE] = presets.sha256_file(folder / presets.WEIGHTS_FILE)
     (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
-    with pytest.raises(PresetError) as info:
+    with warnings.catch_warnings(record=True) as said, pytest.raises(PresetError) as info:
+        warnings.simplefilter("always")
         load_pretrained(str(folder))
-    assert "model.weights.h5: does not fit the model in config.json" in one_line(info)
+    shape = values.shape
+    assert one_line(info) == (f"{folder / presets.WEIGHTS_FILE}: does not fit the model in config.json (layer "
+                              f"stem_conv (Conv2D): weights of shape "
+                              f"{shape[:2] + shape[:1:-1]}, the model's are {shape})")
+    assert [str(w.message) for w in said] == []  # Keras's multi-line notes on the layers it skipped are dropped
 
 
 @pytest.mark.parametrize("metadata, expected", [

@@ -423,3 +423,23 @@ def test_teach_output_messages_say_what_is_expected(tmp_path, capsys, monkeypatc
         f"keras-mtanet: error: {stray}: exists, but labels.csv.json (the settings file teach writes beside its label "
         "cache) does not, so it is no label cache teach can add to; choose another --output\n")
     assert stray.read_text() == "mine\n" and not any(folder.iterdir())
+
+
+@needs_teacher
+def test_teach_prints_no_native_mediapipe_lines_without_verbose(tmp_path, capfd):
+    from keras_mtanet import startup
+    from keras_mtanet.cli import main
+
+    root = tmp_path / "fer"
+    split = root / "FER2013Test"
+    split.mkdir(parents=True)
+    lines = (FERPLUS / "FER2013Test" / "label.csv").read_text().splitlines()[:3]
+    (split / "label.csv").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        shutil.copy(FERPLUS / "FER2013Test" / line.split(",")[0], split)
+    out = tmp_path / "labels.csv"
+    assert main(["teach", "--data", str(root), "--teacher-model", str(BUNDLE), "--output", str(out),
+                 "--splits", "test"]) == 0
+    err = capfd.readouterr().err  # MediaPipe writes to file descriptor 2
+    native = [line for line in err.splitlines() if startup.NATIVE_LOG_LINE.match(line) and "cuInit" not in line]
+    assert native == [] and out.is_file()

@@ -2,6 +2,7 @@
 a table, with the predictions written through the same record writer as ``keras-mtanet predict``."""
 
 import contextlib
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -52,8 +53,17 @@ def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=
     if images and len(images) > MAX_IMAGES:
         raise UsageError(f"--image: give at most {MAX_IMAGES} photos (they are drawn side by side); use "
                          "keras-mtanet predict for more")
+    failed = []
     if images:
-        photos = [(str(path), read_image(path)) for path in images]
+        photos = []
+        for path in images:  # an unreadable photo is named and counted; the others are still shown
+            try:
+                photos.append((str(path), read_image(path)))
+            except DataError as error:
+                failed.append(str(error))
+                print(f"keras-mtanet: error: {printable(error)}", file=sys.stderr)
+        if not photos:
+            raise DataError(f"--image: none of the {len(images)} photos could be read")
         described = ", ".join(printable(name) for name, _ in photos)
     else:
         with resources.as_file(resources.files("keras_mtanet") / "assets" / PHOTO) as path:
@@ -98,6 +108,9 @@ def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=
     with output.AtomicFile(plot, "wb") as f:
         f.write(data.tobytes())
     print(f"plot: {printable(plot)}")
+    if failed:
+        print(f"keras-mtanet: {len(failed)} of {len(images)} photos could not be read", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,6 +4,7 @@ runtime release the GIL, so the stages overlap. Records come out in frame order.
 """
 
 import collections
+import dataclasses
 import queue
 import threading
 import time
@@ -17,6 +18,9 @@ from keras_mtanet.inference.detection import Face
 from keras_mtanet.labels import TASKS
 
 _STOP = object()
+# Decoded frames waiting for the detector, and those it takes at once, are bounded in bytes, not only in number:
+# 128 frames of 7200 x 5400 are 15 GB. At least one frame always passes, whatever its size.
+MAX_QUEUED_BYTES = 128 * 2 ** 20
 
 
 class Pipeline:
@@ -27,7 +31,7 @@ class Pipeline:
         self.timings = collections.Counter()  # busy seconds per stage: decode, detect, track, align, predict
         self.counts = collections.Counter()   # frames, faces, frames_without_face, detector_calls
 
-    def stream(self, sources, stride=1, max_frames=None, progress=None):
+    def stream(self, sources, stride=1, max_frames=None, progress=None, check=None):
         """Run the pipeline over ``sources``; yields, in order:
 
         - ``("records", source, [record, ...])`` for each decoded frame (one record per face, or one
@@ -37,13 +41,16 @@ class Pipeline:
           sources go on),
         - ``("done", source, None)`` after each source (``source.truncated_at`` then tells a truncated video).
 
-        ``progress(frames, faces)`` is called after each model batch.
+        ``progress(frames, faces)`` is called after each model batch. ``check(source)``, called in the reader
+        once a source's first frame is decoded (a video's frame rate is known then), may raise ``DataError``:
+        that source fails with its message before any of its frames is predicted.
         """
         stop = threading.Event()
-        frames_q, jobs_q = queue.Queue(maxsize=4 * self.batch_size), queue.Queue(maxsize=4 * self.batch_size)
+        frames_q = _BytesQueue(4 * self.batch_size, MAX_QUEUED_BYTES)
+        jobs_q = queue.Queue(maxsize=4 * self.batch_size)  # aligned crops: the frames' pixels are dropped
         errors = []
         threads = [threading.Thread(target=self._guard, args=(self._read, errors, jobs_q, stop, sources, stride,
-                                                               max_frames, frames_q), daemon=True),
+                                                               max_frames, frames_q, check), daemon=True),
                    threading.Thread(target=self._guard, args=(self._detect, errors, jobs_q, stop, frames_q,
                                                                jobs_q), daemon=True)]
         for thread in threads:
@@ -67,16 +74,21 @@ class Pipeline:
             errors.append(error)
             _put(jobs_q, _STOP, stop)
 
-    def _read(self, stop, sources, stride, max_frames, frames_q):
+    def _read(self, stop, sources, stride, max_frames, frames_q, check=None):
         for source in sources:
             frames = source.frames(stride, max_frames)
+            first = True
             while not stop.is_set():
                 start = time.perf_counter()
                 try:
                     frame = next(frames)
+                    if first and check is not None:
+                        check(source)
+                    first = False
                 except StopIteration:
                     break
                 except DataError as error:
+                    frames.close()
                     _put(frames_q, ("error", source, str(error)), stop)
                     break
                 except Exception as error:  # e.g. out of memory, or an OpenCV error: this input fails alone
@@ -108,13 +120,15 @@ class Pipeline:
                 state = _TrackState()
             # Take the frames of this source already decoded (up to 8) to run the detector on them at once.
             batch = [frame]
-            while self.detector is not None and len(batch) < 8:
+            held = _nbytes(item)
+            while self.detector is not None and len(batch) < 8 and held < MAX_QUEUED_BYTES:
                 try:
                     nxt = frames_q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is not _STOP and nxt[0] == "frame" and nxt[1] is source:
                     batch.append(nxt[2])
+                    held += _nbytes(nxt)
                 else:
                     carry = nxt
                     break
@@ -137,7 +151,7 @@ class Pipeline:
                 crop = alignment.resize_whole(frame.image, self.size)
                 self.timings["align"] += time.perf_counter() - start
                 h, w = frame.image.shape[:2]
-                yield frame, [Face(np.array([0.0, 0.0, w, h]), float("nan"), None, False)], [0], [crop]
+                yield _without_pixels(frame), [Face(np.array([0.0, 0.0, w, h]), float("nan"), None, False)], [0], [crop]
             return
         needs = [(state.since_detection + i) % self.detect_every == 0 for i in range(len(frames))]
         to_detect = [f.image for f, need in zip(frames, needs) if need]
@@ -160,7 +174,7 @@ class Pipeline:
             start = time.perf_counter()
             crops = [alignment.align_face(frame.image, face.landmarks, self.size, self.template) for face in faces]
             self.timings["align"] += time.perf_counter() - start
-            yield frame, faces, ids, crops
+            yield _without_pixels(frame), faces, ids, crops
 
     def _predict(self, jobs_q, errors, progress):
         pending, crops, finished, since = [], [], False, None
@@ -225,6 +239,59 @@ class _TrackState:
     def __init__(self):
         self.tracker = tracking.IoUTracker()
         self.gray, self.faces, self.since_detection = None, [], 0
+
+
+def _without_pixels(frame):
+    """``frame`` without its image: what the records need (name, index, time, scale) once the crops are cut, so
+    the frames waiting for the model hold no full-size pixels."""
+    return dataclasses.replace(frame, image=None)
+
+
+def _nbytes(item):
+    """The pixel bytes a queue item holds (a decoded frame's image; 0 for other items)."""
+    if item is _STOP or item[0] != "frame":
+        return 0
+    image = getattr(item[2], "image", None)
+    return int(image.nbytes) if image is not None else 0
+
+
+class _BytesQueue:
+    """A FIFO queue bounded by item count and by the bytes its items hold (``_nbytes``); an item larger than the
+    whole budget passes when the queue is empty. The subset of ``queue.Queue`` the pipeline uses."""
+
+    def __init__(self, maxsize, maxbytes):
+        self.maxsize, self.maxbytes = maxsize, maxbytes
+        self._items, self._bytes = collections.deque(), 0
+        self._changed = threading.Condition()
+
+    def put(self, item, timeout=None):
+        size = _nbytes(item)
+        with self._changed:
+            fits = lambda: not self._items or (len(self._items) < self.maxsize  # noqa: E731
+                                               and self._bytes + size <= self.maxbytes)
+            if not self._changed.wait_for(fits, timeout):
+                raise queue.Full
+            self._items.append((item, size))
+            self._bytes += size
+            self._changed.notify_all()
+
+    def get(self, timeout=None):
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            return self._pop()
+
+    def get_nowait(self):
+        with self._changed:
+            if not self._items:
+                raise queue.Empty
+            return self._pop()
+
+    def _pop(self):
+        item, size = self._items.popleft()
+        self._bytes -= size
+        self._changed.notify_all()
+        return item
 
 
 def _one_line(error, limit=300):

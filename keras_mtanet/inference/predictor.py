@@ -201,7 +201,8 @@ class Predictor(Pipeline):
             if unread:
                 unreadable.add(id(source))
 
-        events = self.stream(sources, stride, max_frames, progress=progress)
+        events = self.stream(sources, stride, max_frames, progress=progress,
+                             check=(lambda source: _check_smoothing(source, smooth)) if smooth else None)
         try:
             for kind, source, payload in events:
                 if kind == "records":
@@ -215,7 +216,7 @@ class Predictor(Pipeline):
                     if id(source) in held:
                         source, records = held.pop(id(source))
                         put(smooth_records(records, smooth, source.fps))
-                    if source.truncated_at is not None:
+                    if source.truncated_at is not None and id(source) not in unreadable:  # one line per input
                         fail(source, source.truncation_message(), unread=False)
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM: what was finished, the video in progress too, goes to the output.
@@ -267,6 +268,16 @@ def _sources(inputs, on_error):
         messages.extend(problems)
         sources.extend(found)
     return sources, messages
+
+
+def _check_smoothing(source, smooth):
+    """``DataError`` naming ``source`` when ``smooth`` is no window at its frame rate (0.5 s at 1 fps)."""
+    if source.kind not in ("video", "webcam"):
+        return
+    try:
+        smoothing_window(smooth, source.fps or DEFAULT_FPS)
+    except DataError as error:
+        raise DataError(f"{source.name}: {error} at its {source.fps or DEFAULT_FPS:g} fps") from None
 
 
 def smooth_records(records, smooth, fps=None):

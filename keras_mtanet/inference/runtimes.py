@@ -10,8 +10,9 @@ In float32 every runtime gives Keras's outputs to 1e-4 (``tests/test_runtimes.py
 Exports are named by a digest of the model's configuration, weights, the precision and the package versions, so
 a ``cache_dir`` that is kept reuses them and a changed model never picks up a stale file. They are written under
 a temporary name and renamed into place, and nothing already in the folder is ever replaced. Without
-``cache_dir`` they go to a temporary folder that is removed with the runtime. In the default cache folder
-(``default_cache_dir``) only the ``MAX_CACHED_EXPORTS`` most recently used exports are kept.
+``cache_dir`` they go to a temporary folder that is removed with the runtime. Each export folder keeps the sha256 of
+its files (``MANIFEST``), checked before each reuse: a damaged export (a truncated ``model.xml``) is exported again.
+In the default cache folder (``default_cache_dir``) only the ``MAX_CACHED_EXPORTS`` most recently used exports are kept.
 
 Example:
     >>> from keras_mtanet.inference import runtimes
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtanet import files
-from keras_mtanet.errors import DataError, DependencyError, UsageError
+from keras_mtanet.errors import DataError, DependencyError, UsageError, first_line
 from keras_mtanet.labels import TASKS
 
 RUNTIMES = ("keras", "openvino", "tflite", "onnxruntime")
@@ -236,7 +237,13 @@ class _Exported(Runtime):
             cache_dir = tempfile.mkdtemp(prefix="keras_mtanet-runtime-")
             self._cleanup = weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)
         self.path = cached_export(model, self.format, cache_dir, int8=precision == "int8", calibration=calibration)
-        self._load(self.path)
+        try:
+            self._load(self.path)
+        except (DataError, MemoryError):
+            raise
+        except Exception as error:  # the runtime's own parse errors span lines and name no file
+            raise DataError(f"{files.printable(self.path)}: the {self.name} runtime cannot load this export "
+                            f"({first_line(error)})") from None
 
     def _load(self, path):
         raise NotImplementedError
@@ -330,12 +337,14 @@ def cached_export(model, format, cache_dir, int8=False, calibration=None):
     # A folder per export: OpenVINO's is two files, and a folder is renamed into place in one step.
     entry = cache / f"mtanet-{format}{'-int8' if int8 else ''}-{digest[:20]}"
     target = entry / f"model{export.SUFFIXES[format]}"
-    if target.is_file():
+    if target.is_file() and verify_export(entry):
         try:
             os.utime(entry)  # used now: pruning removes the least recently used
         except OSError:
             pass  # a read-only cache still serves its exports
         return target
+    if entry.is_dir() and not entry.is_symlink() and target.is_file():
+        _set_aside(entry)  # damaged (a truncated model.xml) or written without a manifest: exported again
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=cache))
     try:
         if format == "tflite":
@@ -344,6 +353,7 @@ def cached_export(model, format, cache_dir, int8=False, calibration=None):
             export.export_onnx(model, staging / target.name)
         else:
             export.export_openvino(model, staging / target.name)
+        write_manifest(staging)
         try:
             os.rename(staging, entry)  # fails, replacing nothing, if the name is taken (another process won)
         except OSError:
@@ -358,6 +368,43 @@ def cached_export(model, format, cache_dir, int8=False, calibration=None):
     except OSError:
         pass  # pruning is housekeeping: the export is made whatever happens to the others
     return target
+
+
+# Inside each cached export: the sha256 of each of its files, checked before every reuse.
+MANIFEST = "manifest.json"
+
+
+def write_manifest(folder):
+    """Record the sha256 of every file in an export ``folder`` in its ``MANIFEST``."""
+    digests = {p.name: files.sha256_file(p) for p in sorted(Path(folder).iterdir()) if p.name != MANIFEST}
+    files.write_atomic(Path(folder) / MANIFEST, files.dump_json({"sha256": digests}))
+
+
+def verify_export(folder):
+    """Whether the export ``folder`` holds exactly the files its ``MANIFEST`` lists, each with its sha256
+    (False for a damaged export, e.g. a truncated ``model.xml``, or one without a manifest)."""
+    folder = Path(folder)
+    try:
+        listed = files.read_json(folder / MANIFEST, "export manifest")["sha256"]
+        present = {p.name for p in folder.iterdir() if p.name != MANIFEST}
+        return (isinstance(listed, dict) and set(listed) == present
+                and all(p.is_file() and not p.is_symlink() and files.sha256_file(p) == listed[p.name]
+                        for p in (folder / name for name in sorted(present))))
+    except (DataError, OSError, KeyError, TypeError):
+        return False
+
+
+def _set_aside(entry):
+    """Remove a damaged cached export (renamed first, so no other process reuses it half removed)."""
+    doomed = files.temporary_name(entry)
+    try:
+        os.rename(entry, doomed)
+    except FileNotFoundError:
+        return  # another process set it aside first
+    except OSError as error:
+        raise DataError(f"{entry}: damaged cached export that cannot be removed ({files.error_reason(error)}); "
+                        "remove it or choose another cache_dir") from None
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def prune_cache(folder, keep=None, spare=None, grace=PRUNE_GRACE_SECONDS):

@@ -11,11 +11,19 @@ images are kept at most ``MAX_IMAGE_PIXELS``. A larger JPEG is decoded at 1/2, 1
 scales while decoding, so the full image is never in memory) and its face boxes are reported in the original
 image's pixels (``Frame.scale``); a larger image of another format, a JPEG still too large at 1/8 size, or a
 video with larger frames is refused with a one-line ``DataError``.
+
+A JPEG that libjpeg decodes only in part (a truncated file with an end marker appended: libjpeg fills the rest
+with grey and prints an anonymous warning) or whose header claims more pixels than its bytes can hold is refused
+with a ``DataError`` naming it, so it is counted as a failed input rather than predicted as garbage.
 """
 
 import dataclasses
 import glob
 import os
+import re
+import sys
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -32,6 +40,9 @@ MAX_CONSECUTIVE_FAILURES = 25
 # The most pixels of a decoded image or video frame: 40 megapixels is 120 MB as RGB, and bounds the detector's
 # working memory too (see the module docstring for what happens above it).
 MAX_IMAGE_PIXELS = 40_000_000
+# The largest image file read: an image is decoded from the whole file in memory, so a larger one (a photo padded to
+# gigabytes) is refused before any of it is read. A 40-megapixel image is at most 160 MB even uncompressed (RGBA).
+MAX_IMAGE_FILE_BYTES = 256 * 2 ** 20
 # OpenCV takes a webcam index as a C int.
 MAX_WEBCAM_INDEX = 2 ** 31 - 1
 _REDUCED_JPEG = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -121,7 +132,8 @@ class Source:
                     produced += 1
                 index += 1
             if produced == 0:
-                raise DataError(f"{self.name}: no frame could be decoded")
+                of = f" (of the {total} in its header)" if total else ""
+                raise DataError(f"{self.name}: no frame could be decoded{of}")
         finally:
             capture.release()
 
@@ -167,6 +179,13 @@ def _decode_image(path):
     path = str(path)
     require_regular_file(path, "image")
     suffix = Path(path).suffix.lower()
+    try:
+        size = os.stat(path).st_size
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise DataError(f"{path}: {size / 2 ** 20:,.0f} MiB, over the {MAX_IMAGE_FILE_BYTES // 2 ** 20} MiB limit for "
+                        "an image file; refused unread")
     if suffix in {".jpg", ".jpeg", ".png"}:
         problem = check_image_file(path)
         if problem:
@@ -179,16 +198,81 @@ def _decode_image(path):
         how = "even at 1/8 size" if kind == "JPEG" else "(only JPEGs are decoded reduced)"
         raise DataError(f"{path}: {width} x {height} pixels is over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel "
                         f"limit {how}")
+    if kind == "JPEG":
+        _check_jpeg_data(path, width, height)
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as error:
         raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
     flags = _REDUCED_JPEG[factor] if kind == "JPEG" else cv2.IMREAD_COLOR
-    bgr = cv2.imdecode(data, flags) if data.size else None
+    if not data.size:
+        bgr = None
+    elif kind == "JPEG":
+        bgr, warnings_seen = _imdecode_watched(data, flags)
+        if bgr is not None and warnings_seen:  # libjpeg filled what it could not decode with grey
+            raise DataError(f"{path}: corrupt JPEG (libjpeg: {warnings_seen[0]})")
+    else:
+        bgr = cv2.imdecode(data, flags)
     del data
     if bgr is None:
         raise DataError(f"{path}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr), factor
+
+
+# libjpeg's warnings that mean part of the image was not decoded (it goes on, filling the rest with grey);
+# "N extraneous bytes before marker" is left out: such files decode whole.
+_LIBJPEG_CORRUPT = re.compile(r"(Corrupt JPEG data: (?!\d+ extraneous bytes)|Premature end of JPEG file)")
+_DECODE_LOCK = threading.Lock()  # file descriptor 2 is the process's: one watched decode at a time
+
+
+def _imdecode_watched(data, flags):
+    """``cv2.imdecode`` with file descriptor 2 captured, where libjpeg prints its warnings (no API reports them):
+    ``(image or None, [libjpeg's corruption warnings])``. Anything else written meanwhile is written back."""
+    with _DECODE_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no usable stderr: decode unwatched
+            return cv2.imdecode(data, flags), []
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                bgr = cv2.imdecode(data, flags)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+    corrupt = [line.strip() for line in lines if _LIBJPEG_CORRUPT.match(line)]
+    others = [line for line in lines if not _LIBJPEG_CORRUPT.match(line) and "extraneous bytes" not in line]
+    if others:
+        sys.stderr.write("".join(others))
+        sys.stderr.flush()
+    return bgr, corrupt
+
+
+def _check_jpeg_data(path, width, height):
+    """``DataError`` when a Huffman-coded JPEG (baseline, extended or progressive) is smaller than the least its
+    header's size needs: every 8 x 8 block of its first component costs at least one bit. A header claiming
+    30000 x 30000 pixels on a 100 KB file is refused before anything is decoded."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+    at = 2
+    while at + 4 <= len(head) and head[at] == 0xFF:
+        marker, length = head[at + 1], int.from_bytes(head[at + 2:at + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2):
+            blocks = _ceil(width, 8) * _ceil(height, 8)
+            if size * 8 < blocks:
+                raise DataError(f"{path}: corrupt JPEG: its header claims {width} x {height} pixels, more than "
+                                f"its {size:,} bytes can hold")
+            return
+        if marker == 0xDA or length < 2:  # the scan, or a broken segment: no frame header to go by
+            return
+        at += 2 + length
 
 
 def _ceil(size, factor):

@@ -51,7 +51,8 @@ def _read_json(path):
         raise DataError(f"{path}: unreadable ({error})") from None
 
 
-def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus", chunk=CHUNK, log=print):
+def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus", chunk=CHUNK, log=print,
+          quiet=False):
     """Write the teacher label cache ``output`` for the images ``ferplus.read_index`` keeps in ``splits``.
 
     Returns:
@@ -74,7 +75,7 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
         raise DataError(f"{output.parent}: output folder not found")
     check_writable(output, "teacher label")  # a folder, a read-only place: said before the landmarker loads
 
-    with landmarker.FaceLandmarker(model_path) as lm:
+    with landmarker.FaceLandmarker(model_path, quiet=quiet) as lm:  # quiet: no native start-up lines
         settings = _settings(lm)
         done = set()  # keys only: the rows stay on disk and are merged from there at the end
         timing = {}
