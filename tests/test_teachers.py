@@ -174,15 +174,20 @@ def test_teacher_on_real_happy_and_surprised_faces():
     np.testing.assert_array_equal(fresh.blendshapes, again.blendshapes)
 
 
-@needs_teacher
-def test_teach_resumes_after_a_kill_to_the_same_file(tmp_path, monkeypatch):
-    root = tmp_path / "fer"
+
+def real_test_split(root, count):
+    """``root`` holding the first ``count`` images of the real FER+ test split and their label lines."""
     split = root / "FER2013Test"
     split.mkdir(parents=True)
-    lines = (FERPLUS / "FER2013Test" / "label.csv").read_text().splitlines()[:12]
+    lines = (FERPLUS / "FER2013Test" / "label.csv").read_text().splitlines()[:count]
     (split / "label.csv").write_text("\n".join(lines) + "\n")
     for line in lines:
         shutil.copy(FERPLUS / "FER2013Test" / line.split(",")[0], split)
+    return root
+
+@needs_teacher
+def test_teach_resumes_after_a_kill_to_the_same_file(tmp_path, monkeypatch):
+    root = real_test_split(tmp_path / "fer", 12)
     quiet = lambda *a: None  # noqa: E731
     whole = ferplus.read_index(root, "test")
     reference = tmp_path / "reference.csv"
@@ -430,13 +435,7 @@ def test_teach_prints_no_native_mediapipe_lines_without_verbose(tmp_path, capfd)
     from keras_mtanet import startup
     from keras_mtanet.cli import main
 
-    root = tmp_path / "fer"
-    split = root / "FER2013Test"
-    split.mkdir(parents=True)
-    lines = (FERPLUS / "FER2013Test" / "label.csv").read_text().splitlines()[:3]
-    (split / "label.csv").write_text("\n".join(lines) + "\n")
-    for line in lines:
-        shutil.copy(FERPLUS / "FER2013Test" / line.split(",")[0], split)
+    root = real_test_split(tmp_path / "fer", 3)
     out = tmp_path / "labels.csv"
     assert main(["teach", "--data", str(root), "--teacher-model", str(BUNDLE), "--output", str(out),
                  "--splits", "test"]) == 0
