@@ -184,6 +184,7 @@ def main(argv=None):
         quiet_environment()
     from keras_mtanet import commands
     from keras_mtanet.errors import MTANetError
+    from keras_mtanet.files import shortened
     from keras_mtanet.inference.output import printable
 
     # SIGTERM (kill, a scheduler's stop) takes Ctrl-C's path: commands finish their files and exit 143.
@@ -198,7 +199,7 @@ def main(argv=None):
         if error.errno != errno.ENAMETOOLONG:
             raise
         name = printable(error.filename)
-        print(f"keras-mtanet: error: {name[:60] + '...' if len(name) > 80 else name}: name too long "
+        print(f"keras-mtanet: error: {shortened(name)}: name too long "
               f"({len(name)} characters)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:

@@ -38,6 +38,12 @@ def printable(text):
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
+def shortened(name, keep=60, limit=80):
+    """``name`` cut to its first ``keep`` characters and "..." when it is over ``limit`` long (a name too long
+    for the file system, named in a one-line error)."""
+    return name[:keep] + "..." if len(name) > limit else name
+
+
 def special_kind(path):
     """What ``path`` is when it is neither a regular file nor a folder ("a FIFO", "a character device", "a block
     device", "a socket"), else None (also when it does not exist: the open that follows says so)."""

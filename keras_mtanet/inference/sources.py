@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from keras_mtanet.data.errors import JPEG_SOI, DataError, check_image_file
-from keras_mtanet.files import require_regular_file, special_kind
+from keras_mtanet.files import require_regular_file, shortened, special_kind
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -337,7 +337,7 @@ def expand_inputs(inputs):
         try:
             path.is_dir()
         except OSError as error:  # a name too long for the file system
-            problems.append(f"{text[:60] + '...' if len(text) > 80 else text}: name too long ({len(text)} "
+            problems.append(f"{shortened(text)}: name too long ({len(text)} "
                             f"characters; {error.strerror})")
             continue
         if path.is_dir():
@@ -356,8 +356,8 @@ def expand_inputs(inputs):
             if not files:
                 problems.append(f"{text}: no file matches")
             sources.extend(_source_for(p) for p in files)
-        elif os.path.lexists(path) and special_kind(path):
-            problems.append(f"{text}: is not a regular file ({special_kind(path)}); give image or video files")
+        elif os.path.lexists(path) and (kind := special_kind(path)):
+            problems.append(f"{text}: is not a regular file ({kind}); give image or video files")
         else:
             problems.append(f"{text}: no such file or folder")
     return sources, problems
