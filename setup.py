@@ -15,13 +15,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    # zoo/ (the preset registry, and the embedded presets) installs as keras_mtanet.registry, the data that
-    # keras_mtanet.presets reads; every preset file name (keras_mtanet.preset_checks) must be listed here.
-    packages=find_packages(include=["keras_mtanet", "keras_mtanet.*"]) + ["keras_mtanet.registry"],
-    package_dir={"keras_mtanet.registry": "zoo"},
+    # The embedded presets (keras_mtanet/presets/registry/<name>/) are package data; every preset file name
+    # (keras_mtanet.presets.checks) must be listed here.
+    packages=find_packages(include=["keras_mtanet", "keras_mtanet.*"]),
     package_data={"keras_mtanet": ["assets/*.jpg", "assets/README.md"],
-                  "keras_mtanet.registry": ["*/preset.json", "*/README.md", "*/config.json", "*/metadata.json",
-                                            "*/model.weights.h5", "*/preprocessor.json", "*/train.json"]},
+                  "keras_mtanet.presets": [f"registry/*/{name}" for name in (
+                      "preset.json", "README.md", "config.json", "metadata.json", "model.weights.h5",
+                      "image_converter.json", "preprocessor.json", "train.json")]},
     # Lower bounds are the versions the package is tested with (Keras's BackupAndRestore double checkpoint,
     # huggingface_hub's RemoteEntryNotFoundError are recent).
     install_requires=[

@@ -9,7 +9,7 @@ Ours: ``predict_on_batch`` after warm-up on the model as trained, then every run
 ``keras_mtanet.inference.runtimes`` (what ``Predictor(runtime=...)`` and ``keras-mtanet predict --runtime``
 use) in each precision it offers: Keras ``inference_model()`` (batch norms folded) in float32 and bfloat16,
 OpenVINO float32 and bfloat16, TFLite float32 and int8, ONNX Runtime float32; and ``model.fit`` steps with the
-same SGD (float32, and mixed bfloat16), fed by ``keras_mtanet.data.pipeline.from_arrays``. Reduced precisions
+same SGD (float32, and mixed bfloat16), fed by ``keras_mtanet.data.datasets.from_arrays``. Reduced precisions
 move the scores a little: see ``benchmarks/reduced_precision.py --runtime NAME``.
 
 Each measurement runs in a fresh child process so thread pools and caches do not carry over, ``--repeats`` times,
@@ -180,7 +180,7 @@ def keras_fit_setup(backbone, batch, steps, policy="float32"):
     import numpy as np
 
     from keras_mtanet import MTANet
-    from keras_mtanet.data import pipeline, synthetic
+    from keras_mtanet.data import datasets, synthetic
 
     images, labels = synthetic.generate(batch, size=SIZE, seed=0)
     xs = np.repeat(images[None], steps, 0).reshape(-1, SIZE, SIZE, 3).astype("float32")
@@ -188,13 +188,13 @@ def keras_fit_setup(backbone, batch, steps, policy="float32"):
     keras.mixed_precision.set_global_policy(policy)
     net = MTANet(backbone, input_shape=(SIZE, SIZE, 3))
     net.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4))
-    warm_up = pipeline.from_arrays(xs[:2 * batch], {k: v[:2 * batch] for k, v in ys.items()}, batch)
+    warm_up = datasets.from_arrays(xs[:2 * batch], {k: v[:2 * batch] for k, v in ys.items()}, batch)
     net.fit(warm_up, verbose=0, shuffle=False)
-    return net, pipeline.from_arrays(xs, ys, batch)
+    return net, datasets.from_arrays(xs, ys, batch)
 
 
 def keras_fit(backbone, batch, threads, seconds, cache, policy="float32"):
-    """``model.fit`` on 12 batches fed by ``keras_mtanet.data.pipeline.from_arrays`` (tf.data without autotuning:
+    """``model.fit`` on 12 batches fed by ``keras_mtanet.data.datasets.from_arrays`` (tf.data without autotuning:
     the pipeline module says why), after a 2-batch warm-up ``fit`` on the same kind of dataset (tracing).
     ``fit``: images/s over steps 2-12 (like PyTorch's rate after its warm-up steps); ``fit_whole``: of the whole
     timed ``fit`` call, start-up and end of epoch included."""

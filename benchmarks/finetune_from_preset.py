@@ -18,7 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_mtanet import load_pretrained, train  # noqa: E402
+from keras_mtanet import load_pretrained  # noqa: E402
+
+from keras_mtanet.training import run as train
 
 TARGETS = {"va_score": 0.5, "expr_f1": 0.5, "au_f1": 0.6}
 

@@ -1,7 +1,7 @@
 """Is the input pipeline fast enough? Frames/s it delivers vs SE-ResNet-50 MTANet training img/s.
 
 Both are measured in the same run on the same machine: the pipeline reads generated 112 px Aff-Wild2-layout
-JPEG crops through ``affwild2.read_index`` and ``pipeline.make_dataset(training=True)`` (decode, resize,
+JPEG crops through ``affwild2.read_index`` and ``datasets.make_dataset(training=True)`` (decode, resize,
 shuffle, augmentation, batching); the model trains with ``model.fit`` on in-memory batches of the same size.
 A ratio above 1 means the pipeline is not the bottleneck.
 
@@ -19,11 +19,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mtanet import MTANet  # noqa: E402
-from keras_mtanet.data import affwild2, pipeline, synthetic  # noqa: E402
+from keras_mtanet.data import affwild2, datasets, synthetic  # noqa: E402
 
 
 def pipeline_fps(index, size, batch_size, epochs=2, augment=None):
-    ds = pipeline.make_dataset(index, size, batch_size, training=True, seed=0, augment=augment)
+    ds = datasets.make_dataset(index, size, batch_size, training=True, seed=0, augment=augment)
     for _ in ds.take(2):  # warm-up: graph tracing, thread pools
         pass
     start, frames = time.perf_counter(), 0
@@ -39,10 +39,10 @@ def training_ips(size, batch_size, steps, backbone):
     images, labels = synthetic.generate(batch_size, size=size, seed=0)
     x = np.repeat(images[None], steps, 0).reshape(-1, size, size, 3).astype("float32")
     y = {k: np.repeat(v[None], steps, 0).reshape((-1,) + v.shape[1:]) for k, v in labels.items()}
-    # Arrays through pipeline.from_arrays (Keras's own array adapter can stall at the end of the epoch).
-    warm_up = pipeline.from_arrays(x[:2 * batch_size], {k: v[:2 * batch_size] for k, v in y.items()}, batch_size)
+    # Arrays through datasets.from_arrays (Keras's own array adapter can stall at the end of the epoch).
+    warm_up = datasets.from_arrays(x[:2 * batch_size], {k: v[:2 * batch_size] for k, v in y.items()}, batch_size)
     model.fit(warm_up, epochs=1, verbose=0)  # tracing
-    data = pipeline.from_arrays(x, y, batch_size)
+    data = datasets.from_arrays(x, y, batch_size)
     start = time.perf_counter()
     model.fit(data, epochs=1, verbose=0)
     return len(x) / (time.perf_counter() - start)

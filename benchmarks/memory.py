@@ -355,7 +355,8 @@ def prepare_case(case, work, quick):
                 f"a 512 x 512 PNG padded to {gigabytes} GB beside a good photo")
     if case == "big-preset":
         sys.path.insert(0, str(ROOT))
-        from keras_mtanet import MTANet, presets
+        from keras_mtanet import MTANet
+        from keras_mtanet.presets import registry as presets
 
         folder = where / "preset"
         model = MTANet("se_resnet18", input_shape=(32, 32, 3), stack_blocks=(1, 1, 1, 1), width=0.25,

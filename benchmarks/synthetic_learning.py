@@ -1,7 +1,7 @@
 """Does MTANet learn? Train on generated faces in the Aff-Wild2 layout, read back through the real reader.
 
 Runs the embedded default preset's recipe (``zoo/mtanet_se_resnet18_synth/train.json``: SE-ResNet-18 at
-64 px, 15 epochs, batch 32) through ``keras_mtanet.train.train``: it writes a synthetic Aff-Wild2 set
+64 px, 15 epochs, batch 32) through ``keras_mtanet.training.run.train``: it writes a synthetic Aff-Wild2 set
 (14 training and 6 validation videos of 90 frames), reads it back with ``affwild2.read_index``, trains with
 ``model.fit`` and prints the ABAW scores on the held-out videos with the wall time.
 Targets (issue 3): VA score >= 0.5, AU F1 >= 0.6, EXPR F1 >= 0.5 within 10 CPU minutes.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_mtanet import train  # noqa: E402
+from keras_mtanet.training import run as train  # noqa: E402
 
 TARGETS = {"va_score": 0.5, "au_f1": 0.6, "expr_f1": 0.5}
 RECIPE = Path(__file__).resolve().parents[1] / "zoo" / "mtanet_se_resnet18_synth" / "train.json"

@@ -11,7 +11,7 @@ import argparse
 import collections
 
 import keras_mtanet
-from keras_mtanet.inference import output, plots
+from keras_mtanet.inference import plots, records
 
 
 def main():
@@ -25,10 +25,10 @@ def main():
     args = parser.parse_args()
 
     predictor = keras_mtanet.Predictor(args.model, detector="mtcnn", detect_every=args.every)
-    records = predictor.predict_video(args.video, smooth=args.smooth)
-    records = records.to_dict("records") if hasattr(records, "to_dict") else records
-    with output.RecordWriter(args.output) as writer:
-        writer.write(records)
+    rows = predictor.predict_video(args.video, smooth=args.smooth)
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    with records.RecordWriter(args.output) as writer:
+        writer.write(rows)
 
     faces = collections.defaultdict(list)
     for record in records:

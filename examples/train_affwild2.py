@@ -9,7 +9,7 @@ The same as ``keras-mtanet train --data ROOT --format affwild2 --output RUN`` fo
 ``keras-mtanet evaluate --model RUN --data ROOT --predictions RUN/predictions --metrics RUN/val.json``.
 Recipe (Zhang & Gu 2020): SE-ResNet-50, 112 px, SGD with Nesterov momentum 0.9, lr 1e-3, weight decay 1e-4,
 polynomial decay, batch 80, learned uncertainty task weights. Change it with a JSON config (see
-``keras_mtanet.train.DEFAULTS`` for the keys) or the keyword arguments below.
+``keras_mtanet.training.run.DEFAULTS`` for the keys) or the keyword arguments below.
 """
 
 import argparse
@@ -17,7 +17,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_mtanet import evaluate, load_pretrained, train  # noqa: E402
+from keras_mtanet import evaluate, load_pretrained  # noqa: E402
+
+from keras_mtanet.training import run as train
 
 
 def main(argv=None):

@@ -4,7 +4,7 @@
 train the same model with the same losses, metrics and augmentation layers (all backend-independent Keras):
 this script packs the FER+ training split and the teacher labels into a few files once (``pack``, on the
 machine that has the data), then trains from them with ``model.fit`` on whatever backend ``KERAS_BACKEND``
-selects (``train``), and writes the weights. ``keras_mtanet.zoo.save_preset`` (or ``preset`` below) turns them
+selects (``train``), and writes the weights. ``keras_mtanet.presets.registry.save_preset`` (or ``preset`` below) turns them
 into a preset on any backend.
 
     python examples/train_ferplus_jax.py pack --data FERPLUS_ROOT --labels labels.csv --output packed/
@@ -37,10 +37,11 @@ def pack(args):
     import cv2
 
     from keras_mtanet.data import ferplus
+    from keras_mtanet.teachers import cache
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    index = ferplus.read_index(args.data, "train", labels=args.labels)
+    index = ferplus.read_index(args.data, "train", labels=cache.read_labels(args.labels) if args.labels else None)
     faces = np.stack([cv2.imread(p, cv2.IMREAD_GRAYSCALE) for p in index.paths])
     chunks = []
     for c, lo in enumerate(range(0, len(faces), PER_CHUNK)):
@@ -76,8 +77,8 @@ def train(args):
     import cv2
     import keras
 
-    from keras_mtanet import recipe  # the config and what it builds, without TensorFlow
-    from keras_mtanet.model import MTANet
+    from keras_mtanet.training import recipe  # the config and what it builds, without TensorFlow
+    from keras_mtanet.model.task import MTANet
 
     config = recipe.load_config(args.config, input_size=args.input_size, epochs=args.epochs)
     faces, targets = unpack(args.packed)

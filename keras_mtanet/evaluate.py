@@ -4,7 +4,7 @@ Prediction files follow the official format: ``OUT/{VA_Set,EXPR_Set,AU_Set}/<vid
 file's header and one line for every annotation line (VA: ``valence,arousal`` floats; EXPR: a class id; AU:
 eight 0/1 values), written by ``data.affwild2``, the one home of the format. Frames without a usable crop get
 the prediction of the nearest frame that has one. Scores are computed from exactly what is written, against
-every annotated line. Smoothing lives in ``keras_mtanet.smoothing`` (re-exported here).
+every annotated line. Smoothing lives in ``keras_mtanet.inference.smoothing`` (re-exported here).
 """
 
 from pathlib import Path
@@ -13,14 +13,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtanet import files
-from keras_mtanet.data import affwild2, pipeline
+from keras_mtanet.data import affwild2, datasets
 from keras_mtanet.data.affwild2 import read_annotations  # also keeps evaluate.read_annotations working
 from keras_mtanet.errors import DataError, first_line
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
-from keras_mtanet.metrics import AU_THRESHOLD, abaw_scores
-from keras_mtanet.smoothing import smooth_series, smoothing_window  # evaluate.smooth_series still works
+from keras_mtanet.labels import AU_THRESHOLD
+from keras_mtanet.metrics import abaw_scores
+from keras_mtanet.inference.smoothing import smooth_series, smoothing_window  # evaluate.smooth_series still works
 
-FORMATS = ("affwild2",)  # the data layouts evaluate() reads (keras-mtanet evaluate --format)
 
 
 def predict_frames(model, index, batch_size=64, log=None):
@@ -30,10 +30,10 @@ def predict_frames(model, index, batch_size=64, log=None):
     size = int(model.input_shape[1])
     positions = np.arange(len(index), dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(index.paths, dtype=str), positions))
-    ds = ds.map(lambda path, pos: (pipeline.decode_and_resize(path, size), pos),
-                num_parallel_calls=pipeline.parallel_calls(), deterministic=True)
+    ds = ds.map(lambda path, pos: (datasets.decode_and_resize(path, size), pos),
+                num_parallel_calls=datasets.parallel_calls(), deterministic=True)
     # Undecodable images drop out here; the positions never seen name them below.
-    ds = pipeline.finish(ds.ignore_errors().batch(batch_size))
+    ds = datasets.finish(ds.ignore_errors().batch(batch_size))
     out = {"va": np.zeros((len(index), 2), np.float32), "au": np.zeros((len(index), len(AU_NAMES)), np.float32),
            "expr": np.zeros((len(index), len(EXPR_NAMES)), np.float32)}
     done = np.zeros(len(index), bool)
@@ -149,7 +149,7 @@ def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=N
 
 def write_metrics(path, scores):
     """Write the scores as JSON (to a temporary name, then renamed onto ``path``)."""
-    from keras_mtanet.inference.output import AtomicFile
+    from keras_mtanet.inference.records import AtomicFile
 
     folder = Path(path).parent
     try:

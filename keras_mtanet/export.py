@@ -17,9 +17,8 @@ import numpy as np
 
 from keras_mtanet.errors import DataError, DependencyError
 from keras_mtanet.files import disk_failure
-from keras_mtanet.labels import TASKS
 
-FORMATS = ("savedmodel", "tflite", "onnx", "openvino")
+EXPORT_FORMATS = ("savedmodel", "tflite", "onnx", "openvino")
 # The suffix of each file format (required for OpenVINO, whose weights go beside the .xml as .bin).
 SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 
@@ -34,23 +33,14 @@ def export_savedmodel(model, path):
     return Path(path)
 
 
-def calibration_images(model, source=None, count=200):
-    """Images for int8 calibration at the model's input size: aligned face crops from ``source`` (a folder
-    of images), or, without one, the package's generated synthetic faces (right only for models trained on
-    them)."""
-    size = int(model.input_shape[1])
-    if source is None:
-        from keras_mtanet.data import synthetic
+def synthetic_calibration(model, count=200):
+    """The default int8 calibration images at the model's input size: the package's generated synthetic faces
+    (right only for models trained on them; ``keras_mtanet.inference.export_cache.calibration_images`` reads
+    aligned crops of real faces)."""
+    from keras_mtanet.data import synthetic
 
-        images, _ = synthetic.generate(count, size=size, seed=12345)
-        return images.astype(np.float32)
-    from keras_mtanet.inference.alignment import resize_whole
-    from keras_mtanet.inference.sources import IMAGE_SUFFIXES, read_image
-
-    files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
-    if not files:
-        raise DataError(f"{source}: no calibration images (expected aligned face crops)")
-    return np.stack([resize_whole(read_image(p), size) for p in files]).astype(np.float32)
+    images, _ = synthetic.generate(count, size=int(model.input_shape[1]), seed=12345)
+    return images.astype(np.float32)
 
 
 def export_tflite(model, path, int8=False, calibration=None, scratch=None):
@@ -63,7 +53,7 @@ def export_tflite(model, path, int8=False, calibration=None, scratch=None):
         saved = export_savedmodel(model, os.path.join(tmp, "saved"))
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         if int8:
-            images = calibration_images(model) if calibration is None else np.asarray(calibration, np.float32)
+            images = synthetic_calibration(model) if calibration is None else np.asarray(calibration, np.float32)
 
             def representative():
                 for image in images:
@@ -108,8 +98,8 @@ def export_openvino(model, path):
 def check_export_path(path, format, overwrite=False):
     """``DataError`` unless ``path`` can receive an export: its folder exists and nothing is there (an empty
     folder for a SavedModel), or ``overwrite`` was asked for. Nothing is touched."""
-    if format not in FORMATS:
-        raise DataError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if format not in EXPORT_FORMATS:
+        raise DataError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     path = Path(path)
     # The real place: "sub/.." is sub's parent, not a name inside sub/ (the staging folder goes beside it).
     path = path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
@@ -180,7 +170,7 @@ def remove_stale_staging(folder, min_age=STALE_AGE_SECONDS):
 
 
 def export(model, path, format, int8=False, calibration=None, overwrite=False):
-    """Export ``model`` to ``path`` in ``format`` (one of ``FORMATS``); ``int8`` is for TFLite only.
+    """Export ``model`` to ``path`` in ``format`` (one of ``EXPORT_FORMATS``); ``int8`` is for TFLite only.
 
     The export is written beside ``path`` under a temporary name and renamed into place when complete, so a
     failed export leaves nothing half-written. An existing ``path`` is refused unless ``overwrite`` (an empty
@@ -225,19 +215,3 @@ def export(model, path, format, int8=False, calibration=None, overwrite=False):
     return path
 
 
-class TFLiteRunner:
-    """Run an exported TFLite model like ``predict_on_batch``: images (N, H, W, 3) 0-255 -> output dict."""
-
-    def __init__(self, path, threads=None):
-        import warnings
-
-        import tensorflow as tf
-
-        with warnings.catch_warnings():  # TF 2.21 still ships tf.lite.Interpreter but warns of LiteRT on creation
-            warnings.simplefilter("ignore", UserWarning)
-            self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
-        self._runner = self.interpreter.get_signature_runner("serving_default")
-
-    def __call__(self, images):
-        out = self._runner(image=np.asarray(images, np.float32))
-        return {key: np.asarray(out[key]) for key in TASKS}

@@ -3,9 +3,9 @@ file names made printable and the one-line message for a failed write.
 
 A write goes to a fresh temporary name in the destination's own folder, ``.{name}.{random}.tmp`` (created with
 ``O_EXCL``, so never into or through anything already there), is flushed to disk and then renamed over the
-destination, so a reader (or a process killed part-way) sees the old file or the new one, never a mix. A link
-planted at the destination is replaced, not followed. The leading dot and ``.tmp`` suffix mark leftovers of a
-kill; run folders ignore them (``runs.prepare_run_folder``).
+destination, so a reader (or a process killed part-way) sees the old file or the new one, never a mix
+(``AtomicFile``, with its one rule for a link at the destination). The leading dot and ``.tmp`` suffix mark
+leftovers of a kill; run folders ignore them (``keras_mtanet.training.run_folder``).
 """
 
 import contextlib
@@ -127,7 +127,7 @@ TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 def temporary_name(path):
     """A fresh temporary name beside ``path``: ``.{name}.{random}.tmp`` (``TEMPORARY_NAME``; leftovers of a kill
-    are recognisable by the leading dot and the ``.tmp`` suffix, which ``runs.prepare_run_folder`` ignores)."""
+    are recognisable by the leading dot and the ``.tmp`` suffix, which ``run_folder.prepare_run_folder`` ignores)."""
     path = Path(path)
     return path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.tmp")  # [:80]: within the name limit
 
@@ -146,43 +146,127 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-def write_atomic(path, data):
-    """Write ``data`` (``str``, written as UTF-8, or ``bytes``) to ``path`` through a fresh temporary name:
-    flushed, fsynced and renamed into place. Returns ``path`` as a ``Path``."""
+def link_target(path):
+    """Where writing the user's ``path`` lands: a symbolic link's target, so renaming onto it keeps the link."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def is_special(target):
+    """Whether ``target`` exists and is not a regular file (a device or a named pipe): written in place."""
+    return target.exists() and not target.is_file()
+
+
+def create_temporary(target):
+    """A new file beside ``target`` (``temporary_name``, ``O_EXCL``): ``(descriptor, path)``; mode 0666 less the
+    umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        temp = temporary_name(target)
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+
+
+class AtomicFile:
+    """The package's one atomic writer: a file written under a fresh temporary name beside ``path`` and renamed
+    onto it by ``commit`` (flushed and fsynced first; an existing file keeps its permissions); ``discard``
+    removes it and leaves ``path`` as it was. As a context manager it commits on success and discards on an
+    exception. Text modes default to UTF-8.
+
+    One rule for a link at ``path``: what the user named (``user_file=True``: ``--output``, ``--plot``, teach's
+    labels) is written where it leads, through a symbolic link the user made, which stays, and straight into a
+    device or named pipe; a name the package chose (a preset's, a run folder's or a cache's own files) is never
+    written through: a link planted there is replaced by the new file.
+
+    Args:
+        path: the destination.
+        mode: ``open`` mode (``"w"``, ``"wb"``...).
+        user_file: ``path`` was named by the user (see above).
+        error: the error class a failed write becomes, one line naming ``path`` (``None``: the ``OSError``
+            itself, for callers that word it).
+    """
+
+    def __init__(self, path, mode="w", user_file=False, error=DataError, **open_args):
+        self.path = Path(path)
+        self.target = link_target(self.path) if user_file else self.path
+        self.error, self.temp, self.done = error, None, False
+        if "b" not in mode:
+            open_args.setdefault("encoding", "utf-8")
+        try:
+            if user_file and is_special(self.target):
+                self.file = open(self.target, mode, **open_args)
+            else:
+                fd, self.temp = create_temporary(self.target)
+                self.file = os.fdopen(fd, mode, **open_args)
+        except OSError as failure:
+            self._raise(failure)
+
+    def _raise(self, failure):
+        if self.error is None:
+            raise failure
+        raise write_error(self.path, failure, self.error) from None
+
+    def write(self, data):
+        try:
+            return self.file.write(data)
+        except OSError as failure:
+            self._raise(failure)
+
+    def flush(self):
+        try:
+            self.file.flush()
+        except OSError as failure:
+            self._raise(failure)
+
+    def commit(self):
+        """Finish the file and rename it onto ``path``."""
+        if self.done:
+            return
+        try:
+            self.file.flush()
+            if self.temp is not None:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if self.temp is not None:
+                if self.target.is_file() and not self.target.is_symlink():
+                    shutil.copymode(self.target, self.temp)
+                os.replace(self.temp, self.target)
+                _fsync_folder(self.target.parent)
+        except OSError as failure:
+            self.discard()
+            self._raise(failure)
+        self.done = True
+
+    def discard(self):
+        """Remove the temporary file; ``path`` is left as it was."""
+        if self.done:
+            return
+        self.done = True
+        with contextlib.suppress(OSError):
+            self.file.close()
+        if self.temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp)
+
+    def __enter__(self):
+        return self.file if self.error is None else self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_atomic(path, data, user_file=False):
+    """Write ``data`` (``str``, written as UTF-8, or ``bytes``) to ``path`` with ``AtomicFile`` (a link at a
+    package-chosen ``path`` is replaced); ``OSError`` as raised. Returns ``path`` as a ``Path``."""
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    with atomic_writer(path, "wb") as f:
+    with AtomicFile(path, "wb", user_file=user_file, error=None) as f:
         f.write(payload)
     return Path(path)
-
-
-@contextlib.contextmanager
-def atomic_writer(path, mode="w", **open_args):
-    """A file object writing to a fresh temporary name beside ``path`` (``O_EXCL``: never into or through a
-    file already there), fsynced and renamed over ``path`` when the block ends without error, removed
-    otherwise. For writers that stream (rows written as they come); text modes default to UTF-8. A plain file
-    already at ``path`` keeps its permissions; a link there is replaced by the new file.
-
-    Example:
-        >>> with atomic_writer(folder / "labels.csv", newline="") as f:
-        ...     csv.writer(f).writerows(rows)
-    """
-    path = Path(path)
-    if "b" not in mode:
-        open_args.setdefault("encoding", "utf-8")
-    tmp = temporary_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        with os.fdopen(fd, mode, **open_args) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        if path.is_file() and not path.is_symlink():
-            shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
 
 
 @contextlib.contextmanager
@@ -242,3 +326,8 @@ def read_json(path, what, limit=MAX_JSON_BYTES, error=DataError):
 def dump_json(value):
     """``value`` as the package writes JSON files: indented two spaces, ending in a newline."""
     return json.dumps(value, indent=2) + "\n"
+
+
+def write_json(path, value):
+    """Write ``value`` as JSON (``dump_json``) through a temporary file beside ``path``, renamed into place."""
+    write_atomic(path, dump_json(value))

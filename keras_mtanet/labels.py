@@ -13,3 +13,6 @@ UNANNOTATED_EXPR = -1
 VA_VALID_MIN = -2.0
 
 TASKS = ("va", "au", "expr")
+
+# An AU is "on" when its probability is above this (the ABAW AU metrics, the predictor's au columns, presets).
+AU_THRESHOLD = 0.5

@@ -23,9 +23,9 @@ import numpy as np
 import keras
 from keras import ops
 
-from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_VALID_MIN
+from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES, VA_VALID_MIN
 
-AU_THRESHOLD = 0.5
+
 EXPR_F1_WEIGHT, EXPR_ACC_WEIGHT = 0.67, 0.33
 AU_F1_WEIGHT, AU_ACC_WEIGHT = 0.5, 0.5
 SCORE_KEYS = ("ccc_valence", "ccc_arousal", "va_score", "expr_f1", "expr_acc", "expr_score",

@@ -12,7 +12,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY, partial_labels  # noqa: E402
 from keras_mtanet import MTANet, load_pretrained  # noqa: E402
-from keras_mtanet import presets  # noqa: E402
+from keras_mtanet.presets import registry as presets  # noqa: E402
 
 work = Path(sys.argv[1])
 result = {"backend": keras.backend.backend(), "tensorflow_loaded": "tensorflow" in sys.modules}

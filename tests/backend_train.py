@@ -9,9 +9,13 @@ from pathlib import Path
 
 import keras
 
-from keras_mtanet import cli, presets, recipe
+from keras_mtanet import cli
 
 # What makes a recipe tiny; everything else (augmentation, random erasing, mixed precision, optimizer, task
+
+from keras_mtanet.presets import registry as presets
+
+from keras_mtanet.training import recipe
 # weighting, colour mode, alignment template) stays as the recipe says.
 SHRINK = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25, "epochs": 1,
           "batch_size": 8, "synthetic": {"train_videos": 2, "val_videos": 1, "frames": 8, "size": 32}}

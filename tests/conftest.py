@@ -56,7 +56,8 @@ def photo():
 @pytest.fixture(scope="module")
 def preset():
     """The embedded synthetic-face preset, loaded once per module (tests that feed it synthetic faces)."""
-    from keras_mtanet import load_pretrained, zoo
+    from keras_mtanet import load_pretrained
+    from keras_mtanet.presets import registry as zoo
 
     return load_pretrained(zoo.SYNTHETIC_PRESET)
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtanet.data import affectnet, pipeline
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.data import affectnet, datasets
+from keras_mtanet.errors import DataError
 
 HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
 
@@ -47,7 +47,7 @@ def test_affectnet_codes_and_va_are_remapped(affectnet_root):
 
 def test_pipeline_crops_the_face_box(affectnet_root):
     index = affectnet.read_index(affectnet_root, "train")
-    images, labels = next(iter(pipeline.make_dataset(index, image_size=16, batch_size=4)))
+    images, labels = next(iter(datasets.make_dataset(index, image_size=16, batch_size=4)))
     red = images.numpy()[..., 0].mean(axis=(1, 2))
     blue = images.numpy()[..., 2].mean(axis=(1, 2))
     assert np.all(red[[0, 1, 2]] > 250) and np.all(blue[[0, 1, 2]] < 5)  # clipped box still all face

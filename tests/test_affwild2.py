@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mtanet.data import affwild2
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError
 
 VA_H, AU_H = "valence,arousal", "AU1,AU2,AU4,AU6,AU12,AU15,AU20,AU25"
 EX_H = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"

@@ -24,7 +24,8 @@ TOLERANCE = 1e-4  # float32 convolutions differ between backends' kernels by rou
 def test_model_trains_predicts_and_moves_presets_on_backend(backend, tmp_path, rng):
     if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
         pytest.skip(f"{BACKEND_PACKAGES[backend]} is not installed")
-    from keras_mtanet import load_pretrained, presets
+    from keras_mtanet import load_pretrained
+    from keras_mtanet.presets import registry as presets
 
     model = tiny_model(color_mode="grayscale")
     for w in model.weights:  # away from the initial values, batch-norm statistics included
@@ -64,7 +65,7 @@ def test_train_command_runs_every_shipped_recipe_with_augmentation_on_backend(ba
     on (random erasing and RandAugment in the default's case), shrunk to a tiny network (tests/backend_train.py)."""
     if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
         pytest.skip(f"{BACKEND_PACKAGES[backend]} is not installed")
-    from keras_mtanet import presets
+    from keras_mtanet.presets import registry as presets
 
     shipped = {name for name, entry in presets.list_presets().items()
                if (Path(entry["folder"]) / "train.json").is_file()}

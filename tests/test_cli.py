@@ -12,7 +12,7 @@ import keras_mtanet
 from keras_mtanet import startup
 from keras_mtanet.cli import build_parser, main
 from keras_mtanet.errors import UsageError
-from keras_mtanet.inference import output
+from keras_mtanet.inference import records
 
 
 def test_version_flag(capsys):
@@ -68,7 +68,7 @@ def test_demo_runs_the_embedded_preset_in_a_fresh_process(tmp_path):
     assert "trained on: keras_mtanet synthetic cartoon faces" in result.stdout
     assert "ABAW scores on this video: ccc_valence" in result.stdout
     lines = (tmp_path / "demo.csv").read_text().splitlines()
-    assert len(lines) == 25 and lines[0] == ",".join(output.COLUMNS)  # predict's record format
+    assert len(lines) == 25 and lines[0] == ",".join(records.COLUMNS)  # predict's record format
     assert not native_lines(result.stderr), result.stderr
 
 
@@ -130,7 +130,9 @@ def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
 
 
 def test_choices_come_from_the_modules():
-    from keras_mtanet import backbone, evaluate, export, train
+    from keras_mtanet import evaluate, export
+    from keras_mtanet.model import config
+    from keras_mtanet.training import run as train
     from keras_mtanet.data import ferplus
     from keras_mtanet.inference import detection, runtimes
     from keras_mtanet.teachers import teach
@@ -147,7 +149,7 @@ def test_choices_come_from_the_modules():
     assert tuple(option("predict", "--runtime").choices) == runtimes.RUNTIMES
     assert set(option("predict", "--precision").choices) == {p for ps in runtimes.PRECISIONS.values() for p in ps}
     assert tuple(option("train", "--format").choices) == train.FORMATS
-    assert tuple(option("train", "--backbone").choices) == tuple(backbone.BACKBONES)
+    assert tuple(option("train", "--backbone").choices) == tuple(config.BACKBONES)
     assert tuple(option("train", "--strategy").choices) == train.STRATEGIES
     assert tuple(option("train", "--distribution").choices) == train.DISTRIBUTIONS
     assert tuple(option("export", "--format").choices) == export.FORMATS
@@ -159,18 +161,18 @@ def test_choices_come_from_the_modules():
 def test_top_level_help_loads_no_command_module():
     code = ("import sys\nfrom keras_mtanet.cli import build_parser\nbuild_parser(None if len(sys.argv) < 2 "
             "else sys.argv[1]).format_help()\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('keras_mtanet.'))))")
-    heavy = ("keras_mtanet.inference", "keras_mtanet.train", "keras_mtanet.export", "keras_mtanet.teachers",
-             "keras_mtanet.evaluate", "keras_mtanet.commands")
+    heavy = ("keras_mtanet.inference", "keras_mtanet.training.run", "keras_mtanet.export", "keras_mtanet.teachers",
+             "keras_mtanet.evaluate", "keras_mtanet.cli.commands")
     loaded = subprocess.run([sys.executable, "-c", code, "presets"], capture_output=True, text=True,
                             timeout=300).stdout.split()
     assert loaded and not [m for m in loaded if m.startswith(heavy)], loaded
     loaded = subprocess.run([sys.executable, "-c", code, "predict"], capture_output=True, text=True,
                             timeout=300).stdout.split()
-    assert "keras_mtanet.inference.detection" in loaded and "keras_mtanet.train" not in loaded
+    assert "keras_mtanet.inference.detection" in loaded and "keras_mtanet.training.run" not in loaded
 
 
 def test_command_line_mistakes_are_usage_errors(capsys, tmp_path):
-    from keras_mtanet import commands
+    from keras_mtanet.cli import commands
 
     with pytest.raises(UsageError, match="--frames applies to --synthetic only"):
         commands.run_demo(build_parser("demo").parse_args(["demo", "--frames", "5"]))
@@ -226,7 +228,7 @@ def test_presets_lists_a_malformed_registry_entry_as_unusable(tmp_path, monkeypa
     (["evaluate", "--data", "d", "--metrics", ""], "--metrics"),
 ])
 def test_an_empty_value_is_an_error_never_the_current_folder(argv, shown, tmp_path, monkeypatch, capsys):
-    from keras_mtanet import train
+    from keras_mtanet.training import run as train
 
     (tmp_path / "photo.jpg").write_bytes(cv2.imencode(".jpg", cv2.UMat(8, 8, cv2.CV_8UC3).get())[1].tobytes())
     before = sorted(os.listdir(tmp_path))
@@ -238,7 +240,8 @@ def test_an_empty_value_is_an_error_never_the_current_folder(argv, shown, tmp_pa
 
 
 def test_the_api_refuses_empty_names_too(tmp_path, monkeypatch):
-    from keras_mtanet import PresetError, load_pretrained, train
+    from keras_mtanet import PresetError, load_pretrained
+    from keras_mtanet.training import run as train
     from keras_mtanet.inference import sources
 
     (tmp_path / "photo.jpg").write_bytes(b"not read")
@@ -318,7 +321,7 @@ def test_contradictory_or_idle_options_are_usage_errors(tmp_path, capsys):
 
 
 def test_a_config_over_the_size_limit_says_so(tmp_path, capsys):
-    from keras_mtanet import train
+    from keras_mtanet.training import run as train
 
     config = tmp_path / "big.json"
     config.write_text('{"description": "' + "x" * 2_000_000 + '"}')  # valid JSON, 2 MB
@@ -341,7 +344,7 @@ def test_control_characters_in_names_are_escaped_in_error_lines(tmp_path, capsys
 
 
 def test_plot_that_names_an_input_is_refused_and_the_photo_kept(tmp_path, capsys, photo):
-    from keras_mtanet import zoo
+    from keras_mtanet.presets import registry as zoo
 
     image = tmp_path / "photo.png"
     assert cv2.imwrite(str(image), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from test_train import TINY_RECIPE, finish_all, free_port
 
-from keras_mtanet import distribution, load_pretrained, presets, train
+from keras_mtanet import load_pretrained
+
+from keras_mtanet.training import keras_distribution as distribution
+
+from keras_mtanet.presets import registry as presets
+
+from keras_mtanet.training import run as train
 from keras_mtanet.errors import UsageError
 
 # Fixed task weights and no augmentation: the only randomness left is the shared shuffle, so a job's losses can
@@ -31,12 +37,12 @@ def synthetic_data(tmp_path_factory):
 
 
 def test_process_slices_add_up_to_the_one_process_batches(synthetic_data):
-    from keras_mtanet.data import pipeline
+    from keras_mtanet.data import datasets
 
     _, _, index = synthetic_data
 
     def batches(batch_size, shard, epochs=2):
-        ds = pipeline.make_dataset(index, 32, batch_size, training=True, augment=False, seed=3, deterministic=True,
+        ds = datasets.make_dataset(index, 32, batch_size, training=True, augment=False, seed=3, deterministic=True,
                                    drop_remainder=True, shard=shard)
         return [(x.numpy(), y["expr"].numpy()) for _ in range(epochs) for x, y in ds]
 

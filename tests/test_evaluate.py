@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_model
-from keras_mtanet import abaw_scores, evaluate, zoo
+from keras_mtanet import abaw_scores, evaluate
+from keras_mtanet.presets import registry as zoo
 from keras_mtanet.cli import main
 from keras_mtanet.data import affwild2, synthetic
 from keras_mtanet.errors import DataError
@@ -23,7 +24,7 @@ def model_dir(tmp_path_factory):
     rng = np.random.default_rng(5)
     model.set_weights([w + rng.normal(0, 0.2, w.shape).astype(w.dtype) for w in model.get_weights()])
     meta = zoo.preset_metadata(model, "random weights (test)")
-    from keras_mtanet import hub
+    from keras_mtanet.presets import hub
 
     return zoo.save_preset(model, tmp_path_factory.mktemp("m") / "run", meta, hub.model_card_text(meta, "t"))
 
@@ -66,7 +67,7 @@ def test_frames_without_crop_take_the_nearest_prediction():
 
 
 def test_smoothing_is_reexported_from_its_old_path():
-    from keras_mtanet import smoothing
+    from keras_mtanet.inference import smoothing
     from keras_mtanet.evaluate import smooth_series, smoothing_window
 
     assert smooth_series is smoothing.smooth_series and smoothing_window is smoothing.smoothing_window

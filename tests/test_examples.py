@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_mtanet import load_pretrained, train
+from keras_mtanet import load_pretrained
+
+from keras_mtanet.training import run as train
 from keras_mtanet.data import synthetic
 from keras_mtanet.metrics import SCORE_KEYS
 

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtanet import abaw_scores, export, load_pretrained, zoo
+from keras_mtanet import abaw_scores, export, load_pretrained
+
+from keras_mtanet.presets import registry as zoo
 from keras_mtanet.cli import main
 from keras_mtanet.data import synthetic
 
@@ -13,7 +15,7 @@ from keras_mtanet.data import synthetic
 @pytest.fixture(autouse=True)
 def synthetic_default(monkeypatch):
     """These tests feed synthetic faces: the CLI's default preset is the synthetic one here."""
-    from keras_mtanet import zoo
+    from keras_mtanet.presets import registry as zoo
 
     monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
 

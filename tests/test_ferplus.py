@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtanet import cli, zoo
-from keras_mtanet.data import ferplus, pipeline, tfrecord
-from keras_mtanet.data.errors import DataError
+from keras_mtanet import cli
+
+from keras_mtanet.presets import registry as zoo
+from keras_mtanet.data import datasets, ferplus, tfrecord
+from keras_mtanet.errors import DataError
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.labels import EXPR_NAMES
 from keras_mtanet.teachers import cache
@@ -148,7 +150,7 @@ def test_teacher_labels_fill_au_and_va(ferplus_root, tmp_path):
 
 def test_pipeline_feeds_distributions(ferplus_root):
     index = ferplus.read_index(ferplus_root, "train")
-    images, labels = next(iter(pipeline.make_dataset(index, image_size=24, batch_size=8)))
+    images, labels = next(iter(datasets.make_dataset(index, image_size=24, batch_size=8)))
     assert images.shape == (5, 24, 24, 3)
     np.testing.assert_allclose(images.numpy()[:, :, :, 0], images.numpy()[:, :, :, 2])  # grey to RGB
     np.testing.assert_allclose(labels["expr"].numpy(), index.expr_soft)
@@ -167,7 +169,7 @@ def test_tfrecords_keep_distributions_beside_hard_shards(ferplus_root, tmp_path)
     assert not tfrecord.has_soft_targets([out / "hard-00000-of-00001.tfrecord"])
 
     got = []
-    for _, labels in pipeline.make_dataset(str(out / "*.tfrecord"), image_size=16, batch_size=16):
+    for _, labels in datasets.make_dataset(str(out / "*.tfrecord"), image_size=16, batch_size=16):
         got.extend(labels["expr"].numpy())
     got = np.asarray(got)
     assert got.shape == (7, 7)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mtanet import MTANet
-from keras_mtanet import fused
+from keras_mtanet.model import fused
 from tests.conftest import TINY
 
 

@@ -11,7 +11,9 @@ import pytest
 
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, hub, load_pretrained, presets, publish
+from keras_mtanet import PresetError, load_pretrained, publish
+from keras_mtanet.presets import hub
+from keras_mtanet.presets import registry as presets
 
 TOKEN = "hf_test_Secret_token_0123456789"
 

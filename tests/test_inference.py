@@ -12,7 +12,8 @@ import scenes
 from conftest import ASTRONAUT_BOX
 
 from keras_mtanet.cli import main
-from keras_mtanet.inference import Predictor, alignment, detection, output, tracking
+from keras_mtanet import Predictor
+from keras_mtanet.inference import alignment, detection, records, tracking
 from keras_mtanet.inference.predictor import smooth_records
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
@@ -26,7 +27,7 @@ FPS = 25.0
 @pytest.fixture(autouse=True)
 def synthetic_default(monkeypatch):
     """These tests feed synthetic faces: the CLI's default preset is the synthetic one here."""
-    from keras_mtanet import zoo
+    from keras_mtanet.presets import registry as zoo
 
     monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
 
@@ -143,11 +144,11 @@ def test_haar_fallback_finds_the_same_face(preset, photo):
 def test_records_are_plain_dicts_without_pandas(predictor, photo, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     records = predictor.predict_image(photo)
-    assert isinstance(records, list) and list(records[0]) == list(output.COLUMNS)
+    assert isinstance(records, list) and list(records[0]) == list(records.COLUMNS)
 
 
 def test_unreadable_image_raises_a_data_error_naming_it(predictor, tmp_path):
-    from keras_mtanet.data.errors import DataError
+    from keras_mtanet.errors import DataError
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really")
@@ -162,7 +163,7 @@ def test_predict_cli_on_a_video_with_two_faces_and_faceless_frames(two_face_vide
     code = main(["predict", str(path), "--output", str(out), "--plot", str(tmp_path / "plot.png"), "--quiet"])
     assert code == 0, capsys.readouterr().err
     rows = read_csv(out)
-    assert list(rows[0]) == list(output.COLUMNS)
+    assert list(rows[0]) == list(records.COLUMNS)
     assert len(rows) == 8 * 2 + 2
     by_frame = {}
     for row in rows:
@@ -190,7 +191,7 @@ def test_predict_cli_on_a_video_with_two_faces_and_faceless_frames(two_face_vide
     as_json = json.loads((tmp_path / "out.json").read_text())
     assert len(as_json) == len(rows)
     for row, obj in zip(rows, as_json):
-        assert list(obj) == list(output.COLUMNS)
+        assert list(obj) == list(records.COLUMNS)
         if row["valence"]:
             assert obj["valence"] == pytest.approx(float(row["valence"]), rel=1e-5)
         else:

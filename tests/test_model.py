@@ -236,7 +236,8 @@ def test_fixed_loss_weights_scale_the_total(rng):
 
 
 def test_from_preset_loads_the_embedded_default_and_its_backbone(rng):
-    from keras_mtanet import SEResNetBackbone, load_pretrained, presets
+    from keras_mtanet import SEResNetBackbone, load_pretrained
+    from keras_mtanet.presets import registry as presets
 
     model = MTANet.from_preset(presets.DEFAULT_PRESET)
     reference = load_pretrained(presets.DEFAULT_PRESET)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtanet.data import pipeline, tfrecord
+from keras_mtanet.data import datasets, tfrecord
 from keras_mtanet.data.index import FrameIndex
 
 
@@ -30,7 +30,7 @@ def collect(ds):
 
 def test_evaluation_order_and_content(tmp_path):
     index = make_index(tmp_path)
-    images, labels = collect(pipeline.make_dataset(index, image_size=16, batch_size=5))
+    images, labels = collect(datasets.make_dataset(index, image_size=16, batch_size=5))
     assert images.shape == (24, 16, 16, 3) and images.dtype == np.float32
     np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), [10 * i % 250 for i in range(24)], atol=2)
     for key in labels:
@@ -39,7 +39,7 @@ def test_evaluation_order_and_content(tmp_path):
 
 def test_training_shuffles_keeps_epoch_size_and_is_deterministic_with_a_seed(tmp_path):
     index = make_index(tmp_path)
-    make = lambda: pipeline.make_dataset(index, 16, 5, training=True, seed=7, deterministic=True)  # noqa: E731
+    make = lambda: datasets.make_dataset(index, 16, 5, training=True, seed=7, deterministic=True)  # noqa: E731
     a_img, a_lab = collect(make())
     b_img, b_lab = collect(make())
     np.testing.assert_array_equal(a_img, b_img)
@@ -47,7 +47,7 @@ def test_training_shuffles_keeps_epoch_size_and_is_deterministic_with_a_seed(tmp
     assert sorted(a_lab["expr"]) == sorted(index.expr)
     assert not np.array_equal(a_lab["va"], index.va)  # shuffled
     assert int(make().cardinality()) == 5
-    plain, _ = collect(pipeline.make_dataset(index, 16, 5))
+    plain, _ = collect(datasets.make_dataset(index, 16, 5))
     assert not np.allclose(a_img, plain[np.argsort(np.argsort(a_lab["va"][:, 0]))])  # augmented
 
 
@@ -57,12 +57,12 @@ def test_corrupt_images_are_dropped_not_fatal(tmp_path):
         f.seek(4)
         f.write(b"\x00" * 200)
     (tmp_path / "004.jpg").write_bytes(b"not an image at all")
-    images, labels = collect(pipeline.make_dataset(index, 16, 4))
+    images, labels = collect(datasets.make_dataset(index, 16, 4))
     assert len(images) == 8
     keep = [i for i in range(10) if i not in (3, 4)]
     np.testing.assert_array_equal(labels["va"], index.va[keep])
     # A training epoch keeps its nominal ceil(10 / 4) = 3 batches, topped up from the next pass.
-    assert len(list(pipeline.make_dataset(index, 16, 4, training=True, seed=1))) == 3
+    assert len(list(datasets.make_dataset(index, 16, 4, training=True, seed=1))) == 3
 
 
 def test_expression_balanced_sampling(tmp_path):
@@ -70,7 +70,7 @@ def test_expression_balanced_sampling(tmp_path):
     index = make_index(tmp_path, n=48, classes=classes, size=8)
     counts = np.zeros(3)
     for _ in range(10):
-        _, labels = collect(pipeline.make_dataset(index, 8, 16, training=True, augment=False,
+        _, labels = collect(datasets.make_dataset(index, 8, 16, training=True, augment=False,
                                                   balance_expressions=True))
         assert len(labels["expr"]) == 48
         counts += [(labels["expr"] == 0).sum(), (labels["expr"] == 4).sum(), (labels["expr"] == -1).sum()]
@@ -84,26 +84,26 @@ def test_tfrecord_round_trip(tmp_path):
     index = make_index(tmp_path / "img", n=13)
     shards = tfrecord.write_tfrecords(index, tmp_path / "records", num_shards=3)
     assert len(shards) == 3
-    records = pipeline.make_dataset(str(tmp_path / "records" / "*.tfrecord"), 16, 4)
+    records = datasets.make_dataset(str(tmp_path / "records" / "*.tfrecord"), 16, 4)
     assert records.options().autotune.enabled is False  # see test_datasets_run_without_autotuning
     images, labels = collect(records)
-    direct, _ = collect(pipeline.make_dataset(index, 16, 4))
+    direct, _ = collect(datasets.make_dataset(index, 16, 4))
     order = np.argsort(labels["va"][:, 0])
     ref = np.argsort(index.va[:, 0])
     np.testing.assert_array_equal(labels["expr"][order], index.expr[ref])
     np.testing.assert_array_equal(labels["au"][order], index.au[ref])
     np.testing.assert_allclose(images[order], direct[ref])
     with pytest.raises(ValueError, match="no TFRecord files"):
-        pipeline.make_dataset(str(tmp_path / "none-*.tfrecord"))
+        datasets.make_dataset(str(tmp_path / "none-*.tfrecord"))
 
 
 def test_rand_augment_option_changes_images_within_range(tmp_path):
     index = make_index(tmp_path, n=8)
-    layer = pipeline.default_augmentation(seed=3, rand_augment=True)
+    layer = datasets.default_augmentation(seed=3, rand_augment=True)
     assert layer.layers[-1].__class__.__name__ == "RandAugment"
-    images, labels = collect(pipeline.make_dataset(index, 16, 8, training=True, augment=layer, seed=3,
+    images, labels = collect(datasets.make_dataset(index, 16, 8, training=True, augment=layer, seed=3,
                                                    deterministic=True))
-    plain, _ = collect(pipeline.make_dataset(index, 16, 8))
+    plain, _ = collect(datasets.make_dataset(index, 16, 8))
     assert images.shape == plain.shape and images.min() >= 0 and images.max() <= 255
     order = np.argsort(labels["va"][:, 0])
     assert not np.allclose(images[order], plain[np.argsort(index.va[:, 0])], atol=1)
@@ -114,14 +114,14 @@ def test_from_arrays_round_trip_and_reshuffles():
     images = rng.uniform(0, 255, (10, 4, 4, 3)).astype(np.float32)
     labels = {"va": rng.uniform(-1, 1, (10, 2)).astype(np.float32), "au": np.eye(10, 8, dtype=np.float32),
               "expr": np.arange(10, dtype=np.int32) % 7}
-    got_images, got_labels = collect(pipeline.from_arrays(images, labels, batch_size=4))
+    got_images, got_labels = collect(datasets.from_arrays(images, labels, batch_size=4))
     np.testing.assert_array_equal(got_images, images)
     for key in labels:
         np.testing.assert_array_equal(got_labels[key], labels[key])
-    assert [len(x) for x in pipeline.from_arrays(images, batch_size=4)] == [4, 4, 2]
+    assert [len(x) for x in datasets.from_arrays(images, batch_size=4)] == [4, 4, 2]
 
     rows = np.arange(10.0)
-    ds = pipeline.from_arrays(images, {"va": rows}, batch_size=4, shuffle=True, seed=3)
+    ds = datasets.from_arrays(images, {"va": rows}, batch_size=4, shuffle=True, seed=3)
     epochs = [collect_pairs(ds) for _ in range(2)]
     for got_images, got_rows in epochs:
         np.testing.assert_array_equal(np.sort(got_rows), rows)  # a permutation of the rows...
@@ -141,8 +141,8 @@ def test_datasets_run_without_autotuning(tmp_path, monkeypatch):
     from keras_mtanet import evaluate
 
     index = make_index(tmp_path, n=6)
-    for ds in (pipeline.make_dataset(index, 16, 4), pipeline.make_dataset(index, 16, 4, training=True, seed=1),
-               pipeline.from_arrays(np.zeros((3, 2, 2, 3), np.float32))):
+    for ds in (datasets.make_dataset(index, 16, 4), datasets.make_dataset(index, 16, 4, training=True, seed=1),
+               datasets.from_arrays(np.zeros((3, 2, 2, 3), np.float32))):
         assert ds.options().autotune.enabled is False
 
     class Recorder:  # stands in for a model: sees the dataset predict_frames iterates
@@ -152,7 +152,7 @@ def test_datasets_run_without_autotuning(tmp_path, monkeypatch):
             n = len(images)
             return {"va": np.zeros((n, 2)), "au": np.zeros((n, 8)), "expr": np.zeros((n, 7))}
 
-    finished, finish = [], pipeline.finish
+    finished, finish = [], datasets.finish
 
     def recording_finish(ds, *args):
         finished.append(finish(ds, *args))

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import scenes
 
-from keras_mtanet import hub
+from keras_mtanet.presets import hub
 from keras_mtanet.cli import main
 from keras_mtanet.data import synthetic
-from keras_mtanet.inference import Predictor, output
+from keras_mtanet import Predictor
+from keras_mtanet.inference import records
 from keras_mtanet.inference.predictor import FilesReport
 
 N_FRAMES = 10
@@ -82,7 +83,7 @@ def test_each_row_holds_its_own_frames_prediction(preset, runner, video):
     rows = table.to_dict("records") if hasattr(table, "to_dict") else table
     expected = preset.predict(decoded[[0, 3, 6, 9]].astype("float32"), verbose=0)
     np.testing.assert_allclose([[r["valence"], r["arousal"]] for r in rows], expected["va"], atol=1e-4)
-    np.testing.assert_allclose([[r[c] for c in output.AU_PROB_COLUMNS] for r in rows], expected["au"], atol=1e-4)
+    np.testing.assert_allclose([[r[c] for c in records.AU_PROB_COLUMNS] for r in rows], expected["au"], atol=1e-4)
     # Timestamps follow the frame index at the file's 25 frames per second.
     assert [r["timestamp"] for r in rows] == pytest.approx([0.0, 0.12, 0.24, 0.36])
 
@@ -148,7 +149,7 @@ def test_the_runtime_replaces_only_the_forward_pass(preset, video, tmp_path, cap
                      str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
         rows[runtime] = json.loads(out.read_text())
     assert [r["frame"] for r in rows["tflite"]] == [0, 2, 4, 6, 8]
-    columns = ["valence", "arousal", *output.AU_PROB_COLUMNS, *output.EXPR_PROB_COLUMNS]
+    columns = ["valence", "arousal", *records.AU_PROB_COLUMNS, *records.EXPR_PROB_COLUMNS]
     np.testing.assert_allclose([[r[c] for c in columns] for r in rows["tflite"]],
                                [[r[c] for c in columns] for r in rows["keras"]], atol=1e-4)
     assert Predictor(preset, detector=None, runtime="tflite", cache_dir=tmp_path / "cache").runtime.name == "tflite"
@@ -158,7 +159,7 @@ def test_csv_timestamps_keep_microseconds_an_hour_in(tmp_path):
     import csv
     from types import SimpleNamespace
 
-    from keras_mtanet.inference.output import RecordWriter, empty_record
+    from keras_mtanet.inference.records import RecordWriter, empty_record
 
     fps, first = 240.0, 3600 * 240  # consecutive frames an hour into a 240 fps video
     times = [(first + i) / fps for i in range(3)]
@@ -214,7 +215,7 @@ def test_an_output_linked_to_a_device_is_reported_written(tmp_path):
     import os
     from types import SimpleNamespace
 
-    from keras_mtanet.inference.output import RecordWriter, empty_record
+    from keras_mtanet.inference.records import RecordWriter, empty_record
 
     os.symlink(os.devnull, tmp_path / "out.csv")
     writer = RecordWriter(tmp_path / "out.csv")

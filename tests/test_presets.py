@@ -1,4 +1,4 @@
-"""The preset format (keras_mtanet.presets): resolving names and folders offline, preprocessor.json, the model card,
+"""The preset format (keras_mtanet.presets.registry): resolving names and folders offline, preprocessor.json, the model card,
 and the small-file helpers (keras_mtanet.files) it writes with."""
 
 import json
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import tiny_model
-from keras_mtanet import PresetError, files, hub, presets
+from keras_mtanet import PresetError, files
+from keras_mtanet.presets import hub
+from keras_mtanet.presets import registry as presets
 from keras_mtanet.errors import DataError
-from keras_mtanet.model import MTANet
+from keras_mtanet.model.task import MTANet
 
 FULL_METRICS = {"ccc_valence": 0.8, "ccc_arousal": 0.7, "va_score": 0.75, "expr_f1": 0.5, "expr_acc": 0.6,
                 "au_f1": 0.4, "au_acc": 0.9}
@@ -90,7 +92,7 @@ def test_load_builds_the_class_asked_for(saved):
 
 
 def test_the_old_zoo_module_is_the_presets_module(monkeypatch):
-    from keras_mtanet import zoo
+    from keras_mtanet.presets import registry as zoo
 
     assert zoo is presets and zoo.save_preset is presets.save_preset and zoo.sha256_file is files.sha256_file
     monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)  # as the inference tests do

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_mtanet import Predictor, load_pretrained, zoo
+from keras_mtanet import Predictor, load_pretrained
+
+from keras_mtanet.presets import registry as zoo
 from keras_mtanet.inference.sources import Source, read_image
 from keras_mtanet.labels import EXPR_NAMES
 

@@ -21,10 +21,12 @@ from conftest import ASTRONAUT_BOX
 from skimage import data as skdata
 
 import keras_mtanet
-from keras_mtanet import evaluate, hub
+from keras_mtanet import evaluate
+from keras_mtanet.presets import hub
 from keras_mtanet.cli import main
-from keras_mtanet.data.errors import DataError
-from keras_mtanet.inference import Predictor, detection, output, predictor, progress, sources, tracking
+from keras_mtanet.errors import DataError
+from keras_mtanet import Predictor
+from keras_mtanet.inference import detection, predictor, progress, records, sources, tracking
 from keras_mtanet.inference.sources import Source
 from keras_mtanet.labels import EXPR_NAMES
 
@@ -252,7 +254,7 @@ def test_smooth_records_with_a_huge_window_averages_each_face():
         frame = sources.Frame("clip.mp4", frame, frame / 25, None)
         probs = np.zeros(len(EXPR_NAMES))
         probs[expr] = 1.0
-        return output.face_record(frame, 0, (0, 0, 10, 10), 1.0, (valence, 0.0), [au1] + [0.0] * 7, probs)
+        return records.face_record(frame, 0, (0, 0, 10, 10), 1.0, (valence, 0.0), [au1] + [0.0] * 7, probs)
 
     # Valence 0.2, -0.4, 0.8 (mean 0.2); AU1 0.9, 0.3, 0.3 (mean 0.5); expressions 1, 2, 2 (2 wins with 2/3).
     records = [record(0, 0.2, 0.9, 1), record(1, -0.4, 0.3, 2), record(2, 0.8, 0.3, 2)]
@@ -305,13 +307,13 @@ def test_demo_writes_through_the_record_writer_and_replaces_only_when_complete(t
     video = rng.integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
     out = {"va": rng.uniform(-1, 1, (3, 2)), "au": rng.uniform(0, 1, (3, 8)), "expr": rng.dirichlet(np.ones(7), 3)}
     broken = {**out, "au": out["au"][:2]}  # fails on the third row
-    with pytest.raises(IndexError), output.RecordWriter(path) as writer:
+    with pytest.raises(IndexError), records.RecordWriter(path) as writer:
         writer.write(demo.frame_records("synthetic", video, broken))
     assert path.read_text() == "earlier run\n" and leftovers(tmp_path) == []
-    with output.RecordWriter(path) as writer:
+    with records.RecordWriter(path) as writer:
         writer.write(demo.frame_records("synthetic", video, out))
     rows = read_csv(path)
-    assert list(rows[0]) == list(output.COLUMNS) and leftovers(tmp_path) == []  # predict's columns
+    assert list(rows[0]) == list(records.COLUMNS) and leftovers(tmp_path) == []  # predict's columns
     assert [int(r["frame"]) for r in rows] == [0, 1, 2] and {r["face_detected"] for r in rows} == {"1"}
     assert [(r["x"], r["y"], r["w"], r["h"]) for r in rows] == [("0", "0", "16", "16")] * 3  # the whole frame
     assert float(rows[2]["AU1_prob"]) == pytest.approx(out["au"][2, 0], abs=1e-5)
@@ -378,23 +380,23 @@ def test_a_failed_write_leaves_the_earlier_file(tmp_path):
         def write(self, text):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    writer = output.RecordWriter(path)
+    writer = records.RecordWriter(path)
     writer._file.file.close()
     writer._file.file = FullDisk()
     frame = sources.Frame("a.png", 0, None, None)
     with pytest.raises(DataError, match=r"out.json: cannot write \(No space left on device\)$"):
         with writer:
-            writer.write([output.empty_record(frame)])
+            writer.write([records.empty_record(frame)])
     assert path.read_text() == "[earlier]" and leftovers(tmp_path) == []
 
 
 def test_json_stays_valid_when_an_interrupt_lands_before_the_count(tmp_path):
     path = tmp_path / "out.json"
     frame = sources.Frame("a.png", 0, None, None)
-    writer = output.RecordWriter(path)
-    writer.write([output.empty_record(frame)])
+    writer = records.RecordWriter(path)
+    writer.write([records.empty_record(frame)])
     writer.count = 0  # as if Ctrl-C came between the write and the count's update
-    writer.write([output.empty_record(frame), output.empty_record(frame)])
+    writer.write([records.empty_record(frame), records.empty_record(frame)])
     assert writer.close()
     assert [r["face_detected"] for r in json.loads(path.read_text())] == [0, 0, 0]
 
@@ -634,7 +636,7 @@ def test_an_image_file_over_the_size_limit_is_refused_unread(cli, photo, tmp_pat
 
 
 def test_decoded_frames_waiting_for_the_detector_are_bounded_in_bytes(preset, monkeypatch):
-    from keras_mtanet.inference import pipeline
+    from keras_mtanet.inference import stages
 
     frame_bytes = 200 * 200 * 3
     monkeypatch.setattr(pipeline, "MAX_QUEUED_BYTES", int(2.5 * frame_bytes), raising=False)

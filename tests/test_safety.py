@@ -11,7 +11,11 @@ import pytest
 
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, export, hub, load_pretrained, presets, train, zoo
+from keras_mtanet import PresetError, export, load_pretrained
+from keras_mtanet.presets import hub
+from keras_mtanet.presets import registry as presets
+from keras_mtanet.training import run as train
+from keras_mtanet.presets import registry as zoo
 from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError, UsageError
 
@@ -123,7 +127,7 @@ def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
     ({"alignment_template": [[0.5, 0.5]] * 3}, "alignment_template must be five"),
 ])
 def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path, monkeypatch, change, expected):
-    from keras_mtanet.model import MTANet
+    from keras_mtanet.model.task import MTANet
 
     folder = make_preset(tmp_path / "p")
     config = json.loads((folder / presets.CONFIG_FILE).read_text())
@@ -476,7 +480,8 @@ def test_run_files_are_never_written_through_a_link_planted_at_a_temporary_name(
 
 
 def test_a_link_at_a_run_files_own_name_is_refused_and_a_kills_leftovers_go_under_the_lock(tmp_path):
-    from keras_mtanet import files, runs
+    from keras_mtanet import files
+    from keras_mtanet.training import run_folder as runs
 
     mine = tmp_path / "mine.txt"
     mine.write_text("mine")

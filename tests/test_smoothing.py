@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from keras_mtanet.errors import DataError
-from keras_mtanet.smoothing import smooth_series, smoothing_window
+from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
 
 
 def test_smoothing_window_reads_seconds_and_frames():

@@ -12,7 +12,7 @@ import pytest
 
 from keras_mtanet import cli, files
 from keras_mtanet.data import ferplus
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError
 from keras_mtanet.labels import AU_NAMES
 from keras_mtanet.teachers import au, cache, landmarker, va
 from keras_mtanet.teachers import teach as teach_module
@@ -219,7 +219,7 @@ def test_teach_resumes_after_a_kill_to_the_same_file(tmp_path, monkeypatch):
     assert f"FER2013Test: all {len(whole)} images already in the cache" in again
     assert out.read_bytes() == reference.read_bytes()
 
-    index = ferplus.read_index(root, "test", labels=out)
+    index = ferplus.read_index(root, "test", labels=cache.read_labels(out))
     assert index.stats["teacher_found"] + index.stats["teacher_missed"] == len(index)
     assert landmarker.BUNDLE_SHA256 in (tmp_path / "labels.csv.json").read_text()
 

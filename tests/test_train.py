@@ -5,7 +5,11 @@ import re
 import numpy as np
 import pytest
 
-from keras_mtanet import load_pretrained, train, zoo
+from keras_mtanet import load_pretrained
+
+from keras_mtanet.training import run as train
+
+from keras_mtanet.presets import registry as zoo
 from keras_mtanet.errors import UsageError
 
 TINY_RECIPE = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25,
@@ -82,7 +86,7 @@ def test_the_default_recipe_sgd_with_polynomial_decay_trains_and_writes_a_preset
 
     import keras
 
-    from keras_mtanet import recipe
+    from keras_mtanet.training import recipe
 
     # The authors' recipe as load_config() gives it (SGD, Nesterov momentum 0.9, lr 1e-3, weight decay 1e-4,
     # polynomial decay to 1e-5, uncertainty task weights, augmentation); only the network and the data are tiny.
@@ -112,8 +116,9 @@ def test_the_default_recipe_sgd_with_polynomial_decay_trains_and_writes_a_preset
 
 
 def test_the_multiworker_workaround_applies_under_that_strategy_only():
-    from keras_mtanet import MTANet, recipe
-    from keras_mtanet.strategies import MultiWorkerFit
+    from keras_mtanet import MTANet
+    from keras_mtanet.training import recipe
+    from keras_mtanet.training.tf_distribute import MultiWorkerFit
 
     config = train.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25)
     assert type(recipe.build_model(config)) is MTANet

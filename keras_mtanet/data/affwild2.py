@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import screen_image
+from keras_mtanet.data.images import screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.errors import DataError, first_line
-from keras_mtanet.files import require_regular_file
+from keras_mtanet.files import AtomicFile, require_regular_file
 from keras_mtanet.labels import (AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA,
                                  VA_NAMES)
 
@@ -81,8 +81,6 @@ def write_annotation_file(path, task, values, va_format=ANNOTATION_VA_FORMAT):
     """Write the header of ``task`` and one line per row of ``values`` to ``path`` (parent folders created).
 
     The file is written under a temporary name and renamed, so a failed run leaves no half file."""
-    from keras_mtanet.inference.output import AtomicFile  # lazy: keeps the data readers free of inference
-
     path = Path(path)
     _make_folder(path.parent)
     lines = [",".join(HEADERS[task])] + [format_annotation_line(task, v, va_format) for v in values]
@@ -93,8 +91,6 @@ def write_annotation_file(path, task, values, va_format=ANNOTATION_VA_FORMAT):
 def write_crop(root, video, frame, data):
     """Write encoded image bytes ``data`` as the crop of 1-based ``frame`` of ``video`` (temporary name, then
     renamed)."""
-    from keras_mtanet.inference.output import AtomicFile
-
     folder = crop_folder(root, video)
     _make_folder(folder)
     with AtomicFile(folder / crop_name(frame), "wb") as f:

@@ -23,7 +23,7 @@ How the votes become targets:
   expression is unannotated. ``expr``: the majority class, kept for the metrics: the argmax of ``expr_soft``,
   ties going to the first class in ``EXPR_NAMES`` order (as the streaming metrics' argmax of the soft targets).
 - FER+ has no AU or valence/arousal labels: they are unannotated (AU -1, VA -5) unless ``labels`` names a teacher
-  cache written by ``keras-mtanet teach`` (``keras_mtanet.teachers``): AU probabilities where the teacher found
+  cache written by ``keras-mtanet teach`` (read by ``keras_mtanet.teachers.cache.read_labels``): AU probabilities where the teacher found
   the face, -1 where it did not; valence/arousal derived from the votes, not rated.
 
 Listed images that are missing or not a complete PNG/JPEG are left out and counted (``missing_images``,
@@ -32,12 +32,15 @@ repeat with other votes or box is an error. Every image left out is in ``skipped
 """
 
 import csv
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.errors import DataError, screen_image
+from keras_mtanet.errors import DataError
+
+from keras_mtanet.data.images import screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.files import require_regular_file
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
@@ -114,7 +117,8 @@ def read_index(root, split="train", labels=None, check_images=True):
     Args:
         root: the folder holding ``FER2013Train/``, ``FER2013Valid/``, ``FER2013Test/``.
         split: ``"train"``, ``"valid"``, ``"test"`` or a folder name.
-        labels: optional teacher cache (``keras-mtanet teach --output``) giving the AU and VA targets.
+        labels: optional teacher labels giving the AU and VA targets: ``keras_mtanet.teachers.cache.read_labels``
+            of the cache ``keras-mtanet teach --output`` wrote (the teachers sit above the data readers).
         check_images: check that every listed image is a complete PNG/JPEG, leaving out (and counting) those
             that are not.
 
@@ -125,7 +129,7 @@ def read_index(root, split="train", labels=None, check_images=True):
 
     Raises:
         DataError: a missing root, folder or label file, a malformed row or a conflicting repeat (naming file
-            and line), or a malformed teacher cache.
+            and line).
 
     Example:
         >>> index = read_index("../shared/data/ferplus", "test")  # doctest: +SKIP
@@ -143,11 +147,10 @@ def read_index(root, split="train", labels=None, check_images=True):
     require_regular_file(csv_path, "FER+ label file")
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: FER+ label file not found")
-    teacher = None
-    if labels is not None:
-        from keras_mtanet.teachers import cache
-
-        teacher = cache.read_labels(labels)
+    teacher = labels
+    if isinstance(teacher, (str, os.PathLike)):
+        raise TypeError("labels: the teacher labels as read by keras_mtanet.teachers.cache.read_labels(path), "
+                        "not the path")
 
     existing = {p.name for p in split_dir.iterdir()}
     paths, lines, boxes, soft, expr, au, va, skipped, raw = [], [], [], [], [], [], [], [], []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
 SOFT_KEY = "expr_soft"

@@ -9,7 +9,7 @@ saw its training crops.
 import cv2
 import numpy as np
 
-from keras_mtanet.preprocessing import DEFAULT_TEMPLATE
+from keras_mtanet.model.image_converter import DEFAULT_TEMPLATE
 
 # Image-left eye, image-right eye, nose tip, image-left mouth corner, image-right mouth corner; unit coords.
 # Defined once, with the image converter that owns it (a preset's converter may carry its own).

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtanet import files
-from keras_mtanet.data.errors import DataError
+from keras_mtanet.errors import DataError
 from keras_mtanet.inference.detection import DependencyError
-from keras_mtanet.inference.output import AU_PROB_COLUMNS, AtomicFile, check_writable, printable
+from keras_mtanet.files import AtomicFile
+from keras_mtanet.inference.records import AU_PROB_COLUMNS, check_writable, printable
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
 
@@ -133,7 +134,7 @@ def plot_records(records, path, title=None):
     ax_expr.set_title("expression" + (f" ({name(main)})" if len(faces) > 1 else ""))
     fig.tight_layout()
     try:
-        with AtomicFile(path, "wb") as f:
+        with AtomicFile(path, "wb", user_file=True) as f:
             try:
                 fig.savefig(f.file, dpi=90, format=file_format)
             except OSError as error:

@@ -13,18 +13,18 @@ import warnings
 import numpy as np
 
 from keras_mtanet.errors import DataError, UsageError
-from keras_mtanet.inference import alignment, runtimes
+from keras_mtanet.inference import alignment, export_cache, runtimes
 from keras_mtanet.inference.detection import DEFAULT_DETECTOR, DETECTORS, make_detector
-from keras_mtanet.inference.output import (
+from keras_mtanet.inference.records import (
     AU_PROB_COLUMNS,
     EXPR_PROB_COLUMNS,
     RecordWriter,
     as_table,
     set_predictions,
 )
-from keras_mtanet.inference.pipeline import Pipeline
+from keras_mtanet.inference.stages import Pipeline
 from keras_mtanet.inference.sources import Source, expand_inputs, webcam_source
-from keras_mtanet.smoothing import smooth_series, smoothing_window
+from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
 
 DEFAULT_FPS = 30.0  # for a smoothing window in seconds on a video whose header gives no frame rate
 
@@ -77,7 +77,7 @@ class Predictor(Pipeline):
             OpenVINO, TFLite or ONNX Runtime (same outputs to 1e-4 in float32; see ``runtimes``). Default
             (``None``): ``$KERAS_MTANET_RUNTIME``, else the fastest installed (``runtimes.default_runtime``:
             OpenVINO where ``keras-mtanet[openvino]`` is installed, else Keras).
-        cache_dir: folder keeping the exported forms between runs (default: ``runtimes.default_cache_dir()``
+        cache_dir: folder keeping the exported forms between runs (default: ``export_cache.default_cache_dir()``
             for the default runtime, a temporary folder for a named one).
 
     Example:
@@ -93,13 +93,13 @@ class Predictor(Pipeline):
         if isinstance(detector, str) and detector not in DETECTORS:
             raise UsageError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         if model is None or isinstance(model, str):
-            from keras_mtanet.hub import load_pretrained
+            from keras_mtanet.presets.hub import load_pretrained
             model = load_pretrained(model)
         self.model = model
         if runtime is None:  # the fastest installed one, its exports kept between runs
             runtime = runtimes.default_runtime(precision)
             if cache_dir is None and runtime != "keras":
-                cache_dir = runtimes.usable_default_cache()
+                cache_dir = export_cache.usable_default_cache()
         self.runtime = runtimes.load_runtime(model, runtime, precision, cache_dir=cache_dir)
         self.size = int(model.input_shape[1])
         meta = getattr(model, "metadata", None) or {}

@@ -123,9 +123,8 @@ def write_rows(path, rows, user_file=False):
     ``rows`` may be any iterable, a generator included: each row goes to the file as it comes, so writing a
     merged cache keeps no more than one row in memory. A failure while writing leaves ``path`` as it was.
     ``user_file``: ``path`` is an output the user named (``teach --output``), written as ``predict`` writes its
-    outputs (``inference.output.AtomicFile``: through a link the user made, keeping the file's permissions);
-    otherwise it is one of the package's own files, and a link planted there is replaced, never written through
-    (``files.atomic_writer``).
+    outputs (through a link the user made, keeping the file's permissions); otherwise it is one of the package's
+    own files, and a link planted there is replaced, never written through (``files.AtomicFile``'s rule).
 
     Raises:
         DataError: one line naming ``path`` when it cannot be written (an error reading ``rows`` is raised as is).
@@ -139,12 +138,7 @@ def write_rows(path, rows, user_file=False):
             failed_reading.append(True)
             raise
 
-    if user_file:
-        from keras_mtanet.inference.output import AtomicFile
-
-        opened = AtomicFile(path, "w", newline="", encoding="utf-8")  # its write errors are DataErrors already
-    else:
-        opened = files.atomic_writer(path, "w", newline="")
+    opened = files.AtomicFile(path, "w", user_file=user_file, error=None, newline="")
     try:
         with opened as f:
             writer = csv.writer(f, lineterminator="\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet import startup
+from keras_mtanet.inference import native_logs
 from keras_mtanet.errors import DataError
 
 BUNDLE_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
@@ -149,7 +149,7 @@ class FaceLandmarker:
         upscale, pad: the preparation (see the module docstring).
         retry_equalized: give a missed face a second try on the contrast-equalised image.
         min_confidence: the landmarker's face detection and presence thresholds.
-        quiet: drop MediaPipe's native start-up lines (``startup.native_logs_dropped``), as ``keras-mtanet teach``
+        quiet: drop MediaPipe's native start-up lines (``native_logs.native_logs_dropped``), as ``keras-mtanet teach``
             does without ``--verbose``.
 
     Example:
@@ -162,7 +162,7 @@ class FaceLandmarker:
                  quiet=False):
         bundle = check_bundle(model_path)
         # quiet: MediaPipe's native start-up lines (absl warnings, XNNPACK notice) dropped, as the command does
-        with startup.quiet_unless(not quiet):
+        with native_logs.quiet_unless(not quiet):
             self._start(bundle, upscale, pad, retry_equalized, min_confidence)
 
     def _start(self, bundle, upscale, pad, retry_equalized, min_confidence):

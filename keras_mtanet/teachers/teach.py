@@ -17,13 +17,13 @@ from pathlib import Path
 
 from keras_mtanet import files
 from keras_mtanet.data import ferplus
+from keras_mtanet.data.formats import formats_for
 from keras_mtanet.errors import DataError, UsageError
-from keras_mtanet.inference.output import check_writable
+from keras_mtanet.inference.records import check_writable
 from keras_mtanet.teachers import au as au_teacher
 from keras_mtanet.teachers import cache, landmarker, va
 
 CHUNK = 500
-FORMATS = ("ferplus",)
 
 
 def _key(folder, path):
@@ -63,8 +63,9 @@ def teach(root, model_path, output, splits=ferplus.SPLITS, data_format="ferplus"
         DataError: bad data (see ``ferplus.read_index``), a bundle with the wrong hash, or an output that was
             started with other settings.
     """
-    if data_format not in FORMATS:
-        raise UsageError(f"teach: unknown data format {data_format!r}; choose one of {', '.join(FORMATS)}")
+    if data_format not in formats_for("teach"):
+        raise UsageError(f"teach: unknown data format {data_format!r}; choose one of "
+                         f"{', '.join(formats_for('teach'))}")
     output = Path(output)
     parts = output.with_name(output.name + ".parts")
     summary_path = output.with_name(output.name + ".json")

@@ -1,0 +1,53 @@
+"""``keras-mtanet evaluate``: score a preset on an Aff-Wild2-layout split, write ABAW files."""
+
+from keras_mtanet.cli.common import at_least_one
+
+
+def add_arguments(p):
+    from keras_mtanet.evaluate import FORMATS
+
+    p.add_argument("--model", help="run folder, preset name or hf://ORG/REPO[@REV] (default: embedded)")
+    p.add_argument("--data", required=True, help="Aff-Wild2 root (annotations/ and cropped_aligned/)")
+    p.add_argument("--format", default=FORMATS[0], choices=FORMATS)
+    p.add_argument("--split", default="Validation_Set")
+    p.add_argument("--predictions", help="write OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt here")
+    p.add_argument("--metrics", help="write the scores to this JSON file")
+    p.add_argument("--smooth", help="temporal smoothing window: seconds (0.5) or frames (15f)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate for --smooth in seconds")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def run(args):
+    import math
+    from pathlib import Path
+
+    from keras_mtanet import evaluate, load_pretrained
+    from keras_mtanet.errors import UsageError
+    from keras_mtanet.inference import records
+    from keras_mtanet.metrics import SCORE_KEYS
+
+    # Bad options and unwritable outputs fail here, before the model loads and the split is predicted.
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise UsageError(f"--fps {args.fps:g}: must be a positive number of frames per second")
+    at_least_one(batch_size=args.batch_size)
+    evaluate.smoothing_window(args.smooth, args.fps)
+    if args.predictions:
+        records.check_writable_folder(args.predictions, "--predictions")
+    if args.metrics:
+        if Path(args.metrics).parent.is_dir():
+            records.check_writable(args.metrics, "--metrics")
+        else:  # write_metrics creates the folder
+            records.check_writable_folder(Path(args.metrics).parent, "--metrics folder")
+    model = load_pretrained(args.model)
+    scores = evaluate.evaluate(model, args.data, args.split, args.predictions, smooth=args.smooth, fps=args.fps,
+                               batch_size=args.batch_size)
+    print("scores: " + ", ".join(f"{k} {scores[k]:.4f}" for k in SCORE_KEYS if k in scores))
+    if "unsmoothed" in scores:
+        print(f"without smoothing ({scores['smooth_frames']}-frame window off): "
+              + ", ".join(f"{k} {scores['unsmoothed'][k]:.4f}" for k in SCORE_KEYS if k in scores["unsmoothed"]))
+    if args.metrics:
+        evaluate.write_metrics(args.metrics, scores)
+        print(f"metrics: {args.metrics}")
+    if args.predictions:
+        print(f"prediction files: {args.predictions}")
+    return 0

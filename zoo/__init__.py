@@ -1,1 +1,0 @@
-"""The preset registry (data): one folder per named preset. Installed as ``keras_mtanet.registry``."""
