@@ -1,6 +1,6 @@
 """Does starting from a real-face preset help on small data? ``train --init PRESET`` against from scratch.
 
-Both runs use the authors' recipe (``train.DEFAULTS``: SGD with Nesterov momentum, lr 1e-3, polynomial decay,
+Both runs use the authors' recipe (``recipe.DEFAULTS``: SGD with Nesterov momentum, lr 1e-3, polynomial decay,
 112 px, batch 80, 10 epochs, learned uncertainty task weights) on the same generated Aff-Wild2-layout set
 (14 training and 6 validation videos of 90 frames, read back through the real reader). ``--init`` takes the
 preset's architecture and weights; the from-scratch run builds the same architecture with fresh weights, so
@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mtanet import load_pretrained  # noqa: E402
-
+from keras_mtanet.training import recipe
 from keras_mtanet.training import run as train
 
 TARGETS = {"va_score": 0.5, "expr_f1": 0.5, "au_f1": 0.6}
@@ -33,8 +33,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="finetune_from_preset_"))
-    config = train.load_config(None, epochs=args.epochs)
-    architecture = train.adopt_architecture(config, load_pretrained(args.init), log=lambda *a: None)
+    config = recipe.load_config(None, epochs=args.epochs)
+    architecture = recipe.adopt_architecture(config, load_pretrained(args.init), log=lambda *a: None)
     results = {}
     for name, init in (("from scratch", None), (f"--init {args.init}", args.init)):
         start = time.perf_counter()

@@ -51,6 +51,10 @@ import threading
 import time
 from pathlib import Path
 
+from keras_mtanet import files
+from keras_mtanet.presets import checks
+from keras_mtanet.presets import folder as preset_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "keras_mtanet" / "assets" / "astronaut.jpg"
 FPS = 30
@@ -356,19 +360,18 @@ def prepare_case(case, work, quick):
     if case == "big-preset":
         sys.path.insert(0, str(ROOT))
         from keras_mtanet import MTANet
-        from keras_mtanet.presets import registry as presets
 
         folder = where / "preset"
         model = MTANet("se_resnet18", input_shape=(32, 32, 3), stack_blocks=(1, 1, 1, 1), width=0.25,
                        head_filters=32)
-        presets.save_preset(model, folder, presets.preset_metadata(model, "none"), "card")
-        config = json.loads((folder / presets.CONFIG_FILE).read_text())
+        preset_folder.save_preset(model, folder, preset_folder.preset_metadata(model, "none"), "card")
+        config = json.loads((folder / checks.CONFIG_FILE).read_text())
         config.update(backbone="se_resnet50", input_shape=[1024, 1024, 3], width=3.3, stack_blocks=None)
-        (folder / presets.CONFIG_FILE).write_text(json.dumps(config))
-        meta = json.loads((folder / presets.METADATA_FILE).read_text())
-        meta["files"][presets.CONFIG_FILE] = presets.sha256_file(folder / presets.CONFIG_FILE)
+        (folder / checks.CONFIG_FILE).write_text(json.dumps(config))
+        meta = json.loads((folder / checks.METADATA_FILE).read_text())
+        meta["files"][checks.CONFIG_FILE] = files.sha256_file(folder / checks.CONFIG_FILE)
         meta["input_size"] = [1024, 1024]
-        (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+        (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
         return (_cli("predict", PHOTO, "--model", folder, "--output", where / "out.csv", "--quiet"),
                 "se_resnet50, width 3.3, 1024 px (290 M weights), one photo")
     raise ValueError(case)

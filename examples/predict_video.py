@@ -25,16 +25,16 @@ def main():
     args = parser.parse_args()
 
     predictor = keras_mtanet.Predictor(args.model, detector="mtcnn", detect_every=args.every)
-    rows = predictor.predict_video(args.video, smooth=args.smooth)
-    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    found = predictor.predict_video(args.video, smooth=args.smooth)
+    found = found.to_dict("records") if hasattr(found, "to_dict") else found
     with records.RecordWriter(args.output) as writer:
-        writer.write(rows)
+        writer.write(found)
 
     faces = collections.defaultdict(list)
-    for record in records:
+    for record in found:
         if record["face_detected"]:
             faces[int(record["face_id"])].append(record)
-    frames = len({r["frame"] for r in records})
+    frames = len({r["frame"] for r in found})
     print(f"{args.video}: {frames} frames, {len(faces)} face(s)")
     for face_id, rows in sorted(faces.items()):
         valence = sum(r["valence"] for r in rows) / len(rows)
@@ -43,7 +43,7 @@ def main():
         print(f"face {face_id}: {len(rows)} frames, mean valence {valence:+.2f}, mean arousal {arousal:+.2f}, "
               f"mostly {expression} ({count}/{len(rows)} frames)")
     if args.plot:
-        plots.plot_records(records, args.plot, title=args.video)
+        plots.plot_records(found, args.plot, title=args.video)
     timings = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in sorted(predictor.timings.items()))
     print(f"time per stage (they overlap): {timings}")
     print(f"per-frame rows: {args.output}")

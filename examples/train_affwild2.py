@@ -18,7 +18,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mtanet import evaluate, load_pretrained  # noqa: E402
-
+from keras_mtanet.training import recipe
 from keras_mtanet.training import run as train
 
 
@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--mixed-precision", action="store_true", default=None)
     args = parser.parse_args(argv)
 
-    config = train.load_config(args.config, epochs=args.epochs, batch_size=args.batch_size,
+    config = recipe.load_config(args.config, epochs=args.epochs, batch_size=args.batch_size,
                                mixed_precision=args.mixed_precision)
     train.train(config, args.root, "affwild2", args.run)
     model = load_pretrained(args.run)

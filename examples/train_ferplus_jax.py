@@ -77,8 +77,8 @@ def train(args):
     import cv2
     import keras
 
-    from keras_mtanet.training import recipe  # the config and what it builds, without TensorFlow
     from keras_mtanet.model.task import MTANet
+    from keras_mtanet.training import recipe  # the config and what it builds, without TensorFlow
 
     config = recipe.load_config(args.config, input_size=args.input_size, epochs=args.epochs)
     faces, targets = unpack(args.packed)

@@ -16,11 +16,9 @@ from keras_mtanet import files
 from keras_mtanet.data import affwild2, datasets
 from keras_mtanet.data.affwild2 import read_annotations  # also keeps evaluate.read_annotations working
 from keras_mtanet.errors import DataError, first_line
-from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
-from keras_mtanet.labels import AU_THRESHOLD
-from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.inference.smoothing import smooth_series, smoothing_window  # evaluate.smooth_series still works
-
+from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES
+from keras_mtanet.metrics import abaw_scores
 
 
 def predict_frames(model, index, batch_size=64, log=None):

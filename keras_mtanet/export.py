@@ -9,8 +9,8 @@ batch dimension dynamic. ``keras_mtanet.inference.runtimes`` runs the exported f
 import os
 import re
 import shutil
-import time
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np

@@ -19,12 +19,11 @@ use), an expression distribution (N, 7) counts as its argmax class (the first on
 a distribution with a negative entry or no positive entry (all zero) is unannotated.
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES, VA_VALID_MIN
-
 
 EXPR_F1_WEIGHT, EXPR_ACC_WEIGHT = 0.67, 0.33
 AU_F1_WEIGHT, AU_ACC_WEIGHT = 0.5, 0.5

@@ -12,17 +12,16 @@ import keras
 from keras_mtanet import cli
 
 # What makes a recipe tiny; everything else (augmentation, random erasing, mixed precision, optimizer, task
-
-from keras_mtanet.presets import registry as presets
-
+from keras_mtanet.presets import registry
 from keras_mtanet.training import recipe
+
 # weighting, colour mode, alignment template) stays as the recipe says.
 SHRINK = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25, "epochs": 1,
           "batch_size": 8, "synthetic": {"train_videos": 2, "val_videos": 1, "frames": 8, "size": 32}}
 
 work = Path(sys.argv[1])
 recipes = {"default": {**recipe.DEFAULTS, **SHRINK, "rand_augment": True, "random_erasing": True}}
-for name, entry in presets.list_presets().items():
+for name, entry in registry.list_presets().items():
     shipped = Path(entry["folder"]) / "train.json"
     if shipped.is_file():
         recipes[name] = {**json.loads(shipped.read_text()), **SHRINK}

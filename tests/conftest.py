@@ -57,9 +57,9 @@ def photo():
 def preset():
     """The embedded synthetic-face preset, loaded once per module (tests that feed it synthetic faces)."""
     from keras_mtanet import load_pretrained
-    from keras_mtanet.presets import registry as zoo
+    from keras_mtanet.presets import registry
 
-    return load_pretrained(zoo.SYNTHETIC_PRESET)
+    return load_pretrained(registry.SYNTHETIC_PRESET)
 
 
 @pytest.fixture

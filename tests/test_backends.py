@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_model
+
+from keras_mtanet.presets import folder as preset_folder
 
 HERE = Path(__file__).parent
 BACKEND_PACKAGES = {"jax": "jax", "torch": "torch"}
@@ -25,13 +26,12 @@ def test_model_trains_predicts_and_moves_presets_on_backend(backend, tmp_path, r
     if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
         pytest.skip(f"{BACKEND_PACKAGES[backend]} is not installed")
     from keras_mtanet import load_pretrained
-    from keras_mtanet.presets import registry as presets
 
     model = tiny_model(color_mode="grayscale")
     for w in model.weights:  # away from the initial values, batch-norm statistics included
         w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype("float32"))
-    meta = presets.preset_metadata(model, training_data="random test images", name="tf-check")
-    presets.save_preset(model, tmp_path / "tf_preset", meta, "# tf check\n")
+    meta = preset_folder.preset_metadata(model, training_data="random test images", name="tf-check")
+    preset_folder.save_preset(model, tmp_path / "tf_preset", meta, "# tf check\n")
     x = rng.integers(0, 256, (5, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "tf_inputs.npy", x)
     np.savez(tmp_path / "tf_outputs.npz", **model.predict(x, verbose=0))
@@ -65,9 +65,9 @@ def test_train_command_runs_every_shipped_recipe_with_augmentation_on_backend(ba
     on (random erasing and RandAugment in the default's case), shrunk to a tiny network (tests/backend_train.py)."""
     if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
         pytest.skip(f"{BACKEND_PACKAGES[backend]} is not installed")
-    from keras_mtanet.presets import registry as presets
+    from keras_mtanet.presets import registry
 
-    shipped = {name for name, entry in presets.list_presets().items()
+    shipped = {name for name, entry in registry.list_presets().items()
                if (Path(entry["folder"]) / "train.json").is_file()}
     env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run([sys.executable, str(HERE / "backend_train.py"), str(tmp_path)], env=env,

@@ -13,6 +13,7 @@ from keras_mtanet import startup
 from keras_mtanet.cli import build_parser, main
 from keras_mtanet.errors import UsageError
 from keras_mtanet.inference import records
+from keras_mtanet.training import recipe
 
 
 def test_version_flag(capsys):
@@ -131,11 +132,11 @@ def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
 
 def test_choices_come_from_the_modules():
     from keras_mtanet import evaluate, export
-    from keras_mtanet.model import config
-    from keras_mtanet.training import run as train
     from keras_mtanet.data import ferplus
     from keras_mtanet.inference import detection, runtimes
+    from keras_mtanet.model import config
     from keras_mtanet.teachers import teach
+    from keras_mtanet.training import run as train
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -150,8 +151,8 @@ def test_choices_come_from_the_modules():
     assert set(option("predict", "--precision").choices) == {p for ps in runtimes.PRECISIONS.values() for p in ps}
     assert tuple(option("train", "--format").choices) == train.FORMATS
     assert tuple(option("train", "--backbone").choices) == tuple(config.BACKBONES)
-    assert tuple(option("train", "--strategy").choices) == train.STRATEGIES
-    assert tuple(option("train", "--distribution").choices) == train.DISTRIBUTIONS
+    assert tuple(option("train", "--strategy").choices) == recipe.STRATEGIES
+    assert tuple(option("train", "--distribution").choices) == recipe.DISTRIBUTIONS
     assert tuple(option("export", "--format").choices) == export.FORMATS
     assert tuple(option("evaluate", "--format").choices) == evaluate.FORMATS
     assert tuple(option("teach", "--format").choices) == teach.FORMATS
@@ -241,7 +242,6 @@ def test_an_empty_value_is_an_error_never_the_current_folder(argv, shown, tmp_pa
 
 def test_the_api_refuses_empty_names_too(tmp_path, monkeypatch):
     from keras_mtanet import PresetError, load_pretrained
-    from keras_mtanet.training import run as train
     from keras_mtanet.inference import sources
 
     (tmp_path / "photo.jpg").write_bytes(b"not read")
@@ -251,7 +251,7 @@ def test_the_api_refuses_empty_names_too(tmp_path, monkeypatch):
     assert str(info.value) == "empty preset name; give a preset name, hf://ORG/REPO or a preset folder (None: " \
                               "the default preset)"
     with pytest.raises(UsageError) as info:
-        train.load_config("")
+        recipe.load_config("")
     assert str(info.value) == "empty training config name; give a JSON file (None: the default recipe)"
     assert sources.expand_inputs([""]) == \
         ([], ["'': empty input name; give an image, folder, glob, video or webcam index"])
@@ -321,12 +321,11 @@ def test_contradictory_or_idle_options_are_usage_errors(tmp_path, capsys):
 
 
 def test_a_config_over_the_size_limit_says_so(tmp_path, capsys):
-    from keras_mtanet.training import run as train
 
     config = tmp_path / "big.json"
     config.write_text('{"description": "' + "x" * 2_000_000 + '"}')  # valid JSON, 2 MB
     with pytest.raises(UsageError) as info:
-        train.load_config(config)
+        recipe.load_config(config)
     assert str(info.value) == f"{config}: training config larger than 1024 KiB; refused"
 
 
@@ -344,7 +343,7 @@ def test_control_characters_in_names_are_escaped_in_error_lines(tmp_path, capsys
 
 
 def test_plot_that_names_an_input_is_refused_and_the_photo_kept(tmp_path, capsys, photo):
-    from keras_mtanet.presets import registry as zoo
+    from keras_mtanet.presets import registry
 
     image = tmp_path / "photo.png"
     assert cv2.imwrite(str(image), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
@@ -352,12 +351,12 @@ def test_plot_that_names_an_input_is_refused_and_the_photo_kept(tmp_path, capsys
     os.symlink(image, tmp_path / "link.png")
     before = image.read_bytes()
     for plot in (image, tmp_path / "sub" / ".." / "photo.png", tmp_path / "link.png"):
-        assert main(["predict", str(tmp_path), "--model", zoo.SYNTHETIC_PRESET, "--output",
+        assert main(["predict", str(tmp_path), "--model", registry.SYNTHETIC_PRESET, "--output",
                      str(tmp_path / "out.csv"), "--plot", str(plot)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"keras-mtanet: error: {plot}: --plot is the input ") and \
             err.endswith("; writing it would replace that file (choose another name)"), err
-        assert main(["demo", "--model", zoo.SYNTHETIC_PRESET, "--image", str(image), "--plot", str(plot)]) == 2
+        assert main(["demo", "--model", registry.SYNTHETIC_PRESET, "--image", str(image), "--plot", str(plot)]) == 2
         assert capsys.readouterr().err.strip() == (f"keras-mtanet: error: {plot}: --plot is the input {image}; "
                                                    "writing it would replace that file (choose another name)")
     assert image.read_bytes() == before and not (tmp_path / "out.csv").exists()

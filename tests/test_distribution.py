@@ -14,13 +14,11 @@ import pytest
 from test_train import TINY_RECIPE, finish_all, free_port
 
 from keras_mtanet import load_pretrained
-
-from keras_mtanet.training import keras_distribution as distribution
-
-from keras_mtanet.presets import registry as presets
-
-from keras_mtanet.training import run as train
 from keras_mtanet.errors import UsageError
+from keras_mtanet.presets import registry
+from keras_mtanet.training import keras_distribution as distribution
+from keras_mtanet.training import recipe
+from keras_mtanet.training import run as train
 
 # Fixed task weights and no augmentation: the only randomness left is the shared shuffle, so a job's losses can
 # be compared with a one-process run's.
@@ -31,7 +29,7 @@ RECIPE = {**TINY_RECIPE, "epochs": 1, "batch_size": 8, "task_weighting": "fixed"
 def synthetic_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("distribution")
     (root / "recipe.json").write_text(json.dumps(RECIPE))
-    config = train.load_config(root / "recipe.json")
+    config = recipe.load_config(root / "recipe.json")
     train_index, _, _ = train.read_split_indexes(root / "data", "synthetic", config)
     return root, config, train_index
 
@@ -152,7 +150,7 @@ def test_two_processes_train_with_the_shipped_recipes_augmentation(synthetic_dat
     """As users run it: augmentation on (the FER+ recipe's, random erasing included; each process draws its own),
     where the comparison above has to turn it off."""
     root, _, _ = synthetic_data
-    shipped = json.loads((presets.zoo_dirs()[0] / "mtanet_se_resnet18_ferplus_112" / "train.json").read_text())
+    shipped = json.loads((registry.zoo_dirs()[0] / "mtanet_se_resnet18_ferplus_112" / "train.json").read_text())
     assert shipped["augment"] and shipped["random_erasing"]
     recipe = {**shipped, **{k: RECIPE[k] for k in ("backbone", "input_size", "stack_blocks", "width", "epochs",
                                                    "batch_size", "synthetic")}}

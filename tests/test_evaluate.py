@@ -2,13 +2,14 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import tiny_model
+
 from keras_mtanet import abaw_scores, evaluate
-from keras_mtanet.presets import registry as zoo
 from keras_mtanet.cli import main
 from keras_mtanet.data import affwild2, synthetic
 from keras_mtanet.errors import DataError
+from keras_mtanet.presets import card
+from keras_mtanet.presets import folder as preset_folder
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +24,9 @@ def model_dir(tmp_path_factory):
     model = tiny_model()
     rng = np.random.default_rng(5)
     model.set_weights([w + rng.normal(0, 0.2, w.shape).astype(w.dtype) for w in model.get_weights()])
-    meta = zoo.preset_metadata(model, "random weights (test)")
-    from keras_mtanet.presets import hub
+    meta = preset_folder.preset_metadata(model, "random weights (test)")
 
-    return zoo.save_preset(model, tmp_path_factory.mktemp("m") / "run", meta, hub.model_card_text(meta, "t"))
+    return preset_folder.save_preset(model, tmp_path_factory.mktemp("m") / "run", meta, card.model_card_text(meta, "t"))
 
 
 def read_back(root, out_dir):
@@ -67,8 +67,8 @@ def test_frames_without_crop_take_the_nearest_prediction():
 
 
 def test_smoothing_is_reexported_from_its_old_path():
-    from keras_mtanet.inference import smoothing
     from keras_mtanet.evaluate import smooth_series, smoothing_window
+    from keras_mtanet.inference import smoothing
 
     assert smooth_series is smoothing.smooth_series and smoothing_window is smoothing.smoothing_window
 

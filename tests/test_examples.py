@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtanet import load_pretrained
-
-from keras_mtanet.training import run as train
 from keras_mtanet.data import synthetic
 from keras_mtanet.metrics import SCORE_KEYS
+from keras_mtanet.training import recipe
+from keras_mtanet.training import run as train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25, "epochs": 1,
@@ -63,7 +63,7 @@ def test_training_on_affectnet_layout(tmp_path):
     (root / "Manually_Annotated_Images").mkdir(parents=True)
     (root / "training.csv").write_text(write_affectnet(root, 40, seed=1))
     (root / "validation.csv").write_text(write_affectnet(root, 20, seed=2))
-    config = train.load_config(None, **TINY)
+    config = recipe.load_config(None, **TINY)
     scores = train.train(config, root, "affectnet", tmp_path / "run", verbose=0, tensorboard=False,
                          log=lambda *a: None)
     assert set(scores) >= {"va_score", "expr_f1"} and "au_f1" in scores and np.isnan(scores["au_f1"])
@@ -74,9 +74,8 @@ def test_training_on_affectnet_layout(tmp_path):
 
 
 def test_predict_video_example_summarises_each_face(tmp_path):
-    from skimage import data as skdata
-
     import scenes
+    from skimage import data as skdata
 
     patch, box = scenes.face_patch(skdata.astronaut(), (182, 64, 83, 107), margin=0.35)
     frames, _ = scenes.compose(6, [(patch, box, (20, 20), (5, 0))], size=(240, 320), faceless=(5,))

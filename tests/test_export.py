@@ -5,24 +5,22 @@ import pytest
 import tensorflow as tf
 
 from keras_mtanet import abaw_scores, export, load_pretrained
-
-from keras_mtanet.presets import registry as zoo
 from keras_mtanet.cli import main
 from keras_mtanet.data import synthetic
-
+from keras_mtanet.presets import registry
 
 
 @pytest.fixture(autouse=True)
 def synthetic_default(monkeypatch):
     """These tests feed synthetic faces: the CLI's default preset is the synthetic one here."""
-    from keras_mtanet.presets import registry as zoo
+    from keras_mtanet.presets import registry
 
-    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+    monkeypatch.setattr(registry, "DEFAULT_PRESET", registry.SYNTHETIC_PRESET)
 
 
 @pytest.fixture(scope="module")
 def preset():
-    return load_pretrained(zoo.SYNTHETIC_PRESET)
+    return load_pretrained(registry.SYNTHETIC_PRESET)
 
 
 @pytest.fixture(scope="module")

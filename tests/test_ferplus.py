@@ -7,12 +7,11 @@ import pytest
 import tensorflow as tf
 
 from keras_mtanet import cli
-
-from keras_mtanet.presets import registry as zoo
 from keras_mtanet.data import datasets, ferplus, tfrecord
-from keras_mtanet.errors import DataError
 from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.errors import DataError
 from keras_mtanet.labels import EXPR_NAMES
+from keras_mtanet.presets import checks
 from keras_mtanet.teachers import cache
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
@@ -203,7 +202,7 @@ def test_train_cli_learns_all_three_tasks_from_votes_and_teacher_labels(tmp_path
                      str(tmp_path / "labels.csv"), "--output", str(tmp_path / "run"), "--config",
                      str(tmp_path / "recipe.json"), "--no-tensorboard"])
     assert code == 0
-    meta = zoo.read_metadata(tmp_path / "run")
+    meta = checks.read_metadata(tmp_path / "run")
     for key in ("va_score", "au_score", "expr_score"):
         assert np.isfinite(meta["metrics"][key]), key
     assert "FER+" in meta["training_data"] and "teacher labels" in meta["training_data"]

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, load_pretrained, publish
-from keras_mtanet.presets import hub
-from keras_mtanet.presets import registry as presets
+
+from keras_mtanet import PresetError, files, load_pretrained, publish
+from keras_mtanet.presets import card, checks, hub
+from keras_mtanet.presets import folder as preset_folder
+from keras_mtanet.presets import registry as preset_registry
 
 TOKEN = "hf_test_Secret_token_0123456789"
 
@@ -48,7 +49,7 @@ def test_publish_creates_one_commit_with_the_preset_files(server, published):
     repo = server.repos[repo_id]
     assert len(sha) == 40 and repo.refs["main"] == sha and repo.refs["v1"] == sha
     tree = repo.commits[sha]["tree"]
-    assert set(tree) == {".gitattributes", *presets.PRESET_FILES, presets.PREPROCESSOR_FILE}
+    assert set(tree) == {".gitattributes", *checks.PRESET_FILES, preset_registry.PREPROCESSOR_FILE}
     assert tree["model.weights.h5"]["lfs"] and not tree["config.json"]["lfs"]
     assert repo.commits[repo.commits[sha]["parent"]]["message"] == "initial commit"
     card = tree["README.md"]["data"].decode()
@@ -77,15 +78,15 @@ def test_pull_by_commit_tag_and_branch_gives_the_published_predictions(server, p
     assert not predictions_equal(tiny_model(), loaded, images)  # the downloaded weights are in use
     assert loaded.metadata["metrics"] == {"va_score": 0.1}
     snapshot = tmp_path / "models--org--tiny" / "snapshots" / sha
-    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*presets.PRESET_FILES, presets.PREPROCESSOR_FILE])
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*checks.PRESET_FILES, preset_registry.PREPROCESSOR_FILE])
 
 
 def test_resolve_pins_a_branch_to_one_commit(server, published, tmp_path):
     _, sha, repo_id, _ = published
-    folder = presets.resolve(f"hf://{repo_id}@main", cache_dir=tmp_path, endpoint=server.endpoint)
+    folder = preset_registry.resolve(f"hf://{repo_id}@main", cache_dir=tmp_path, endpoint=server.endpoint)
     assert folder == tmp_path / "models--org--tiny" / "snapshots" / sha  # every file from the one commit
     assert (tmp_path / "models--org--tiny" / "refs" / "main").read_text() == sha
-    assert presets.read_metadata(folder)["name"] == repo_id
+    assert checks.read_metadata(folder)["name"] == repo_id
 
 
 @pytest.fixture
@@ -94,16 +95,16 @@ def registry(published, tmp_path, monkeypatch, server):
     model, sha, repo_id, images = published
     hub.download(repo_id, sha, cache_dir=tmp_path / "scratch", endpoint=server.endpoint)
     folder = next((tmp_path / "scratch").glob("models--org--tiny/snapshots/*"))
-    entry = hub.registry_entry(folder, repo_id, sha, "tiny test preset")
+    entry = preset_registry.registry_entry(folder, repo_id, sha, "tiny test preset")
     (tmp_path / "zoo" / "tiny_test").mkdir(parents=True)
     (tmp_path / "zoo" / "tiny_test" / "preset.json").write_text(json.dumps(entry))
-    monkeypatch.setenv(presets.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
+    monkeypatch.setenv(preset_registry.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
     return entry
 
 
 def test_registry_name_loads_the_pinned_revision(server, published, registry, tmp_path):
     model, sha, _, images = published
-    assert "tiny_test" in presets.list_presets()
+    assert "tiny_test" in preset_registry.list_presets()
     loaded = load_pretrained("tiny_test", cache_dir=tmp_path / "cache", endpoint=server.endpoint)
     assert predictions_equal(model, loaded, images)
 
@@ -189,8 +190,8 @@ def test_offline_reload_from_cache_in_a_fresh_process(server, published, tmp_pat
 
 def test_local_folder_round_trip_and_tampering(tmp_path):
     model = tiny_model()
-    meta = presets.preset_metadata(model, "nothing (test)")
-    folder = presets.save_preset(model, tmp_path / "preset", meta, hub.model_card_text(meta, "t"))
+    meta = preset_folder.preset_metadata(model, "nothing (test)")
+    folder = preset_folder.save_preset(model, tmp_path / "preset", meta, card.model_card_text(meta, "t"))
     images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     assert predictions_equal(model, load_pretrained(str(folder)), images)
     config = json.loads((folder / "config.json").read_text())
@@ -205,15 +206,15 @@ def test_local_folder_round_trip_and_tampering(tmp_path):
 
 def test_registry_entries_must_pin_a_commit_sha(tmp_path):
     with pytest.raises(PresetError, match="full commit sha"):
-        hub.registry_entry(tmp_path, "org/x", "main", "x")
+        preset_registry.registry_entry(tmp_path, "org/x", "main", "x")
 
 
 def test_cli_publish_prints_the_commit_and_a_pinned_registry_entry(server, tmp_path, capsys):
     from keras_mtanet.cli import main
 
     model = tiny_model()
-    meta = presets.preset_metadata(model, "nothing (test)")
-    folder = presets.save_preset(model, tmp_path / "run", meta, hub.model_card_text(meta, "cli"))
+    meta = preset_folder.preset_metadata(model, "nothing (test)")
+    folder = preset_folder.save_preset(model, tmp_path / "run", meta, card.model_card_text(meta, "cli"))
     assert main(["publish", str(folder), "--repo-id", "org/cli", "--tag", "v2", "--endpoint", server.endpoint,
                  "--description", "from the CLI"]) == 0
     out = capsys.readouterr().out
@@ -221,16 +222,16 @@ def test_cli_publish_prints_the_commit_and_a_pinned_registry_entry(server, tmp_p
     assert out.splitlines()[0] == f"published {folder} to org/cli at commit {sha}"
     entry = json.loads(out.split("preset.json):\n", 1)[1])
     assert entry["revision"] == sha and entry["repo_id"] == "org/cli" and entry["description"] == "from the CLI"
-    assert entry["files"]["model.weights.h5"] == presets.sha256_file(folder / "model.weights.h5")
+    assert entry["files"]["model.weights.h5"] == files.sha256_file(folder / "model.weights.h5")
 
 
 def test_embedded_synthetic_preset_loads_without_network_and_is_trained(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    entry = presets.list_presets()[presets.SYNTHETIC_PRESET]
-    assert entry["embedded"] and set(entry["files"]) == set(presets.PRESET_FILES)
-    model = load_pretrained(presets.SYNTHETIC_PRESET)
+    entry = preset_registry.list_presets()[preset_registry.SYNTHETIC_PRESET]
+    assert entry["embedded"] and set(entry["files"]) == set(checks.PRESET_FILES)
+    model = load_pretrained(preset_registry.SYNTHETIC_PRESET)
     meta = model.metadata
-    assert meta["name"] == presets.SYNTHETIC_PRESET and "synthetic" in meta["training_data"]
+    assert meta["name"] == preset_registry.SYNTHETIC_PRESET and "synthetic" in meta["training_data"]
     assert meta["metrics"]["va_score"] > 0.5 and meta["metrics"]["au_f1"] > 0.6 and meta["metrics"]["expr_f1"] > 0.5
     card = (Path(entry["folder"]) / "README.md").read_text()
     assert "not meant for real-world affect" in card
@@ -249,15 +250,15 @@ def test_embedded_synthetic_preset_loads_without_network_and_is_trained(monkeypa
 def test_default_preset_is_published_and_pinned_in_a_registry(server, tmp_path, monkeypatch):
     """The embedded default goes to the Hub as it is, a registry entry pins the commit, and loading it by name
     through the Hub gives the embedded preset's predictions."""
-    default = presets.list_presets()[presets.DEFAULT_PRESET]
+    default = preset_registry.list_presets()[preset_registry.DEFAULT_PRESET]
     folder = Path(default["folder"])
-    repo_id = f"keras-mtanet/{presets.DEFAULT_PRESET}"
+    repo_id = f"keras-mtanet/{preset_registry.DEFAULT_PRESET}"
     sha = publish(str(folder), repo_id, tag="v1", token=TOKEN, endpoint=server.endpoint)
-    entry = hub.registry_entry(folder, repo_id, sha, default["description"])
+    entry = preset_registry.registry_entry(folder, repo_id, sha, default["description"])
     assert entry["files"] == default["files"]  # the published files are the embedded ones, byte for byte
     (tmp_path / "zoo" / "hub_default").mkdir(parents=True)
     (tmp_path / "zoo" / "hub_default" / "preset.json").write_text(json.dumps(entry))
-    monkeypatch.setenv(presets.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
+    monkeypatch.setenv(preset_registry.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
     pulled = load_pretrained("hub_default", cache_dir=tmp_path / "cache", endpoint=server.endpoint)
     embedded = load_pretrained()
     size = embedded.input_shape[1]
@@ -269,8 +270,8 @@ def test_publish_to_an_existing_tag_says_so_before_uploading(server, published, 
     from keras_mtanet.cli import main
 
     model = tiny_model()
-    meta = presets.preset_metadata(model, "nothing (test)")
-    folder = presets.save_preset(model, tmp_path / "run", meta, hub.model_card_text(meta, "tag"))
+    meta = preset_folder.preset_metadata(model, "nothing (test)")
+    folder = preset_folder.save_preset(model, tmp_path / "run", meta, card.model_card_text(meta, "tag"))
     repo = server.repos["org/tiny"]
     commits = len(repo.commits)
     assert main(["publish", str(folder), "--repo-id", "org/tiny", "--tag", "v1", "--endpoint", server.endpoint]) == 2

@@ -11,8 +11,8 @@ import pytest
 import scenes
 from conftest import ASTRONAUT_BOX
 
-from keras_mtanet.cli import main
 from keras_mtanet import Predictor
+from keras_mtanet.cli import main
 from keras_mtanet.inference import alignment, detection, records, tracking
 from keras_mtanet.inference.predictor import smooth_records
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
@@ -27,9 +27,9 @@ FPS = 25.0
 @pytest.fixture(autouse=True)
 def synthetic_default(monkeypatch):
     """These tests feed synthetic faces: the CLI's default preset is the synthetic one here."""
-    from keras_mtanet.presets import registry as zoo
+    from keras_mtanet.presets import registry
 
-    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+    monkeypatch.setattr(registry, "DEFAULT_PRESET", registry.SYNTHETIC_PRESET)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtanet.losses import (CCCLoss, MaskedBinaryCrossentropy, MaskedCategoricalCrossentropy,
-                                 TaskUncertainty)
+from keras_mtanet.losses import CCCLoss, MaskedBinaryCrossentropy, MaskedCategoricalCrossentropy, TaskUncertainty
 
 
 def ccc_pearson(t, p):

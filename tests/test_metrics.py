@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from keras_mtanet.metrics import (AUAccuracy, AUF1, CCC, ExprAccuracy, ExprF1, SCORE_KEYS, abaw_scores)
+from keras_mtanet.metrics import AUF1, CCC, SCORE_KEYS, AUAccuracy, ExprAccuracy, ExprF1, abaw_scores
 
 
 def ccc_pearson(t, p):

@@ -3,8 +3,8 @@ import json
 import keras
 import numpy as np
 import pytest
-
 from conftest import TINY, partial_labels, tiny_model
+
 from keras_mtanet import MTANet
 
 
@@ -237,10 +237,10 @@ def test_fixed_loss_weights_scale_the_total(rng):
 
 def test_from_preset_loads_the_embedded_default_and_its_backbone(rng):
     from keras_mtanet import SEResNetBackbone, load_pretrained
-    from keras_mtanet.presets import registry as presets
+    from keras_mtanet.presets import registry
 
-    model = MTANet.from_preset(presets.DEFAULT_PRESET)
-    reference = load_pretrained(presets.DEFAULT_PRESET)
+    model = MTANet.from_preset(registry.DEFAULT_PRESET)
+    reference = load_pretrained(registry.DEFAULT_PRESET)
     x = rng.integers(0, 256, (2,) + tuple(model.input_shape[1:])).astype("float32")
     a, b = model.predict(x, verbose=0), reference.predict(x, verbose=0)
     for key in a:
@@ -248,7 +248,7 @@ def test_from_preset_loads_the_embedded_default_and_its_backbone(rng):
     # The FER+ preset's grey input and alignment template travel with it, in the converter.
     assert model.preprocessor.color_mode == "grayscale"
     np.testing.assert_allclose(model.preprocessor.template, model.metadata["alignment_template"])
-    backbone = SEResNetBackbone.from_preset(presets.DEFAULT_PRESET)
+    backbone = SEResNetBackbone.from_preset(registry.DEFAULT_PRESET)
     assert isinstance(backbone, SEResNetBackbone)
     for w, v in zip(backbone.weights, model.backbone.weights):
         np.testing.assert_array_equal(w.numpy(), v.numpy())

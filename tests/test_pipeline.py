@@ -158,7 +158,7 @@ def test_datasets_run_without_autotuning(tmp_path, monkeypatch):
         finished.append(finish(ds, *args))
         return finished[-1]
 
-    monkeypatch.setattr(pipeline, "finish", recording_finish)
+    monkeypatch.setattr(datasets, "finish", recording_finish)
     out, done = evaluate.predict_frames(Recorder(), index, batch_size=4)
     assert done.all() and out["va"].shape == (6, 2)
     assert [ds.options().autotune.enabled for ds in finished] == [False]

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import scenes
 
-from keras_mtanet.presets import hub
+from keras_mtanet import Predictor
 from keras_mtanet.cli import main
 from keras_mtanet.data import synthetic
-from keras_mtanet import Predictor
 from keras_mtanet.inference import records
 from keras_mtanet.inference.predictor import FilesReport
+from keras_mtanet.presets import hub
 
 N_FRAMES = 10
 

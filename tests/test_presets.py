@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_model
+
 from keras_mtanet import PresetError, files
-from keras_mtanet.presets import hub
-from keras_mtanet.presets import registry as presets
 from keras_mtanet.errors import DataError
 from keras_mtanet.model.task import MTANet
+from keras_mtanet.presets import card, checks, registry
+from keras_mtanet.presets import folder as preset_folder
 
 FULL_METRICS = {"ccc_valence": 0.8, "ccc_arousal": 0.7, "va_score": 0.75, "expr_f1": 0.5, "expr_acc": 0.6,
                 "au_f1": 0.4, "au_acc": 0.9}
@@ -29,8 +29,8 @@ def trained_looking(**overrides):
 
 
 def save(model, folder, **meta_kwargs):
-    meta = presets.preset_metadata(model, "nothing (test)", **meta_kwargs)
-    return presets.save_preset(model, folder, meta, presets.make_model_card(meta, "t"))
+    meta = preset_folder.preset_metadata(model, "nothing (test)", **meta_kwargs)
+    return preset_folder.save_preset(model, folder, meta, card.make_model_card(meta, "t"))
 
 
 def same_predictions(a, b, seed=0):
@@ -40,9 +40,9 @@ def same_predictions(a, b, seed=0):
 
 
 def rehash(folder, name):
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
     meta["files"][name] = files.sha256_file(folder / name)
-    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+    (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
@@ -57,28 +57,28 @@ def saved(tmp_path_factory):
 def test_a_local_folder_and_a_registry_name_resolve_and_load_offline(saved, tmp_path, monkeypatch):
     model, folder = saved
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert presets.resolve(str(folder)) == folder
-    assert same_predictions(model, presets.load(folder))  # a Path works as well as a string
+    assert registry.resolve(str(folder)) == folder
+    assert same_predictions(model, preset_folder.load(folder))  # a Path works as well as a string
     # The same files as a registry entry in an extra registry folder, pinned by their sha256.
     entry_folder = tmp_path / "zoo" / "tiny_local"
     shutil.copytree(folder, entry_folder)
-    pinned = {name: files.sha256_file(folder / name) for name in (*presets.PRESET_FILES, presets.PREPROCESSOR_FILE)}
-    (entry_folder / presets.REGISTRY_FILE).write_text(json.dumps({"description": "t", "embedded": True,
+    pinned = {name: files.sha256_file(folder / name) for name in (*checks.PRESET_FILES, registry.PREPROCESSOR_FILE)}
+    (entry_folder / registry.REGISTRY_FILE).write_text(json.dumps({"description": "t", "embedded": True,
                                                                   "files": pinned}))
-    monkeypatch.setenv(presets.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
-    assert presets.resolve("tiny_local") == entry_folder
-    loaded = presets.load("tiny_local")
+    monkeypatch.setenv(registry.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
+    assert registry.resolve("tiny_local") == entry_folder
+    loaded = preset_folder.load("tiny_local")
     assert same_predictions(model, loaded) and not same_predictions(tiny_model(color_mode="grayscale"), loaded)
-    assert presets.resolve(presets.SYNTHETIC_PRESET) == Path(presets.list_presets()[presets.SYNTHETIC_PRESET]["folder"])
+    assert registry.resolve(registry.SYNTHETIC_PRESET) == Path(registry.list_presets()[registry.SYNTHETIC_PRESET]["folder"])
     # A pinned hash that the file does not have: refused before anything is parsed, and the file is kept.
-    pinned[presets.PREPROCESSOR_FILE] = "0" * 64
-    (entry_folder / presets.REGISTRY_FILE).write_text(json.dumps({"description": "t", "embedded": True,
+    pinned[registry.PREPROCESSOR_FILE] = "0" * 64
+    (entry_folder / registry.REGISTRY_FILE).write_text(json.dumps({"description": "t", "embedded": True,
                                                                   "files": pinned}))
     with pytest.raises(PresetError, match=r"preprocessor\.json: sha256 .* modified"):
-        presets.resolve("tiny_local")
-    assert (entry_folder / presets.PREPROCESSOR_FILE).exists()
+        registry.resolve("tiny_local")
+    assert (entry_folder / registry.PREPROCESSOR_FILE).exists()
     with pytest.raises(PresetError, match="embedded in the package and has no revisions"):
-        presets.load("tiny_local", revision="main")
+        preset_folder.load("tiny_local", revision="main")
 
 
 def test_load_builds_the_class_asked_for(saved):
@@ -86,30 +86,29 @@ def test_load_builds_the_class_asked_for(saved):
         pass
 
     model, folder = saved
-    loaded = presets.load(str(folder), cls=Tuned)
+    loaded = preset_folder.load(str(folder), cls=Tuned)
     assert type(loaded) is Tuned and same_predictions(model, loaded)
     assert MTANet.from_preset(str(folder)).metadata["files"] == loaded.metadata["files"]
 
 
-def test_the_old_zoo_module_is_the_presets_module(monkeypatch):
-    from keras_mtanet.presets import registry as zoo
+def test_patching_the_default_preset_changes_what_resolve_loads(monkeypatch):
+    from keras_mtanet.presets import registry
 
-    assert zoo is presets and zoo.save_preset is presets.save_preset and zoo.sha256_file is files.sha256_file
-    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)  # as the inference tests do
-    assert presets.resolve() == presets.resolve(presets.SYNTHETIC_PRESET)
+    monkeypatch.setattr(registry, "DEFAULT_PRESET", registry.SYNTHETIC_PRESET)  # as the inference tests do
+    assert registry.resolve() == registry.resolve(registry.SYNTHETIC_PRESET)
 
 
 # ------------------------------------------------------------------------------------- preprocessor.json
 
 def test_preprocessor_json_round_trip(saved):
     model, folder = saved
-    written = json.loads((folder / presets.PREPROCESSOR_FILE).read_text())
+    written = json.loads((folder / registry.PREPROCESSOR_FILE).read_text())
     assert written == json.loads(json.dumps(model.preprocessor.get_config()))
     assert written["color_mode"] == "grayscale" and written["image_size"] == [32, 32]
     assert written["alignment_template"] == TEMPLATE
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
-    assert meta["files"][presets.PREPROCESSOR_FILE] == files.sha256_file(folder / presets.PREPROCESSOR_FILE)
-    loaded = presets.load(str(folder))
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
+    assert meta["files"][registry.PREPROCESSOR_FILE] == files.sha256_file(folder / registry.PREPROCESSOR_FILE)
+    loaded = preset_folder.load(str(folder))
     assert loaded.preprocessor.get_config() == model.preprocessor.get_config()
     assert np.array_equal(loaded.preprocessor.template, np.array(TEMPLATE))
 
@@ -128,45 +127,45 @@ def test_preprocessor_json_round_trip(saved):
 def test_a_preprocessor_that_disagrees_with_the_model_is_refused(saved, tmp_path, monkeypatch, change, expected):
     _, original = saved
     folder = Path(shutil.copytree(original, tmp_path / "p"))
-    config = json.loads((folder / presets.PREPROCESSOR_FILE).read_text())
+    config = json.loads((folder / registry.PREPROCESSOR_FILE).read_text())
     if change == "drop offset":
         del config["offset"]
     elif change == "a list":
         config = [config]
     else:
         config.update(change)
-    (folder / presets.PREPROCESSOR_FILE).write_text(json.dumps(config))
-    rehash(folder, presets.PREPROCESSOR_FILE)  # as a hostile publisher would
+    (folder / registry.PREPROCESSOR_FILE).write_text(json.dumps(config))
+    rehash(folder, registry.PREPROCESSOR_FILE)  # as a hostile publisher would
     if "differs from the model built" not in expected:
         def no_build(*args, **kwargs):
             raise AssertionError("a model was built from a preset that disagrees with itself")
 
         monkeypatch.setattr(MTANet, "from_config", classmethod(no_build))
     with pytest.raises(PresetError, match=expected) as info:
-        presets.load(str(folder))
+        preset_folder.load(str(folder))
     message = str(info.value)
-    assert "\n" not in message and message.startswith(str(folder / presets.PREPROCESSOR_FILE))
+    assert "\n" not in message and message.startswith(str(folder / registry.PREPROCESSOR_FILE))
 
 
 def test_an_oversized_preprocessor_file_is_refused(saved, tmp_path):
     folder = Path(shutil.copytree(saved[1], tmp_path / "p"))
-    (folder / presets.PREPROCESSOR_FILE).write_text(" " * (presets.MAX_JSON_BYTES + 1) + "{}")
-    rehash(folder, presets.PREPROCESSOR_FILE)
+    (folder / registry.PREPROCESSOR_FILE).write_text(" " * (checks.MAX_JSON_BYTES + 1) + "{}")
+    rehash(folder, registry.PREPROCESSOR_FILE)
     with pytest.raises(PresetError, match=r"preprocessor\.json: preprocessor config larger than 1024 KiB"):
-        presets.load(str(folder))
+        preset_folder.load(str(folder))
 
 
 def test_presets_without_a_preprocessor_file_still_load(saved, tmp_path):
     model, original = saved
     folder = Path(shutil.copytree(original, tmp_path / "p"))
-    (folder / presets.PREPROCESSOR_FILE).unlink()
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
-    del meta["files"][presets.PREPROCESSOR_FILE]
-    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
-    assert same_predictions(model, presets.load(str(folder)))
+    (folder / registry.PREPROCESSOR_FILE).unlink()
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
+    del meta["files"][registry.PREPROCESSOR_FILE]
+    (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
+    assert same_predictions(model, preset_folder.load(str(folder)))
     # A FER+ preset from before the model held its alignment template: the metadata's template reaches the model.
-    ferplus = presets.load(presets.DEFAULT_PRESET)
-    assert not (presets.resolve(presets.DEFAULT_PRESET) / presets.PREPROCESSOR_FILE).exists()
+    ferplus = preset_folder.load(registry.DEFAULT_PRESET)
+    assert not (registry.resolve(registry.DEFAULT_PRESET) / registry.PREPROCESSOR_FILE).exists()
     assert ferplus.preprocessor.alignment_template == ferplus.metadata["alignment_template"]
     assert ferplus.preprocessor.color_mode == ferplus.metadata["color_mode"] == "grayscale"
 
@@ -177,12 +176,12 @@ def test_the_model_card_parses_back_to_the_metadata(saved, tmp_path):
     from huggingface_hub import ModelCard
 
     _, folder = saved
-    card = ModelCard.load(folder / presets.CARD_FILE)
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
+    card = ModelCard.load(folder / checks.CARD_FILE)
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
     data = card.data.to_dict()
     assert data == {"library_name": "keras", "license": "apache-2.0", "pipeline_tag": "image-classification",
-                    "tags": list(presets.CARD_TAGS), "metrics": ["ccc", "f1", "accuracy"]}
-    text = (folder / presets.CARD_FILE).read_text()
+                    "tags": list(card.CARD_TAGS), "metrics": ["ccc", "f1", "accuracy"]}
+    text = (folder / checks.CARD_FILE).read_text()
     assert text.startswith("---\nlibrary_name: keras\nlicense: apache-2.0\n")
     sections = [line for line in card.text.splitlines() if line.startswith("#")]
     assert sections == ["# t", "## Model", "## Trained on", "## Intended use", "## Limitations", "## Metrics", "## Use"]
@@ -194,15 +193,15 @@ def test_the_model_card_parses_back_to_the_metadata(saved, tmp_path):
     # Only what the metadata holds: no metric ids for absent metrics, the data set and licence it names.
     meta = {**meta, "metrics": {"va_score": 0.1}, "datasets": ["FER+"], "license": "other",
             "license_name": "fer2013-research-terms"}
-    card = presets.make_model_card(meta, "org/x", intended_use="Tests.", spec="hf://org/x")
+    card = card.make_model_card(meta, "org/x", intended_use="Tests.", spec="hf://org/x")
     (tmp_path / "README.md").write_text(str(card))
     back = ModelCard.load(tmp_path / "README.md")
     assert back.data.metrics == ["ccc"] and back.data.datasets == ["FER+"]
     assert back.data.license == "other" and back.data.license_name == "fer2013-research-terms"
     assert "\n## Intended use\n\nTests.\n" in back.text and "load_pretrained('hf://org/x')" in back.text
-    no_metrics = presets.make_model_card({**meta, "metrics": {}}, "x")
+    no_metrics = card.make_model_card({**meta, "metrics": {}}, "x")
     assert "metrics" not in no_metrics.data.to_dict() and "## Metrics" not in no_metrics.text
-    assert hub.model_card_text(meta, "org/x", "Tests.", spec="hf://org/x") == str(card)  # the old name
+    assert card.model_card_text(meta, "org/x", "Tests.", spec="hf://org/x") == str(card)  # the old name
 
 
 # ------------------------------------------------------------------------------------------ small files

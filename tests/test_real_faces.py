@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from keras_mtanet import Predictor, load_pretrained
-
-from keras_mtanet.presets import registry as zoo
 from keras_mtanet.inference.sources import Source, read_image
 from keras_mtanet.labels import EXPR_NAMES
+from keras_mtanet.presets import registry
 
 FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
 REAL_PRESETS = ("mtanet_se_resnet18_ferplus_112", "mtanet_se_resnet18_ferplus")
@@ -26,12 +25,12 @@ def real(request):
 def test_the_default_is_a_real_face_preset_and_loads_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = load_pretrained()
-    assert model.metadata["name"] == zoo.DEFAULT_PRESET in REAL_PRESETS
+    assert model.metadata["name"] == registry.DEFAULT_PRESET in REAL_PRESETS
     assert model.color_mode == "grayscale" and "FER+" in model.metadata["training_data"]
 
 
 def test_model_cards_say_what_the_presets_learned_from(real):
-    entry = zoo.list_presets()[real.metadata["name"]]
+    entry = registry.list_presets()[real.metadata["name"]]
     card = (Path(entry["folder"]) / "README.md").read_text()
     for phrase in ("FER2013", "research terms", "MIT", "not FACS-coded by people", "not rated by people",
                    "Not for decisions about a person", "grey"):

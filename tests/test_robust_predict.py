@@ -21,14 +21,13 @@ from conftest import ASTRONAUT_BOX
 from skimage import data as skdata
 
 import keras_mtanet
-from keras_mtanet import evaluate
-from keras_mtanet.presets import hub
+from keras_mtanet import Predictor, evaluate
 from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError
-from keras_mtanet import Predictor
-from keras_mtanet.inference import detection, predictor, progress, records, sources, tracking
+from keras_mtanet.inference import detection, predictor, progress, records, smoothing, sources, tracking
 from keras_mtanet.inference.sources import Source
 from keras_mtanet.labels import EXPR_NAMES
+from keras_mtanet.presets import hub
 
 # Peak resident memory allowed to `keras-mtanet predict` on a 20000 x 20000 JPEG (400 megapixels). Measured on
 # 2 CPU cores: about 0.95 GB for a 512 x 512 photo (TensorFlow and the model), 1.8 GB for the 20000 x 20000
@@ -235,18 +234,18 @@ def test_large_jpeg_is_decoded_reduced_with_boxes_in_original_pixels(preset, pho
 # ------------------------------------------------------------------------------------- 4. smoothing
 def test_a_huge_smoothing_window_is_the_track_mean():
     values = np.array([[1.0, 10.0], [2.0, 20.0], [6.0, 60.0]])
-    np.testing.assert_allclose(evaluate.smooth_series(values, 10 ** 12), [[3.0, 30.0]] * 3)
+    np.testing.assert_allclose(smoothing.smooth_series(values, 10 ** 12), [[3.0, 30.0]] * 3)
     # 2 * length - 1 frames is the shortest window that reaches every frame from every frame.
-    np.testing.assert_allclose(evaluate.smooth_series(values, 5), [[3.0, 30.0]] * 3)
-    np.testing.assert_allclose(evaluate.smooth_series(values, 4)[0], [3.0, 30.0])
-    np.testing.assert_allclose(evaluate.smooth_series(values, 4)[2], [4.0, 40.0])  # frames 1 and 2
-    assert evaluate.smoothing_window("1e9", 30) == 30_000_000_000
+    np.testing.assert_allclose(smoothing.smooth_series(values, 5), [[3.0, 30.0]] * 3)
+    np.testing.assert_allclose(smoothing.smooth_series(values, 4)[0], [3.0, 30.0])
+    np.testing.assert_allclose(smoothing.smooth_series(values, 4)[2], [4.0, 40.0])  # frames 1 and 2
+    assert smoothing.smoothing_window("1e9", 30) == 30_000_000_000
     long = np.arange(200_000, dtype=np.float64)[:, None]
     start = time.perf_counter()
-    np.testing.assert_allclose(evaluate.smooth_series(long, 30_000_000_000)[[0, -1], 0], [99_999.5] * 2)
+    np.testing.assert_allclose(smoothing.smooth_series(long, 30_000_000_000)[[0, -1], 0], [99_999.5] * 2)
     assert time.perf_counter() - start < 5.0
     with pytest.raises(DataError, match=r"^--smooth '1e400': give seconds \(0.5\) or frames \(15f\)$"):
-        evaluate.smoothing_window("1e400", 30)
+        smoothing.smoothing_window("1e400", 30)
 
 
 def test_smooth_records_with_a_huge_window_averages_each_face():
@@ -516,6 +515,7 @@ def test_evaluate_usage_errors_come_before_any_work(args, message, no_model, tmp
 
 def test_crops_that_fail_to_decode_are_counted_and_named(tmp_path):
     from conftest import tiny_model
+
     from keras_mtanet.data import affwild2, synthetic
 
     synthetic.write_affwild2(tmp_path, train_videos=0, val_videos=1, frames=8, size=32, seed=3,
@@ -639,7 +639,7 @@ def test_decoded_frames_waiting_for_the_detector_are_bounded_in_bytes(preset, mo
     from keras_mtanet.inference import stages
 
     frame_bytes = 200 * 200 * 3
-    monkeypatch.setattr(pipeline, "MAX_QUEUED_BYTES", int(2.5 * frame_bytes), raising=False)
+    monkeypatch.setattr(stages, "MAX_QUEUED_BYTES", int(2.5 * frame_bytes), raising=False)
     state = {"decoded": 0, "detected": 0, "lead": 0}
     frames = Source.frames
 

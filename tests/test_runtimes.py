@@ -10,7 +10,7 @@ import pytest
 
 from keras_mtanet import MTANet, export
 from keras_mtanet.errors import DataError, DependencyError, UsageError
-from keras_mtanet.inference import runtimes
+from keras_mtanet.inference import export_cache, runtimes
 
 EXTRAS = {"openvino": "openvino", "onnxruntime": "onnx"}
 
@@ -155,16 +155,16 @@ def test_export_cache_reuses_files_and_never_replaces_any(model, cache, monkeypa
     assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []  # no staging folder left
 
     # Another model (one weight changed) gets another name, so a stale export is never picked up.
-    digest = runtimes.model_digest(model, "tflite")
+    digest = export_cache.model_digest(model, "tflite")
     kernel = next(w for w in model.weights if w.path.endswith("kernel"))
     saved = kernel.numpy()
     kernel.assign(saved + 1e-3)
     try:
-        assert runtimes.model_digest(model, "tflite") != digest
+        assert export_cache.model_digest(model, "tflite") != digest
     finally:
         kernel.assign(saved)
-    assert runtimes.model_digest(model, "tflite") == digest
-    assert runtimes.model_digest(model, "tflite", int8=True) != digest
+    assert export_cache.model_digest(model, "tflite") == digest
+    assert export_cache.model_digest(model, "tflite", int8=True) != digest
 
     with pytest.raises(DataError, match=r"notes.txt: is not a folder"):
         runtimes.load_runtime(model, "tflite", cache_dir=user_file)
@@ -175,8 +175,8 @@ def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, mo
     import re
 
     root = tmp_path / "default"
-    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(root))
-    folder = runtimes.default_cache_dir()
+    monkeypatch.setenv(export_cache.CACHE_VARIABLE, str(root))
+    folder = export_cache.default_cache_dir()
     folder.mkdir(parents=True)
     names = [f"mtanet-tflite-{i:020x}" for i in range(4)]
     for age, name in enumerate(names):  # names[0] is the newest, names[3] the oldest
@@ -188,18 +188,18 @@ def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, mo
     (folder / "mtanet-onnx-ffffffffffffffffffff").symlink_to(mine)  # a link named like an export
     (folder / "mtanet-notes").mkdir()                                # a folder not named like one
     (folder / "notes.txt").write_text("mine")
-    removed = runtimes.prune_cache(folder, keep=2)
+    removed = export_cache.prune_cache(folder, keep=2)
     assert sorted(p.name for p in removed) == sorted(names[2:])
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         names[:2] + ["mtanet-onnx-ffffffffffffffffffff", "mtanet-notes", "notes.txt"])
-    assert mine.is_dir() and runtimes.prune_cache(folder, keep=0, spare=folder / names[1]) == [folder / names[0]]
+    assert mine.is_dir() and export_cache.prune_cache(folder, keep=0, spare=folder / names[1]) == [folder / names[0]]
     # One used within the grace period (another process may be loading it) stays; nothing half-removed is left.
     os.utime(folder / names[1])
-    assert runtimes.prune_cache(folder, keep=0) == [] and (folder / names[1]).is_dir()
+    assert export_cache.prune_cache(folder, keep=0) == [] and (folder / names[1]).is_dir()
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     for format in export.SUFFIXES:  # the pattern covers every name cached_export gives
-        assert runtimes._EXPORT_NAME.fullmatch(f"mtanet-{format}-{'ab' * 10}")
-        assert runtimes._EXPORT_NAME.fullmatch(f"mtanet-{format}-int8-{'ab' * 10}")
+        assert export_cache._EXPORT_NAME.fullmatch(f"mtanet-{format}-{'ab' * 10}")
+        assert export_cache._EXPORT_NAME.fullmatch(f"mtanet-{format}-int8-{'ab' * 10}")
     os.utime(folder / names[1], (1e9, 1e9))
     # Temporary folders of an export or a removal cut short by a kill go once they are older than the grace.
     stale, fresh = folder / f".{names[2]}.k1ll3d_x.tmp", folder / f".{names[3]}.abcd1234.tmp"
@@ -207,24 +207,24 @@ def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, mo
         path.mkdir()
         (path / "model.tflite").write_bytes(b"half")
     os.utime(stale, (1e9, 1e9))
-    assert runtimes.prune_cache(folder, keep=5) == [stale] and fresh.is_dir()
+    assert export_cache.prune_cache(folder, keep=5) == [stale] and fresh.is_dir()
     shutil.rmtree(fresh)
 
     # A new export into the default cache prunes it; reusing an export renews it; another folder is not pruned.
     monkeypatch.setattr(runtimes, "MAX_CACHED_EXPORTS", 1)
     (folder / names[1]).rename(folder / names[3])  # an old export, still there
     os.utime(folder / names[3], (1e9, 1e9))
-    cached = runtimes.cached_export(model, "tflite", folder)
+    cached = export_cache.cached_export(model, "tflite", folder)
     assert re.fullmatch(r"mtanet-tflite-[0-9a-f]{20}", cached.parent.name)
     assert not (folder / names[3]).exists() and cached.is_file()
     os.utime(cached.parent, (1e9, 1e9))
-    assert runtimes.cached_export(model, "tflite", folder) == cached and cached.parent.stat().st_mtime > 1e9
+    assert export_cache.cached_export(model, "tflite", folder) == cached and cached.parent.stat().st_mtime > 1e9
     # A new export into another folder leaves its old exports alone (copied: the export itself is tested above).
     monkeypatch.setattr(export, "export_tflite", lambda model, path, **kwargs: shutil.copy(cached, path))
     other = tmp_path / "other"
     (other / names[0]).mkdir(parents=True)
     os.utime(other / names[0], (1e9, 1e9))
-    made = runtimes.cached_export(model, "tflite", other)
+    made = export_cache.cached_export(model, "tflite", other)
     assert made.is_file() and made.parent.parent == other and (other / names[0]).is_dir()
 
 
@@ -286,11 +286,11 @@ def test_default_runtime_follows_the_variable_then_the_fastest_installed(monkeyp
     assert runtimes.default_runtime("int8") == "tflite"  # the first installed runtime offering int8
     monkeypatch.setattr(runtimes, "installed", lambda name: name == "keras")
     assert runtimes.default_runtime() == "keras"
-    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(tmp_path))
-    assert runtimes.default_cache_dir() == tmp_path / "runtimes"
-    monkeypatch.delenv(runtimes.CACHE_VARIABLE)
+    monkeypatch.setenv(export_cache.CACHE_VARIABLE, str(tmp_path))
+    assert export_cache.default_cache_dir() == tmp_path / "runtimes"
+    monkeypatch.delenv(export_cache.CACHE_VARIABLE)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert runtimes.default_cache_dir() == tmp_path / "xdg" / "keras_mtanet" / "runtimes"
+    assert export_cache.default_cache_dir() == tmp_path / "xdg" / "keras_mtanet" / "runtimes"
 
 
 def test_default_runtime_is_keras_off_tensorflow(monkeypatch):
@@ -306,12 +306,12 @@ def test_default_runtime_is_keras_off_tensorflow(monkeypatch):
 def test_an_unwritable_default_cache_falls_back_to_one_run(monkeypatch, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(blocker))  # the cache would go under a file
-    assert runtimes.usable_default_cache() is None
+    monkeypatch.setenv(export_cache.CACHE_VARIABLE, str(blocker))  # the cache would go under a file
+    assert export_cache.usable_default_cache() is None
     assert "exported models are kept for this run only" in capsys.readouterr().err
     assert blocker.read_text() == "not a folder"
-    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(tmp_path / "ok"))
-    assert runtimes.usable_default_cache() == tmp_path / "ok" / "runtimes"
+    monkeypatch.setenv(export_cache.CACHE_VARIABLE, str(tmp_path / "ok"))
+    assert export_cache.usable_default_cache() == tmp_path / "ok" / "runtimes"
     assert (tmp_path / "ok" / "runtimes").is_dir()
 
 
@@ -324,14 +324,14 @@ def test_a_damaged_cached_export_is_made_again(model, tmp_path, monkeypatch):
         path.with_suffix(".bin").write_bytes(b"weights" * 100)
 
     monkeypatch.setattr(export, "export_openvino", fake_export)
-    first = runtimes.cached_export(model, "openvino", tmp_path)
-    assert runtimes.cached_export(model, "openvino", tmp_path) == first and len(made) == 1  # reused
+    first = export_cache.cached_export(model, "openvino", tmp_path)
+    assert export_cache.cached_export(model, "openvino", tmp_path) == first and len(made) == 1  # reused
     first.write_text("<net>gra")  # truncated, as by a full disk or a kill while copying the cache
-    again = runtimes.cached_export(model, "openvino", tmp_path)
+    again = export_cache.cached_export(model, "openvino", tmp_path)
     assert again == first and len(made) == 2 and again.read_text() == "<net>graph</net>\n"
-    assert runtimes.verify_export(again.parent)
+    assert export_cache.verify_export(again.parent)
     again.with_suffix(".bin").write_bytes(b"weights" * 99)  # the weights file, too
-    assert runtimes.cached_export(model, "openvino", tmp_path) == first and len(made) == 3
+    assert export_cache.cached_export(model, "openvino", tmp_path) == first and len(made) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.parent.name]  # nothing else left behind
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_model
 from hub_server import HubServer
-from keras_mtanet import PresetError, export, load_pretrained
-from keras_mtanet.presets import hub
-from keras_mtanet.presets import registry as presets
-from keras_mtanet.training import run as train
-from keras_mtanet.presets import registry as zoo
+
+from keras_mtanet import PresetError, export, files, load_pretrained
 from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError, UsageError
+from keras_mtanet.presets import card, checks, registry
+from keras_mtanet.presets import folder as preset_folder
+from keras_mtanet.training import callbacks, recipe, run_folder
+from keras_mtanet.training import run as train
 
 
 def one_line(info):
@@ -28,8 +28,8 @@ def one_line(info):
 
 def make_preset(folder, **model_overrides):
     model = tiny_model(**model_overrides)
-    meta = presets.preset_metadata(model, "nothing (test)")
-    return presets.save_preset(model, folder, meta, hub.model_card_text(meta, "t"))
+    meta = preset_folder.preset_metadata(model, "nothing (test)")
+    return preset_folder.save_preset(model, folder, meta, card.model_card_text(meta, "t"))
 
 
 def rewrite(folder, name, content, rehash=True):
@@ -37,10 +37,10 @@ def rewrite(folder, name, content, rehash=True):
     a hostile publisher would."""
     path = folder / name
     path.write_text(content if isinstance(content, str) else json.dumps(content))
-    if rehash and name != presets.METADATA_FILE:
-        meta = json.loads((folder / presets.METADATA_FILE).read_text())
-        meta["files"][name] = presets.sha256_file(path)
-        (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+    if rehash and name != checks.METADATA_FILE:
+        meta = json.loads((folder / checks.METADATA_FILE).read_text())
+        meta["files"][name] = files.sha256_file(path)
+        (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
 
 
 # --------------------------------------------------------------------------------------------- hostile presets
@@ -62,10 +62,10 @@ def test_a_hub_preset_cannot_name_files_outside_its_folder(server, tmp_path, key
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's data")
     folder = make_preset(tmp_path / "upload")
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
     target = str(victim) if key == "/abs/victim.txt" else key
     meta["files"][target] = "0" * 64  # a mismatch: the old loader deleted the file it named as "corrupt"
-    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+    (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
     repo = f"evil/preset{abs(hash(key)) % 10**6}"
     api = HfApi(endpoint=server.endpoint, token="hf_x")
     api.create_repo(repo, exist_ok=True)
@@ -77,21 +77,21 @@ def test_a_hub_preset_cannot_name_files_outside_its_folder(server, tmp_path, key
     assert victim.read_text() == "the user's data"
     snapshot = next(cache.glob("models--*/snapshots/*"))
     # none deleted:
-    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*presets.PRESET_FILES, presets.PREPROCESSOR_FILE])
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*checks.PRESET_FILES, registry.PREPROCESSOR_FILE])
 
 
 def test_links_out_of_a_preset_and_non_regular_files_are_refused(tmp_path):
     folder = make_preset(tmp_path / "p")
     outside = tmp_path / "outside.json"
-    shutil.copy(folder / presets.CONFIG_FILE, outside)
-    (folder / presets.CONFIG_FILE).unlink()
-    (folder / presets.CONFIG_FILE).symlink_to(outside)
+    shutil.copy(folder / checks.CONFIG_FILE, outside)
+    (folder / checks.CONFIG_FILE).unlink()
+    (folder / checks.CONFIG_FILE).symlink_to(outside)
     with pytest.raises(PresetError) as info:
         load_pretrained(str(folder))
     assert "links outside the preset folder" in one_line(info)
     assert outside.exists()
-    (folder / presets.CONFIG_FILE).unlink()
-    (folder / presets.CONFIG_FILE).mkdir()
+    (folder / checks.CONFIG_FILE).unlink()
+    (folder / checks.CONFIG_FILE).mkdir()
     with pytest.raises(PresetError) as info:
         load_pretrained(str(folder))
     assert "not a regular file" in one_line(info)
@@ -99,12 +99,12 @@ def test_links_out_of_a_preset_and_non_regular_files_are_refused(tmp_path):
 
 def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
     folder = make_preset(tmp_path / "p")
-    data = bytearray((folder / presets.WEIGHTS_FILE).read_bytes())
+    data = bytearray((folder / checks.WEIGHTS_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (folder / presets.WEIGHTS_FILE).write_bytes(bytes(data))
+    (folder / checks.WEIGHTS_FILE).write_bytes(bytes(data))
     with pytest.raises(PresetError, match=r"model\.weights\.h5: sha256 .* modified"):
         load_pretrained(str(folder))
-    assert (folder / presets.WEIGHTS_FILE).read_bytes() == bytes(data)
+    assert (folder / checks.WEIGHTS_FILE).read_bytes() == bytes(data)
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -130,8 +130,8 @@ def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path,
     from keras_mtanet.model.task import MTANet
 
     folder = make_preset(tmp_path / "p")
-    config = json.loads((folder / presets.CONFIG_FILE).read_text())
-    rewrite(folder, presets.CONFIG_FILE, {**config, **change})
+    config = json.loads((folder / checks.CONFIG_FILE).read_text())
+    rewrite(folder, checks.CONFIG_FILE, {**config, **change})
 
     def no_build(*args, **kwargs):
         raise AssertionError("a model was built from an unchecked config")
@@ -139,7 +139,7 @@ def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path,
     monkeypatch.setattr(MTANet, "from_config", classmethod(no_build))
     with pytest.raises(PresetError, match=expected) as info:
         load_pretrained(str(folder))
-    assert one_line(info).startswith(str(folder / presets.CONFIG_FILE))
+    assert one_line(info).startswith(str(folder / checks.CONFIG_FILE))
 
 
 @pytest.mark.parametrize("trick, expected", [
@@ -152,7 +152,7 @@ def test_a_weights_file_cannot_read_other_files(tmp_path, trick, expected):
 
     folder = make_preset(tmp_path / "p")
     secret = tmp_path / "secret.bin"
-    with h5py.File(folder / presets.WEIGHTS_FILE, "r+") as f:
+    with h5py.File(folder / checks.WEIGHTS_FILE, "r+") as f:
         names = []
         f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
         name = names[0]
@@ -165,12 +165,12 @@ def test_a_weights_file_cannot_read_other_files(tmp_path, trick, expected):
             f[name] = h5py.SoftLink("/" + names[1])
         else:
             f.create_dataset(name, data=np.zeros(shape, np.int32))
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
-    meta["files"][presets.WEIGHTS_FILE] = presets.sha256_file(folder / presets.WEIGHTS_FILE)
-    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
+    meta["files"][checks.WEIGHTS_FILE] = files.sha256_file(folder / checks.WEIGHTS_FILE)
+    (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(PresetError, match=expected) as info:
         load_pretrained(str(folder))
-    assert one_line(info).startswith(str(folder / presets.WEIGHTS_FILE))
+    assert one_line(info).startswith(str(folder / checks.WEIGHTS_FILE))
 
 
 def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
@@ -178,21 +178,21 @@ def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
 
     folder = make_preset(tmp_path / "p")
     # The same number of weights, in other shapes: only loading can tell.
-    with h5py.File(folder / presets.WEIGHTS_FILE, "r+") as f:
+    with h5py.File(folder / checks.WEIGHTS_FILE, "r+") as f:
         kernels = []
         f.visititems(lambda name, item: kernels.append(name) if isinstance(item, h5py.Dataset)
                      and item.ndim == 4 and item.shape[2] != item.shape[3] else None)
         values = f[kernels[0]][()]
         del f[kernels[0]]
         f.create_dataset(kernels[0], data=values.reshape(values.shape[:2] + values.shape[:1:-1]))
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
-    meta["files"][presets.WEIGHTS_FILE] = presets.sha256_file(folder / presets.WEIGHTS_FILE)
-    (folder / presets.METADATA_FILE).write_text(json.dumps(meta))
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
+    meta["files"][checks.WEIGHTS_FILE] = files.sha256_file(folder / checks.WEIGHTS_FILE)
+    (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
     with warnings.catch_warnings(record=True) as said, pytest.raises(PresetError) as info:
         warnings.simplefilter("always")
         load_pretrained(str(folder))
     shape = values.shape
-    assert one_line(info) == (f"{folder / presets.WEIGHTS_FILE}: does not fit the model in config.json (layer "
+    assert one_line(info) == (f"{folder / checks.WEIGHTS_FILE}: does not fit the model in config.json (layer "
                               f"stem_conv (Conv2D): weights of shape "
                               f"{shape[:2] + shape[:1:-1]}, the model's are {shape})")
     assert [str(w.message) for w in said] == []  # Keras's multi-line notes on the layers it skipped are dropped
@@ -209,13 +209,13 @@ def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
 ])
 def test_malformed_metadata_is_one_line(tmp_path, metadata, expected):
     folder = make_preset(tmp_path / "p")
-    meta = json.loads((folder / presets.METADATA_FILE).read_text())
+    meta = json.loads((folder / checks.METADATA_FILE).read_text())
     if metadata == "drop files":
         del meta["files"]
         metadata = meta
     elif isinstance(metadata, dict):
         metadata = {**meta, **metadata}
-    rewrite(folder, presets.METADATA_FILE, metadata)
+    rewrite(folder, checks.METADATA_FILE, metadata)
     with pytest.raises(PresetError, match=expected) as info:
         load_pretrained(str(folder))
     one_line(info)
@@ -223,8 +223,8 @@ def test_malformed_metadata_is_one_line(tmp_path, metadata, expected):
 
 def test_an_oversized_metadata_file_is_not_read_whole(tmp_path):
     folder = make_preset(tmp_path / "p")
-    with open(folder / presets.METADATA_FILE, "w") as f:
-        f.write("[" + "0," * (presets.MAX_JSON_BYTES // 2) + "0]")
+    with open(folder / checks.METADATA_FILE, "w") as f:
+        f.write("[" + "0," * (checks.MAX_JSON_BYTES // 2) + "0]")
     with pytest.raises(PresetError, match="larger than 1024 KiB"):
         load_pretrained(str(folder))
 
@@ -234,7 +234,7 @@ def test_config_parameters_match_built_models():
                       {"width": 0.5, "head_filters": 7},
                       {"backbone": "se_resnet34", "stack_blocks": (1, 2, 1, 1)}):
         model = tiny_model(**overrides)
-        assert presets.config_parameters(model.get_config()) == model.count_params(), overrides
+        assert registry.config_parameters(model.get_config()) == model.count_params(), overrides
 
 
 def test_a_broken_registry_entry_fails_alone(tmp_path, monkeypatch):
@@ -242,16 +242,16 @@ def test_a_broken_registry_entry_fails_alone(tmp_path, monkeypatch):
     for name, content in (("as_list", "[1, 2]"), ("no_repo", '{"description": "x", "revision": "' + "a" * 40 + '"}'),
                           ("unreadable", "{"), ("branch_pin", json.dumps({"repo_id": "o/r", "revision": "main"}))):
         (zoo_dir / name).mkdir(parents=True)
-        (zoo_dir / name / presets.REGISTRY_FILE).write_text(content)
-    monkeypatch.setenv(presets.ZOO_PATH_VARIABLE, str(zoo_dir))
+        (zoo_dir / name / registry.REGISTRY_FILE).write_text(content)
+    monkeypatch.setenv(registry.ZOO_PATH_VARIABLE, str(zoo_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert load_pretrained().metadata["name"] == presets.DEFAULT_PRESET  # the embedded default is unaffected
+    assert load_pretrained().metadata["name"] == registry.DEFAULT_PRESET  # the embedded default is unaffected
     expected = {"as_list": "expected a JSON object, got list", "no_repo": "needs \"repo_id\"",
                 "unreadable": "unreadable registry entry", "branch_pin": "full commit sha"}
     for name, message in expected.items():
         with pytest.raises(PresetError, match=message) as info:
             load_pretrained(name)
-        assert one_line(info).startswith(str(zoo_dir / name / presets.REGISTRY_FILE))
+        assert one_line(info).startswith(str(zoo_dir / name / registry.REGISTRY_FILE))
 
 
 def test_publish_to_an_unreachable_hub_is_one_line(tmp_path, capsys):
@@ -331,14 +331,14 @@ def test_training_config_errors_are_one_line_naming_the_file(tmp_path, text, exp
     path = tmp_path / "recipe.json"
     path.write_text(text)
     with pytest.raises(UsageError, match=expected) as info:
-        train.load_config(path)
+        recipe.load_config(path)
     assert one_line(info).startswith(str(path))
 
 
 def test_a_partial_synthetic_block_keeps_the_other_defaults(tmp_path):
     path = tmp_path / "recipe.json"
     path.write_text('{"synthetic": {"frames": 12}}')
-    assert train.load_config(path)["synthetic"] == {**train.DEFAULTS["synthetic"], "frames": 12}
+    assert recipe.load_config(path)["synthetic"] == {**recipe.DEFAULTS["synthetic"], "frames": 12}
 
 
 def test_train_flags_are_checked_too(tmp_path, capsys):
@@ -378,15 +378,15 @@ def recorder_epoch(recorder, epoch, score, begin=True):
     recorder.set_model(FakeModel(epoch))
     if begin:
         recorder.on_epoch_begin(epoch)
-    recorder.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), train.SCORE_KEY: score})
+    recorder.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), recipe.SCORE_KEY: score})
 
 
 def test_the_best_epoch_survives_a_resume(tmp_path):
-    first = train.RunRecorder(tmp_path)
+    first = callbacks.RunRecorder(tmp_path)
     for epoch, score in enumerate([0.5, 0.898, 0.7]):
         recorder_epoch(first, epoch, score)
     # Killed; the backup holds epoch 2. A new process resumes at epoch 3, whose score is far worse.
-    second = train.RunRecorder(tmp_path)
+    second = callbacks.RunRecorder(tmp_path)
     recorder_epoch(second, 3, 0.451)
     recorder_epoch(second, 4, 0.6)
     second.prune()
@@ -396,17 +396,17 @@ def test_the_best_epoch_survives_a_resume(tmp_path):
 
 
 def test_epochs_logged_ahead_of_the_backup_are_dropped_on_resume(tmp_path):
-    first = train.RunRecorder(tmp_path)
+    first = callbacks.RunRecorder(tmp_path)
     for epoch, score in enumerate([0.5, 0.6, 0.9]):
         recorder_epoch(first, epoch, score)
     # A kill after epoch 2's row and best weights, before its backup: the resumed run redoes epoch 2.
     with open(tmp_path / "log.csv", "a") as f:
         f.write("3,0.2")  # and a row cut short by the kill
-    second = train.RunRecorder(tmp_path)
+    second = callbacks.RunRecorder(tmp_path)
     recorder_epoch(second, 2, 0.55)
     rows, _ = second.rows()
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert float(rows[2][train.SCORE_KEY]) == 0.55
+    assert float(rows[2][recipe.SCORE_KEY]) == 0.55
     second.prune()
     assert second.best_file().name == "best-e0001.weights.h5"  # epoch 2 (0.9) was dropped with its row
 
@@ -414,18 +414,18 @@ def test_epochs_logged_ahead_of_the_backup_are_dropped_on_resume(tmp_path):
 def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, monkeypatch):
     from test_train import TINY_RECIPE
 
-    config = train.check_config({**train.DEFAULTS, **TINY_RECIPE})
+    config = recipe.check_config({**recipe.DEFAULTS, **TINY_RECIPE})
     quiet = dict(verbose=0, tensorboard=False, log=lambda *a: None)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # stands in for a SIGKILL after fit returned
 
-    monkeypatch.setattr(presets, "save_preset", killed)
+    monkeypatch.setattr(preset_folder, "save_preset", killed)
     with pytest.raises(KeyboardInterrupt):
         train.train(config, tmp_path / "data", "synthetic", tmp_path / "run", **quiet)
     monkeypatch.undo()
     run = tmp_path / "run"
-    assert (run / "backup").exists() and not (run / presets.METADATA_FILE).exists()
+    assert (run / "backup").exists() and not (run / checks.METADATA_FILE).exists()
     log_before = (run / "log.csv").read_text()
     said = []
     scores = train.train(config, tmp_path / "data", "synthetic", run, **{**quiet, "log": said.append})
@@ -435,7 +435,7 @@ def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, mo
     assert not (run / "backup").exists()
 
     # Resume refuses other settings, and says what differs, before anything is written.
-    (run / presets.METADATA_FILE).unlink()
+    (run / checks.METADATA_FILE).unlink()
     (run / "backup").mkdir()
     recorded = (run / "train_config.json").read_text()
     for change, differs in (({"width": 0.5}, "width 0.25 -> 0.5"), ({"epochs": 3}, "epochs 2 -> 3")):
@@ -460,20 +460,20 @@ def test_run_files_are_never_written_through_a_link_planted_at_a_temporary_name(
                run / "checkpoints" / ".tmp-e0001.weights.h5", run / ".log.csv.tmp"]
     for link in planted:
         link.symlink_to(mine)
-    backup = train.VerifiedBackup(str(run / "backup"))
+    backup = callbacks.VerifiedBackup(str(run / "backup"))
     backup.set_model(tiny_model())
     for epoch in (1, 2):  # the second save copies the first pair to "previous"
         backup._current_epoch = epoch
         backup._save_model()
-    first = train.RunRecorder(run)
+    first = callbacks.RunRecorder(run)
     for epoch, score in enumerate([0.5, 0.9, 0.7]):
         recorder_epoch(first, epoch, score)
-    recorder_epoch(train.RunRecorder(run), 1, 0.6)  # a resume rewrites the log without the rows ahead
+    recorder_epoch(callbacks.RunRecorder(run), 1, 0.6)  # a resume rewrites the log without the rows ahead
     assert mine.read_text() == "mine"
     assert all(link.is_symlink() for link in planted)
-    assert train.VerifiedBackup.latest(run / "backup")[1]["epoch"] == 2
+    assert callbacks.VerifiedBackup.latest(run / "backup")[1]["epoch"] == 2
     assert (run / "backup" / "previous.json").exists() and (run / "checkpoints" / "best-e0001.weights.h5").exists()
-    assert [int(r["epoch"]) for r in train.RunRecorder(run).rows()[0]] == [0, 1]
+    assert [int(r["epoch"]) for r in callbacks.RunRecorder(run).rows()[0]] == [0, 1]
     # Nothing else is left behind: the temporary files went with their renames.
     leftovers = [p for p in run.rglob(".*") if p not in planted]
     assert leftovers == [], leftovers
@@ -487,14 +487,14 @@ def test_a_link_at_a_run_files_own_name_is_refused_and_a_kills_leftovers_go_unde
     mine.write_text("mine")
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    recorder = train.RunRecorder(run)
+    recorder = callbacks.RunRecorder(run)
     recorder_epoch(recorder, 0, 0.5)
     (run / "log.csv").unlink()
     (run / "log.csv").symlink_to(mine)  # appending the next epoch's row must not write through it
     with pytest.raises(UsageError, match=r"log\.csv: is a link; a run folder's own files must be plain files$"):
         recorder_epoch(recorder, 1, 0.6, begin=False)
     with pytest.raises(UsageError, match=r"log\.csv: is a link"):  # nor is it read, or replaced, on a resume
-        recorder_epoch(train.RunRecorder(run), 1, 0.6)
+        recorder_epoch(callbacks.RunRecorder(run), 1, 0.6)
     assert mine.read_text() == "mine" and (run / "log.csv").is_symlink()
     (run / "log.csv").unlink()
     (run / runs.LOCK_FILE).symlink_to(tmp_path / "elsewhere")  # nor create a file where a dangling link points
@@ -533,57 +533,57 @@ def test_a_link_at_a_run_files_own_name_is_refused_and_a_kills_leftovers_go_unde
 
 def test_a_backup_cut_short_at_any_point_resumes_from_a_consistent_pair(tmp_path):
     model = tiny_model()
-    backup = train.VerifiedBackup(str(tmp_path / "backup"))
+    backup = callbacks.VerifiedBackup(str(tmp_path / "backup"))
     backup.set_model(model)
     latest = tmp_path / "backup" / "latest.json"
     for epoch in (1, 2):
         backup._current_epoch = epoch
         backup._save_model()
-    weights, state = train.VerifiedBackup.latest(tmp_path / "backup")
+    weights, state = callbacks.VerifiedBackup.latest(tmp_path / "backup")
     assert weights.name == "latest.weights.h5" and state["epoch"] == 2
     latest.write_text("")  # a kill while the newest state was written
-    assert train.VerifiedBackup.latest(tmp_path / "backup")[1]["epoch"] == 1
+    assert callbacks.VerifiedBackup.latest(tmp_path / "backup")[1]["epoch"] == 1
     latest.write_text(json.dumps({**state}))
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF  # newest weights that are not the ones their state names
     weights.write_bytes(bytes(data))
-    found, previous = train.VerifiedBackup.latest(tmp_path / "backup")
+    found, previous = callbacks.VerifiedBackup.latest(tmp_path / "backup")
     assert found.name == "previous.weights.h5" and previous["epoch"] == 1
     (tmp_path / "backup" / "previous.json").unlink()
-    assert train.VerifiedBackup.latest(tmp_path / "backup") is None
+    assert callbacks.VerifiedBackup.latest(tmp_path / "backup") is None
 
     # A run folder whose backup never completed starts over only if no epoch after the first was logged.
-    config, run = train.check_config(dict(train.DEFAULTS)), {"data": "/d", "format": "synthetic"}
+    config, run = recipe.check_config(dict(recipe.DEFAULTS)), {"data": "/d", "format": "synthetic"}
     (tmp_path / "train_config.json").write_text(json.dumps(config))
     (tmp_path / "run.json").write_text(json.dumps(run))
-    recorder_epoch(train.RunRecorder(tmp_path), 0, 0.5)
-    recorder_epoch(train.RunRecorder(tmp_path), 1, 0.6, begin=False)
+    recorder_epoch(callbacks.RunRecorder(tmp_path), 0, 0.5)
+    recorder_epoch(callbacks.RunRecorder(tmp_path), 1, 0.6, begin=False)
     with pytest.raises(UsageError, match="no complete backup to resume from"):
-        train.prepare_run_folder(tmp_path, config, run, resume=False)
+        run_folder.prepare_run_folder(tmp_path, config, run, resume=False)
     assert (tmp_path / "backup").exists() and (tmp_path / "log.csv").exists()
     rows = (tmp_path / "log.csv").read_text().splitlines()
     (tmp_path / "log.csv").write_text("\n".join(rows[:2]) + "\n")  # only epoch 0 was logged
     (tmp_path / "checkpoints" / "best-e0001.weights.h5").unlink()
-    assert train.prepare_run_folder(tmp_path, config, run, resume=False) == "new"
+    assert run_folder.prepare_run_folder(tmp_path, config, run, resume=False) == "new"
     assert not (tmp_path / "backup").exists() and not (tmp_path / "log.csv").exists()
 
 
 def test_resume_notices_other_labels_and_a_second_trainer(tmp_path):
-    config = train.check_config(dict(train.DEFAULTS))
+    config = recipe.check_config(dict(recipe.DEFAULTS))
     run = {"data": "/d", "format": "ferplus", "labels": "/a.csv"}
     (tmp_path / "train_config.json").write_text(json.dumps(config))
     (tmp_path / "run.json").write_text(json.dumps(run))
     with pytest.raises(UsageError, match='labels "/a.csv" -> "/b.csv"'):
-        train.check_same_run(tmp_path, config, {**run, "labels": "/b.csv"})
+        run_folder.check_same_run(tmp_path, config, {**run, "labels": "/b.csv"})
     with pytest.raises(UsageError, match='labels "/a.csv" -> null'):
-        train.check_same_run(tmp_path, config, {"data": "/d", "format": "ferplus"})
-    first = train.lock_run_folder(tmp_path)
+        run_folder.check_same_run(tmp_path, config, {"data": "/d", "format": "ferplus"})
+    first = run_folder.lock_run_folder(tmp_path)
     try:
         with pytest.raises(UsageError, match="another process is training into this folder"):
-            train.lock_run_folder(tmp_path)
+            run_folder.lock_run_folder(tmp_path)
     finally:
         first.close()
-    train.lock_run_folder(tmp_path).close()  # free again once the first one is done
+    run_folder.lock_run_folder(tmp_path).close()  # free again once the first one is done
 
 
 def test_export_overwrite_replaces_a_file_with_a_savedmodel_folder(tmp_path):
@@ -595,9 +595,9 @@ def test_export_overwrite_replaces_a_file_with_a_savedmodel_folder(tmp_path):
 
 def test_update_preset_rewrites_the_card_and_keeps_the_preset_verifiable(tmp_path):
     folder = make_preset(tmp_path / "p")
-    meta = presets.update_preset(folder, "---\nlibrary_name: keras\n---\n# New card\n", training_data="FER+ (test)")
-    assert (folder / presets.CARD_FILE).read_text().endswith("# New card\n")
-    assert meta["files"][presets.CARD_FILE] == presets.sha256_file(folder / presets.CARD_FILE)
+    meta = preset_folder.update_preset(folder, "---\nlibrary_name: keras\n---\n# New card\n", training_data="FER+ (test)")
+    assert (folder / checks.CARD_FILE).read_text().endswith("# New card\n")
+    assert meta["files"][checks.CARD_FILE] == files.sha256_file(folder / checks.CARD_FILE)
     assert load_pretrained(str(folder)).metadata["training_data"] == "FER+ (test)"
 
 
@@ -658,7 +658,7 @@ def test_a_fifo_config_annotation_or_label_file_is_refused_before_it_is_opened(t
     from keras_mtanet.teachers import cache
 
     config = fifo_at(tmp_path / "recipe.json")
-    error = refused_without_blocking(config, lambda: train.load_config(config))
+    error = refused_without_blocking(config, lambda: recipe.load_config(config))
     assert isinstance(error, UsageError)
     assert str(error) == f"{config}: training config is not a regular file (a FIFO)"
     error = refused_without_blocking(config, lambda: main(["train", "--data", str(tmp_path / "d"), "--format",
@@ -766,7 +766,7 @@ def test_export_output_is_resolved_before_staging(tmp_path):
 
 def test_export_never_replaces_the_current_folder(tmp_path, capsys, monkeypatch):
     # The current folder, or one above it, cannot be replaced: one line, exit 2, nothing touched.
-    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+    monkeypatch.setattr(registry, "DEFAULT_PRESET", registry.SYNTHETIC_PRESET)
     target = tmp_path / "a"
     (target / "sub").mkdir(parents=True)
     (target / "keep.txt").write_text("mine")
@@ -785,7 +785,7 @@ def test_an_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsy
 
     import tensorflow as tf
 
-    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+    monkeypatch.setattr(registry, "DEFAULT_PRESET", registry.SYNTHETIC_PRESET)
 
     def full(model, path):
         (Path(path) / "variables").mkdir(parents=True)
@@ -847,7 +847,7 @@ def test_exports_stage_beside_the_output_and_remove_stale_staging_folders(tmp_pa
 def test_an_export_stopped_by_sigterm_leaves_no_staging_folder(tmp_path, capsys, monkeypatch):
     from keras_mtanet import cli
 
-    monkeypatch.setattr(zoo, "DEFAULT_PRESET", zoo.SYNTHETIC_PRESET)
+    monkeypatch.setattr(registry, "DEFAULT_PRESET", registry.SYNTHETIC_PRESET)
 
     def stopped(model, path):
         (Path(path) / "variables").mkdir(parents=True)

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from keras_mtanet import load_pretrained
-
-from keras_mtanet.training import run as train
-
-from keras_mtanet.presets import registry as zoo
 from keras_mtanet.errors import UsageError
+from keras_mtanet.presets import registry
+from keras_mtanet.training import recipe
+from keras_mtanet.training import run as train
 
 TINY_RECIPE = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 1, 1, 1], "width": 0.25,
                "epochs": 2, "batch_size": 16, "optimizer": "adamw", "learning_rate": 0.003,
@@ -22,7 +21,7 @@ TINY_RECIPE = {"backbone": "se_resnet18", "input_size": 32, "stack_blocks": [1, 
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     (root / "recipe.json").write_text(json.dumps(TINY_RECIPE))
-    config = train.load_config(root / "recipe.json")
+    config = recipe.load_config(root / "recipe.json")
     scores = train.train(config, root / "data", "synthetic", root / "run", verbose=0, tensorboard=False,
                          log=lambda *a: None)
     return root, config, scores
@@ -67,18 +66,18 @@ def test_a_finished_run_is_not_trained_again_or_overwritten(run):
 def test_config_errors(tmp_path):
     (tmp_path / "bad.json").write_text('{"epochs": 1, "learning_rat": 0.1}')
     with pytest.raises(UsageError, match="bad.json: unknown config key.*learning_rat"):
-        train.load_config(tmp_path / "bad.json")
+        recipe.load_config(tmp_path / "bad.json")
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(UsageError, match="broken.json: not valid JSON"):
-        train.load_config(tmp_path / "broken.json")
-    assert train.load_config(None, epochs=3)["epochs"] == 3
-    assert train.load_config(None)["optimizer"] == "sgd"  # the authors' recipe by default
+        recipe.load_config(tmp_path / "broken.json")
+    assert recipe.load_config(None, epochs=3)["epochs"] == 3
+    assert recipe.load_config(None)["optimizer"] == "sgd"  # the authors' recipe by default
     (tmp_path / "both.json").write_text('{"strategy": "mirrored", "distribution": "data-parallel"}')
     with pytest.raises(UsageError, match="both.json: distribution data-parallel .* and strategy mirrored .* exclude"):
-        train.load_config(tmp_path / "both.json")
+        recipe.load_config(tmp_path / "both.json")
     with pytest.raises(UsageError, match="training config: distribution must be one of null, data-parallel"):
-        train.load_config(None, distribution="pipeline")
-    assert train.STRATEGIES == ("default", "mirrored", "multiworker") and train.DISTRIBUTIONS == ("data-parallel",)
+        recipe.load_config(None, distribution="pipeline")
+    assert recipe.STRATEGIES == ("default", "mirrored", "multiworker") and recipe.DISTRIBUTIONS == ("data-parallel",)
 
 
 def test_the_default_recipe_sgd_with_polynomial_decay_trains_and_writes_a_preset(tmp_path):
@@ -90,7 +89,7 @@ def test_the_default_recipe_sgd_with_polynomial_decay_trains_and_writes_a_preset
 
     # The authors' recipe as load_config() gives it (SGD, Nesterov momentum 0.9, lr 1e-3, weight decay 1e-4,
     # polynomial decay to 1e-5, uncertainty task weights, augmentation); only the network and the data are tiny.
-    config = train.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25,
+    config = recipe.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25,
                                epochs=2, batch_size=16, synthetic=TINY_RECIPE["synthetic"])
     assert (config["optimizer"], config["schedule"], config["task_weighting"]) == ("sgd", "polynomial", "uncertainty")
     model = recipe.build_model(config)
@@ -120,7 +119,7 @@ def test_the_multiworker_workaround_applies_under_that_strategy_only():
     from keras_mtanet.training import recipe
     from keras_mtanet.training.tf_distribute import MultiWorkerFit
 
-    config = train.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25)
+    config = recipe.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25)
     assert type(recipe.build_model(config)) is MTANet
     model = recipe.build_model({**config, "strategy": "multiworker"})
     assert isinstance(model, MultiWorkerFit) and isinstance(model, MTANet)
@@ -129,8 +128,8 @@ def test_the_multiworker_workaround_applies_under_that_strategy_only():
 
 def test_au_pos_weight_by_hand():
     au = np.array([[1, 0], [0, 0], [0, 0], [0, 1], [-1, -1]], "float32")
-    np.testing.assert_allclose(train.au_pos_weight(au), [np.sqrt(3 / 1), np.sqrt(3 / 1)])
-    assert zoo.DEFAULT_PRESET in zoo.list_presets()
+    np.testing.assert_allclose(recipe.au_pos_weight(au), [np.sqrt(3 / 1), np.sqrt(3 / 1)])
+    assert registry.DEFAULT_PRESET in registry.list_presets()
 
 
 def test_killed_run_resumes_with_the_same_command_and_ends_after_the_same_epochs(tmp_path):
@@ -179,7 +178,7 @@ def test_mixed_precision_and_mirrored_strategy_train(tmp_path, overrides):
     import keras
 
     (tmp_path / "recipe.json").write_text(json.dumps({**TINY_RECIPE, "epochs": 1}))
-    config = train.load_config(tmp_path / "recipe.json", **overrides)
+    config = recipe.load_config(tmp_path / "recipe.json", **overrides)
     scores = train.train(config, tmp_path / "data", "synthetic", tmp_path / "run", verbose=0, tensorboard=False,
                          log=lambda *a: None)
     assert np.isfinite(scores["au_acc"])
@@ -220,7 +219,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
     recipe = {**TINY_RECIPE, "epochs": 1, "task_weighting": "fixed"}
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     synthetic_root = tmp_path / "data"
-    train.read_split_indexes(synthetic_root, "synthetic", train.load_config(tmp_path / "recipe.json"))
+    train.read_split_indexes(synthetic_root, "synthetic", recipe.load_config(tmp_path / "recipe.json"))
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     command = [sys.executable, "-m", "keras_mtanet", "train", "--config", str(tmp_path / "recipe.json"), "--format",
                "synthetic", "--data", str(synthetic_root), "--output", str(tmp_path / "run"), "--strategy",
@@ -254,7 +253,7 @@ def test_init_copies_every_matching_layer_and_adopts_the_architecture(run, tmp_p
 
     source = tiny_model(color_mode="grayscale")  # head_filters 32
     target = tiny_model(head_filters=16, input_shape=(48, 48, 3))
-    copied, skipped = train.init_weights(target, source)
+    copied, skipped = recipe.init_weights(target, source)
     # 16 head filters cannot take the 32-filter head convolutions, nor the task layers over their features;
     # everything else can (no weight depends on the input size or the colour mode).
     assert sorted(skipped) == ["au", "expr", "head_gap_conv", "head_gmp_conv", "va"]
@@ -300,7 +299,7 @@ def test_resume_refuses_annotations_edited_in_place(tmp_path, monkeypatch):
     data, out = tmp_path / "data", tmp_path / "run"
     synthetic.write_affwild2(data, 2, 1, 6, 32, seed=0, two_person_video=False)
     (tmp_path / "recipe.json").write_text(json.dumps(TINY_RECIPE))
-    config = train.load_config(tmp_path / "recipe.json")
+    config = recipe.load_config(tmp_path / "recipe.json")
     class Stop(Exception):
         pass
 
@@ -357,7 +356,7 @@ def test_synthetic_data_are_never_generated_into_a_users_folder(tmp_path, capsys
         "--format synthetic generates its data into a new or empty folder (choose another --data)")
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
     # A new or empty folder gets the data and the marker; the same folder is used again without complaint.
-    config = train.load_config(tmp_path / "recipe.json")
+    config = recipe.load_config(tmp_path / "recipe.json")
     (tmp_path / "empty").mkdir()
     for root in (tmp_path / "new", tmp_path / "empty", tmp_path / "new"):
         train_index, _, _ = train.read_split_indexes(root, "synthetic", config)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtanet import files
 from keras_mtanet.cli.common import MODEL_HELP
 from keras_mtanet.errors import DataError, UsageError
-from keras_mtanet import files
 from keras_mtanet.files import check_not_an_input
 from keras_mtanet.inference import native_logs, plots, records
 from keras_mtanet.inference.records import plain, printable
@@ -146,10 +146,10 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
     """Run a preset (default: the synthetic one) on a generated video of ``frames`` synthetic faces, print every
     few frames beside their generated truth and the ABAW scores, and write one record per frame to
     ``output_path`` (.csv / .json; each frame is a whole aligned face, as ``predict --no-detect`` gives)."""
-    from keras_mtanet.metrics import abaw_scores
-    from keras_mtanet.model.task import load_pretrained
     from keras_mtanet.data import synthetic
     from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+    from keras_mtanet.metrics import abaw_scores
+    from keras_mtanet.model.task import load_pretrained
 
     frames = check_frames(frames)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

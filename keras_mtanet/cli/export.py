@@ -18,9 +18,9 @@ def add_arguments(p):
 
 def run(args):
     from keras_mtanet import export
+    from keras_mtanet.errors import UsageError
     from keras_mtanet.inference import export_cache
     from keras_mtanet.model.task import load_pretrained
-    from keras_mtanet.errors import UsageError
 
     if args.int8 and args.format != "tflite":
         raise UsageError("--int8 applies to --format tflite only")

@@ -1,8 +1,8 @@
 """``keras-mtanet train``: train MTANet with model.fit and write a preset to --output."""
 
 def add_arguments(p):
-    from keras_mtanet.training import run as train
     from keras_mtanet.model.backbone import BACKBONES
+    from keras_mtanet.training import run as train
 
     p.add_argument("--data", required=True, help="data root (synthetic: created if missing)")
     p.add_argument("--format", required=True, choices=train.FORMATS)
@@ -35,8 +35,8 @@ def add_arguments(p):
 
 def run(args):
     from keras_mtanet import files
-    from keras_mtanet.training import run as train
     from keras_mtanet.errors import UsageError
+    from keras_mtanet.training import run as train
 
     config = train.load_config(args.config, backbone=args.backbone, input_size=args.input_size, width=args.width,
                                epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,

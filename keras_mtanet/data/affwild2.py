@@ -27,8 +27,7 @@ from keras_mtanet.data.images import screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.errors import DataError, first_line
 from keras_mtanet.files import AtomicFile, require_regular_file
-from keras_mtanet.labels import (AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA,
-                                 VA_NAMES)
+from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA, VA_NAMES
 
 TASK_DIRS = {"va": "VA_Set", "expr": "EXPR_Set", "au": "AU_Set"}
 HEADERS = {"va": VA_NAMES, "expr": EXPR_NAMES, "au": AU_NAMES}

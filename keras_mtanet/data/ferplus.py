@@ -38,10 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.errors import DataError
-
 from keras_mtanet.data.images import screen_image
 from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.errors import DataError
 from keras_mtanet.files import require_regular_file
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 

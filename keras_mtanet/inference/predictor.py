@@ -22,9 +22,9 @@ from keras_mtanet.inference.records import (
     as_table,
     set_predictions,
 )
-from keras_mtanet.inference.stages import Pipeline
-from keras_mtanet.inference.sources import Source, expand_inputs, webcam_source
 from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
+from keras_mtanet.inference.sources import Source, expand_inputs, webcam_source
+from keras_mtanet.inference.stages import Pipeline
 
 DEFAULT_FPS = 30.0  # for a smoothing window in seconds on a video whose header gives no frame rate
 

@@ -25,7 +25,6 @@ from keras_mtanet.errors import DataError
 from keras_mtanet.files import error_reason, printable
 from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES
 
-
 AU_PROB_COLUMNS = tuple(f"{au}_prob" for au in AU_NAMES)
 AU_COLUMNS = AU_NAMES
 EXPR_PROB_COLUMNS = tuple(f"{e}_prob" for e in EXPR_NAMES)

@@ -30,9 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from keras_mtanet.errors import DataError
-
 from keras_mtanet.data.images import JPEG_SOI, check_image_file
+from keras_mtanet.errors import DataError
 from keras_mtanet.files import require_regular_file, shortened, special_kind
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

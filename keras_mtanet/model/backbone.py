@@ -10,8 +10,8 @@ Reference: Hu, Shen & Sun, "Squeeze-and-Excitation Networks", CVPR 2018.
 import keras
 
 from keras_mtanet.model import blocks, config
-from keras_mtanet.presets import folder as preset_folder
 from keras_mtanet.model.config import backbone_spec, scaled
+from keras_mtanet.presets import folder as preset_folder
 
 
 def se_resnet_features(x, name="se_resnet50", stack_blocks=None, se_ratio=16, width=1.0, folded=False):

@@ -2,9 +2,8 @@
 
 from keras import layers
 
-from keras_mtanet.model import fused
-
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, VA_NAMES
+from keras_mtanet.model import fused
 
 
 def pooled_features(x, filters=512, dropout=0.5, negative_slope=0.3, name="head"):

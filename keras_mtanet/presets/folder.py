@@ -25,7 +25,14 @@ from keras_mtanet.errors import PresetError, first_line
 from keras_mtanet.files import sha256_file
 from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES, VA_NAMES
 from keras_mtanet.presets import checks, registry
-from keras_mtanet.presets.checks import CARD_FILE, CONFIG_FILE, CONVERTER_FILE, HASHED_FILES, METADATA_FILE, WEIGHTS_FILE
+from keras_mtanet.presets.checks import (
+    CARD_FILE,
+    CONFIG_FILE,
+    CONVERTER_FILE,
+    HASHED_FILES,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+)
 from keras_mtanet.version import __version__
 
 

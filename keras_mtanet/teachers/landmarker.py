@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.inference import native_logs
 from keras_mtanet.errors import DataError
+from keras_mtanet.inference import native_logs
 
 BUNDLE_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 BUNDLE_PAGE = "https://ai.google.dev/edge/mediapipe/solutions/vision/face_landmarker"

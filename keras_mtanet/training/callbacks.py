@@ -14,8 +14,8 @@ from pathlib import Path
 import keras
 
 from keras_mtanet import files
-from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.errors import UsageError
+from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.training.recipe import SCORE_KEY
 
 LOG_FILE = "log.csv"  # one row per epoch, in the run folder

@@ -15,8 +15,8 @@ import numpy as np
 
 from keras_mtanet import losses
 from keras_mtanet.errors import UsageError
-from keras_mtanet.model import config as model_config
 from keras_mtanet.files import MAX_JSON_BYTES, require_regular_file
+from keras_mtanet.model import config as model_config
 from keras_mtanet.model.task import MTANet
 
 DEFAULTS = {

@@ -21,13 +21,18 @@ from keras_mtanet.errors import DataError, UsageError
 from keras_mtanet.metrics import abaw_scores
 from keras_mtanet.model.task import MTANet, load_pretrained
 from keras_mtanet.presets import card, checks
-from keras_mtanet.teachers import cache
 from keras_mtanet.presets import folder as preset_folder
+from keras_mtanet.teachers import cache
 from keras_mtanet.training.callbacks import ABAWValidation, RunRecorder, VerifiedBackup, whole_pass
-from keras_mtanet.training.recipe import (adopt_architecture, build_model, compile_model,
-                                          init_weights)
-from keras_mtanet.training.run_folder import (RUN_FILE, annotations_digest, check_same_run, lock_run_folder,
-                                              prepare_run_folder, remove_unstarted_run)
+from keras_mtanet.training.recipe import adopt_architecture, build_model, compile_model, init_weights
+from keras_mtanet.training.run_folder import (
+    RUN_FILE,
+    annotations_digest,
+    check_same_run,
+    lock_run_folder,
+    prepare_run_folder,
+    remove_unstarted_run,
+)
 
 
 def annotation_files(data, data_format, labels=None):

@@ -13,7 +13,6 @@ import shutil
 import time
 from pathlib import Path
 
-
 from keras_mtanet import files
 from keras_mtanet.errors import UsageError
 from keras_mtanet.presets import checks
