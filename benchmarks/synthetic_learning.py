@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mtanet.training import run as train  # noqa: E402
+from keras_mtanet.training import recipe  # noqa: E402
 
 TARGETS = {"va_score": 0.5, "au_f1": 0.6, "expr_f1": 0.5}
 RECIPE = Path(__file__).resolve().parents[1] / "zoo" / "mtanet_se_resnet18_synth" / "train.json"
@@ -31,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--keep", help="work here instead of a temporary folder")
     args = parser.parse_args(argv)
 
-    config = train.load_config(args.config, epochs=args.epochs, seed=args.seed)
+    config = recipe.load_config(args.config, epochs=args.epochs, seed=args.seed)
     work = Path(args.keep or tempfile.mkdtemp(prefix="synthetic_learning_"))
     start = time.perf_counter()
     scores = train.train(config, work / "data", "synthetic", work / "run", tensorboard=False)

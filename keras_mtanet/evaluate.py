@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from keras_mtanet import files
 from keras_mtanet.data import affwild2, datasets
-from keras_mtanet.data.affwild2 import read_annotations  # also keeps evaluate.read_annotations working
+from keras_mtanet.data.affwild2 import read_annotations
 from keras_mtanet.errors import DataError, first_line
-from keras_mtanet.inference.smoothing import smooth_series, smoothing_window  # evaluate.smooth_series still works
+from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
 from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES
 from keras_mtanet.metrics import abaw_scores
 
@@ -147,12 +147,10 @@ def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=N
 
 def write_metrics(path, scores):
     """Write the scores as JSON (to a temporary name, then renamed onto ``path``)."""
-    from keras_mtanet.inference.records import AtomicFile
-
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # e.g. a file in the way, or no permission
         raise DataError(f"{folder}: cannot create folder ({error.strerror or first_line(error)})") from None
-    with AtomicFile(path, "w") as f:
+    with files.AtomicFile(path, "w", user_file=True) as f:
         f.write(files.dump_json(scores))

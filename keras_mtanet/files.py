@@ -158,15 +158,16 @@ def is_special(target):
 
 
 def create_temporary(target):
-    """A new file beside ``target`` (``temporary_name``, ``O_EXCL``): ``(descriptor, path)``; mode 0666 less the
-    umask."""
+    """A new file beside ``target`` (``temporary_name``, ``O_EXCL``: never into or through anything already there):
+    ``(descriptor, path)``; mode 0666 less the umask. ``FileExistsError`` if eight fresh names are all taken."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    while True:
+    for attempt in range(8):
         temp = temporary_name(target)
         try:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:
-            continue
+            if attempt == 7:
+                raise
 
 
 class AtomicFile:

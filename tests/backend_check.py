@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY, partial_labels  # noqa: E402
 
 from keras_mtanet import MTANet, load_pretrained  # noqa: E402
-from keras_mtanet.presets import registry  # noqa: E402
+from keras_mtanet.presets import folder as preset_folder
 
 work = Path(sys.argv[1])
 result = {"backend": keras.backend.backend(), "tensorflow_loaded": "tensorflow" in sys.modules}
@@ -45,8 +45,8 @@ fast = tf_preset.inference_model().predict(tf_inputs, verbose=0)
 result["folded_max_diff"] = max(float(np.abs(fast[k] - tf_expected[k]).max()) for k in fast)
 
 # A preset saved on this backend, for the parent to load under TensorFlow.
-meta = registry.preset_metadata(model, training_data="random test images", name="backend-check")
-registry.save_preset(model, work / "backend_preset", meta, "# backend check\n")
+meta = preset_folder.preset_metadata(model, training_data="random test images", name="backend-check")
+preset_folder.save_preset(model, work / "backend_preset", meta, "# backend check\n")
 np.savez(work / "backend_outputs.npz", **out)
 np.save(work / "backend_inputs.npy", x)
 print(json.dumps(result))

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny model configs so the suite runs in minutes on 2 CPU cores."""
+"""Shared fixtures: tiny model configs so the suite runs in minutes on 2 CPU cores, and the one round-trip helper
+for configs and presets (keras-hub's ``run_serialization_test``)."""
 
 import os
 
@@ -21,6 +22,51 @@ def tiny_model(**overrides):
     from keras_mtanet import MTANet
 
     return MTANet(**{**TINY, **overrides})
+
+
+def assert_outputs_equal(a, b, atol=0.0):
+    """Two models' outputs (arrays or dicts of arrays) are equal (to ``atol``)."""
+    if isinstance(a, dict):
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=0, atol=atol)
+    else:
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol)
+
+
+def assert_round_trip(obj, inputs=None, folder=None, atol=0.0):
+    """The one round-trip check for configs and presets.
+
+    ``type(obj).from_config`` of its config sent through JSON gives the same config, and Keras's own
+    serialisation gives the same class and config; with ``inputs``, the clone (given ``obj``'s weights) predicts
+    the same; with ``folder``, ``obj`` (an ``MTANet``) saved there as a preset loads back, through
+    ``MTANet.from_preset``, with the same config, converter and predictions. Returns the clone (or the loaded
+    preset)."""
+    import json
+
+    import keras
+
+    config = obj.get_config()
+    clone = type(obj).from_config(json.loads(json.dumps(config)))
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+    assert type(restored) is type(obj) and restored.get_config() == config
+    if inputs is not None and obj.weights:
+        clone.set_weights(obj.get_weights())
+        assert_outputs_equal(obj.predict(inputs, verbose=0), clone.predict(inputs, verbose=0), atol)
+    if folder is None:
+        return clone
+    from keras_mtanet.presets import card
+    from keras_mtanet.presets import folder as preset_folder
+
+    meta = preset_folder.preset_metadata(obj, "a round trip (test)")
+    preset_folder.save_preset(obj, folder, meta, card.make_model_card(meta, "t"))
+    loaded = type(obj).from_preset(str(folder))
+    assert type(loaded) is type(obj) and loaded.get_config() == config
+    assert loaded.preprocessor.get_config() == obj.preprocessor.get_config()
+    if inputs is not None:
+        assert_outputs_equal(obj.predict(inputs, verbose=0), loaded.predict(inputs, verbose=0), atol)
+    return loaded
 
 
 def partial_labels(n, rng, va_missing=0.2, au_missing=0.3, expr_missing=0.4):

@@ -6,7 +6,7 @@ from conftest import tiny_model
 
 from keras_mtanet import abaw_scores, evaluate
 from keras_mtanet.cli import main
-from keras_mtanet.data import affwild2, synthetic
+from keras_mtanet.data import affwild2, datasets, synthetic
 from keras_mtanet.errors import DataError
 from keras_mtanet.presets import card
 from keras_mtanet.presets import folder as preset_folder
@@ -66,13 +66,6 @@ def test_frames_without_crop_take_the_nearest_prediction():
     np.testing.assert_array_equal(filled[:, 0], [2, 2, 2, 5, 5, 5, 5, 9, 9, 9])
 
 
-def test_smoothing_is_reexported_from_its_old_path():
-    from keras_mtanet.evaluate import smooth_series, smoothing_window
-    from keras_mtanet.inference import smoothing
-
-    assert smooth_series is smoothing.smooth_series and smoothing_window is smoothing.smoothing_window
-
-
 def test_prediction_files_match_hand_written_lines(tmp_path):
     labels = {"va": np.zeros((3, 2), np.float32), "au": np.zeros((3, 8), np.float32), "expr": np.zeros(3, np.int32)}
     rows = {"va": {"v": (labels["va"], np.array([[0.1234564, -1.0], [0.5, 0.25], [-4e-7, 1.0]], np.float32))},
@@ -123,7 +116,7 @@ def test_smoothing_reports_both_and_a_corrupt_crop_keeps_alignment(dataset, mode
             f.write(b"\0" * 300)
         outputs, done = evaluate.predict_frames(model, affwild2.read_index(dataset, "val"), batch_size=4)
         assert done.sum() == len(index) - 1 and not done[4]
-        direct = model.predict(np.stack([evaluate.pipeline.decode_and_resize(p, 32).numpy()
+        direct = model.predict(np.stack([datasets.decode_and_resize(p, 32).numpy()
                                          for p in index.paths[5:9]]), verbose=0)
         np.testing.assert_allclose(outputs["va"][5:9], direct["va"], atol=1e-5)
         scores = evaluate.evaluate(model, dataset, "val", tmp_path / "p", smooth="5f", log=lambda *a: None)
@@ -132,3 +125,24 @@ def test_smoothing_reports_both_and_a_corrupt_crop_keeps_alignment(dataset, mode
     assert scores["smooth_frames"] == 5 and set(scores["unsmoothed"]) == set(abaw_scores(
         *read_back(dataset, tmp_path / "p")))
     assert scores["predicted_frames"] == len(index) - 1
+
+
+@pytest.mark.safety
+def test_crops_that_fail_to_decode_are_counted_and_named(tmp_path):
+    from conftest import tiny_model
+
+    from keras_mtanet.data import affwild2, synthetic
+
+    synthetic.write_affwild2(tmp_path, train_videos=0, val_videos=1, frames=8, size=32, seed=3,
+                             missing_crop_rate=0.0, two_person_video=False)
+    index = affwild2.read_index(tmp_path, "val")
+    victim = index.paths[2]
+    with open(victim, "r+b") as f:  # keeps the JPEG markers the cheap check looks at; fails to decode
+        f.seek(4)
+        f.write(b"\0" * 300)
+    assert affwild2.read_index(tmp_path, "val").paths == index.paths
+    logs = []
+    _, done = evaluate.predict_frames(tiny_model(), index, batch_size=4, log=logs.append)
+    assert np.flatnonzero(~done).tolist() == [2]
+    assert logs == [f"1 crop(s) passed the file check but could not be decoded (left out, filled from the nearest "
+                    f"predicted frame): {victim}"]

@@ -83,7 +83,7 @@ def main(argv=None):
         quiet_environment()
     from keras_mtanet.errors import MTANetError
     from keras_mtanet.files import shortened
-    from keras_mtanet.inference.records import printable
+    from keras_mtanet.files import printable
 
     # SIGTERM (kill, a scheduler's stop) takes Ctrl-C's path: commands finish their files and exit 143.
     previous = _catch_sigterm()

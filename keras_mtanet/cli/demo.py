@@ -14,7 +14,8 @@ from keras_mtanet.cli.common import MODEL_HELP
 from keras_mtanet.errors import DataError, UsageError
 from keras_mtanet.files import check_not_an_input
 from keras_mtanet.inference import native_logs, plots, records
-from keras_mtanet.inference.records import plain, printable
+from keras_mtanet.files import printable
+from keras_mtanet.inference.records import plain
 from keras_mtanet.inference.sources import Frame, Source, read_image
 
 # The generated video is rendered, predicted and written CHUNK frames at a time; only the 17 outputs and labels per

@@ -4,11 +4,13 @@ from keras_mtanet.cli.common import at_least_one
 
 
 def add_arguments(p):
-    from keras_mtanet.evaluate import FORMATS
+    from keras_mtanet.data.formats import formats_for
+
+    formats = formats_for("evaluate")
 
     p.add_argument("--model", help="run folder, preset name or hf://ORG/REPO[@REV] (default: embedded)")
     p.add_argument("--data", required=True, help="Aff-Wild2 root (annotations/ and cropped_aligned/)")
-    p.add_argument("--format", default=FORMATS[0], choices=FORMATS)
+    p.add_argument("--format", default=formats[0], choices=formats)
     p.add_argument("--split", default="Validation_Set")
     p.add_argument("--predictions", help="write OUT/{VA_Set,EXPR_Set,AU_Set}/<video>.txt here")
     p.add_argument("--metrics", help="write the scores to this JSON file")
@@ -23,14 +25,14 @@ def run(args):
 
     from keras_mtanet import evaluate, load_pretrained
     from keras_mtanet.errors import UsageError
-    from keras_mtanet.inference import records
+    from keras_mtanet.inference import records, smoothing
     from keras_mtanet.metrics import SCORE_KEYS
 
     # Bad options and unwritable outputs fail here, before the model loads and the split is predicted.
     if not (math.isfinite(args.fps) and args.fps > 0):
         raise UsageError(f"--fps {args.fps:g}: must be a positive number of frames per second")
     at_least_one(batch_size=args.batch_size)
-    evaluate.smoothing_window(args.smooth, args.fps)
+    smoothing.smoothing_window(args.smooth, args.fps)
     if args.predictions:
         records.check_writable_folder(args.predictions, "--predictions")
     if args.metrics:

@@ -46,7 +46,7 @@ def run(args):
 
     from keras_mtanet import files
     from keras_mtanet.errors import UsageError
-    from keras_mtanet.inference import detection, export_cache, plots, predictor, progress, records, runtimes, sources
+    from keras_mtanet.inference import detection, export_cache, plots, predictor, progress, records, runtimes, smoothing, sources
     from keras_mtanet.inference.native_logs import quiet_unless
 
     if not args.verbose:
@@ -73,13 +73,13 @@ def run(args):
     if args.plot:
         plots.check_plot_path(args.plot)
     if args.smooth:
-        predictor.smoothing_window(args.smooth, predictor.DEFAULT_FPS)
+        smoothing.smoothing_window(args.smooth, predictor.DEFAULT_FPS)
     found, problems = sources.expand_inputs(args.inputs)
     if not found:
         raise UsageError("; ".join(problems) or "no input")
     if args.plot:
         files.check_not_an_input(args.plot, [s.location for s in found if s.kind in ("image", "video")], "--plot")
-    show = records.printable
+    show = files.printable
     for problem in problems:
         print(f"keras-mtanet: error: {show(problem)}", file=sys.stderr)
     with quiet_unless(args.verbose):  # the detector's and the runtime's native start-up lines

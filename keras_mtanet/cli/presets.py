@@ -1,11 +1,12 @@
 """``keras-mtanet presets``: list the named presets."""
 
+
 def add_arguments(p):
     pass
 
 
 def run(args):
-    from keras_mtanet.inference.records import printable
+    from keras_mtanet.files import printable
     from keras_mtanet.presets.registry import list_presets
 
     for name, entry in list_presets().items():

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_mtanet.data.augment import default_augmentation  # noqa: F401 (its home before augment.py)
+from keras_mtanet.data.augment import default_augmentation
 from keras_mtanet.data.index import FrameIndex
 
 AUTOTUNE = tf.data.AUTOTUNE

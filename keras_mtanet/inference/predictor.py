@@ -24,7 +24,7 @@ from keras_mtanet.inference.records import (
 )
 from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
 from keras_mtanet.inference.sources import Source, expand_inputs, webcam_source
-from keras_mtanet.inference.stages import Pipeline
+from keras_mtanet.inference.stages import Stages
 
 DEFAULT_FPS = 30.0  # for a smoothing window in seconds on a video whose header gives no frame rate
 
@@ -53,7 +53,7 @@ class FilesReport:
     rows: int = 0
 
 
-class Predictor(Pipeline):
+class Predictor:
     """Valence/arousal, AU and expression predictions for every face in images and videos.
 
     Args:
@@ -88,12 +88,12 @@ class Predictor(Pipeline):
 
     def __init__(self, model=None, detector=DEFAULT_DETECTOR, batch_size=32, detect_every=1, min_face_size=40,
                  template=None, max_latency=0.5, precision="float32", runtime=None, cache_dir=None):
-        super().__init__()
         _at_least_one(batch_size=batch_size, detect_every=detect_every)
         if isinstance(detector, str) and detector not in DETECTORS:
             raise UsageError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
         if model is None or isinstance(model, str):
-            from keras_mtanet.presets.hub import load_pretrained
+            from keras_mtanet.model.task import load_pretrained  # Keras loads here, not on import
+
             model = load_pretrained(model)
         self.model = model
         if runtime is None:  # the fastest installed one, its exports kept between runs
@@ -101,19 +101,26 @@ class Predictor(Pipeline):
             if cache_dir is None and runtime != "keras":
                 cache_dir = export_cache.usable_default_cache()
         self.runtime = runtimes.load_runtime(model, runtime, precision, cache_dir=cache_dir)
-        self.size = int(model.input_shape[1])
+        size = int(model.input_shape[1])
         meta = getattr(model, "metadata", None) or {}
         if template is None:  # the converter's (a preset's template travels in it), else the metadata's
             converter = getattr(model, "preprocessor", None)
             template = (converter.template if converter is not None
                         else meta.get("alignment_template", alignment.TEMPLATE))
-        self.template = np.asarray(template, np.float64)
         if isinstance(detector, str):
             detector = make_detector(detector, min_face_size=min_face_size)
-        self.detector = detector
-        self.batch_size = max(1, int(batch_size))
-        self.detect_every = max(1, int(detect_every))
-        self.max_latency = float(max_latency)
+        self.stages = Stages(self.forward, detector, size, np.asarray(template, np.float64), max(1, int(batch_size)),
+                             max(1, int(detect_every)), float(max_latency))
+
+    timings = property(lambda self: self.stages.timings, doc="Busy seconds per stage: decode, detect, track, "
+                                                            "align, predict (they overlap).")
+    counts = property(lambda self: self.stages.counts, doc="Frames, faces, frames without a face, detector calls.")
+    detector = property(lambda self: self.stages.detector)
+    template = property(lambda self: self.stages.template)
+
+    def stream(self, sources, stride=1, max_frames=None, progress=None, check=None):
+        """``Stages.stream`` over ``sources``: ``("records" | "error" | "done", source, payload)`` events."""
+        return self.stages.stream(sources, stride, max_frames, progress=progress, check=check)
 
     def forward(self, batch):
         """The model on a float32 (N, H, W, 3) batch of aligned RGB crops in [0, 255]: ``{"va", "au", "expr"}``

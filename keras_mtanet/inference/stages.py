@@ -1,4 +1,4 @@
-"""The three-stage pipeline under ``Predictor``: a reader thread decodes frames, a detector thread finds, tracks
+"""The three stages ``Predictor`` runs: a reader thread decodes frames, a detector thread finds, tracks
 and aligns faces, and the calling thread runs the model on batches of aligned crops. OpenCV and the model's
 runtime release the GIL, so the stages overlap. Records come out in frame order.
 """
@@ -23,11 +23,23 @@ _STOP = object()
 MAX_QUEUED_BYTES = 128 * 2 ** 20
 
 
-class Pipeline:
-    """The stages; a subclass (``Predictor``) sets ``detector``, ``size``, ``template``, ``batch_size``,
-    ``detect_every``, ``max_latency`` and provides ``forward(batch) -> {"va", "au", "expr"}`` numpy arrays."""
+class Stages:
+    """The stages, as ``Predictor`` holds them.
 
-    def __init__(self):
+    Args:
+        forward: ``forward(batch) -> {"va", "au", "expr"}`` numpy arrays: the model on a float32 (N, H, W, 3)
+            batch of aligned crops.
+        detector: an object with ``detect(images) -> [[Face, ...], ...]``, or None (each image is a face crop).
+        size: the side of the aligned crops in pixels.
+        template: the five-point alignment template in unit coordinates, (5, 2).
+        batch_size: the most crops per ``forward`` call.
+        detect_every: run the detector on every N-th video frame, tracking faces in between.
+        max_latency: seconds a partial batch waits for more faces.
+    """
+
+    def __init__(self, forward, detector, size, template, batch_size, detect_every, max_latency):
+        self.forward, self.detector, self.size, self.template = forward, detector, size, template
+        self.batch_size, self.detect_every, self.max_latency = batch_size, detect_every, max_latency
         self.timings = collections.Counter()  # busy seconds per stage: decode, detect, track, align, predict
         self.counts = collections.Counter()   # frames, faces, frames_without_face, detector_calls
 

@@ -34,10 +34,13 @@ def is_number(value):
 
 class Setting(NamedTuple):
     """One architecture setting: its default, a test of a value (JSON types: lists, not tuples) and what the
-    test wants, in words, for messages."""
+    test wants, in words, for messages (or a function giving them, for rules that read a bound when they run)."""
     default: object
     ok: Callable[[object], bool]
-    expected: str
+    expected: str | Callable[[], str]
+
+    def wanted(self):
+        return self.expected() if callable(self.expected) else self.expected
 
 
 def whole(low, high):
@@ -79,10 +82,10 @@ TEMPLATE_RANGE = (-1.0, 2.0)  # alignment template coordinates, in units of the 
 SETTINGS = {
     "backbone": Setting("se_resnet50", lambda v: isinstance(v, str) and v in BACKBONES,
                         "one of " + ", ".join(BACKBONES)),
-    "input_shape": Setting([112, 112, 3], _shape_ok, f"[height, width, 3] with sides from {INPUT_SIDE[0]} to "
-                                                     f"{INPUT_SIDE[1]}"),
-    "stack_blocks": Setting(None, _blocks_ok, f"null or four block counts from {STACK_BLOCK_RANGE[0]} to "
-                                              f"{STACK_BLOCK_RANGE[1]}"),
+    "input_shape": Setting([112, 112, 3], _shape_ok,
+                           lambda: f"[height, width, 3] with sides from {INPUT_SIDE[0]} to {INPUT_SIDE[1]}"),
+    "stack_blocks": Setting(None, _blocks_ok, lambda: f"null or four block counts from {STACK_BLOCK_RANGE[0]} to "
+                                                      f"{STACK_BLOCK_RANGE[1]}"),
     "width": Setting(1.0, *number(0.01, 4.0)),
     "se_ratio": Setting(16, *whole(0, 4096)),
     "head_filters": Setting(512, *whole(1, 8192)),
@@ -94,8 +97,8 @@ SETTINGS = {
     "fold_batchnorm": Setting(False, lambda v: isinstance(v, bool), "true or false"),
     "color_mode": Setting("rgb", *one_of(*COLOR_MODES)),
     "alignment_template": Setting(None, lambda v: v is None or _template_ok(v),
-                                  "null or five [x, y] points in unit coordinates of the crop, each from "
-                                  f"{TEMPLATE_RANGE[0]} to {TEMPLATE_RANGE[1]}"),
+                                  lambda: "null or five [x, y] points in unit coordinates of the crop, each from "
+                                          f"{TEMPLATE_RANGE[0]} to {TEMPLATE_RANGE[1]}"),
     "name": Setting("mtanet", lambda v: isinstance(v, str) and 0 < len(v) <= 128, "a short text"),
     "trainable": Setting(True, lambda v: isinstance(v, bool), "true or false"),
 }
@@ -117,7 +120,7 @@ def check_value(key, value):
     rule = SETTINGS[key]
     value = plain(value)
     if not rule.ok(value):
-        raise ValueError(f"{key} must be {rule.expected}, got {value!r}")
+        raise ValueError(f"{key} must be {rule.wanted()}, got {value!r}")
     return value
 
 

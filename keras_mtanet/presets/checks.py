@@ -205,6 +205,7 @@ def check_before_build(folder, metadata, cls, cache_root=None):
     if name is not None:  # only a hashed one is read; presets before the converter have none
         where = folder / name
         converter = check_converter(read_json(member(folder, name, cache_root)[0], "image converter config"), where)
+        _checked(cls, {key: converter[key] for key in ("color_mode", "alignment_template")}, where)
         for key, built in (("image_size", config["input_shape"][:2]), ("color_mode", config["color_mode"])):
             if converter[key] != built:
                 raise PresetError(f"{where}: {key} {converter[key]!r} differs from config.json's {built!r}: "

@@ -142,7 +142,7 @@ ARCHITECTURE_KEYS = ("backbone", "stack_blocks", "width", "color_mode", "alignme
 def architecture_checks():
     """The checks of the recipe's architecture keys, read from ``keras_mtanet.model.config`` when called."""
     low, high = model_config.INPUT_SIDE
-    checks = {key: model_config.SETTINGS[key][1:] for key in ARCHITECTURE_KEYS}
+    checks = {key: (model_config.SETTINGS[key].ok, model_config.SETTINGS[key].wanted()) for key in ARCHITECTURE_KEYS}
     return {**checks, "input_size": _int(low, high)}
 
 

@@ -12,6 +12,7 @@ from conftest import tiny_model
 from hub_server import HubServer
 
 from keras_mtanet import PresetError, files, load_pretrained, publish
+from keras_mtanet.cli import main
 from keras_mtanet.presets import card, checks, hub
 from keras_mtanet.presets import folder as preset_folder
 from keras_mtanet.presets import registry as preset_registry
@@ -49,7 +50,7 @@ def test_publish_creates_one_commit_with_the_preset_files(server, published):
     repo = server.repos[repo_id]
     assert len(sha) == 40 and repo.refs["main"] == sha and repo.refs["v1"] == sha
     tree = repo.commits[sha]["tree"]
-    assert set(tree) == {".gitattributes", *checks.PRESET_FILES, preset_registry.PREPROCESSOR_FILE}
+    assert set(tree) == {".gitattributes", *checks.PRESET_FILES, checks.CONVERTER_FILE}
     assert tree["model.weights.h5"]["lfs"] and not tree["config.json"]["lfs"]
     assert repo.commits[repo.commits[sha]["parent"]]["message"] == "initial commit"
     card = tree["README.md"]["data"].decode()
@@ -78,7 +79,7 @@ def test_pull_by_commit_tag_and_branch_gives_the_published_predictions(server, p
     assert not predictions_equal(tiny_model(), loaded, images)  # the downloaded weights are in use
     assert loaded.metadata["metrics"] == {"va_score": 0.1}
     snapshot = tmp_path / "models--org--tiny" / "snapshots" / sha
-    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*checks.PRESET_FILES, preset_registry.PREPROCESSOR_FILE])
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted([*checks.PRESET_FILES, checks.CONVERTER_FILE])
 
 
 def test_resolve_pins_a_branch_to_one_commit(server, published, tmp_path):
@@ -299,3 +300,79 @@ def test_an_invalid_repo_id_is_named_not_retried(spec, tmp_path):
     with pytest.raises(PresetError) as info:
         publish(str(tmp_path), repo_id, endpoint="http://127.0.0.1:9")
     assert str(info.value) == expected.replace(repr(spec), f"publish to {repo_id!r}")
+
+
+def make_preset(folder, **model_overrides):
+    model = tiny_model(**model_overrides)
+    meta = preset_folder.preset_metadata(model, "nothing (test)")
+    return preset_folder.save_preset(model, folder, meta, card.model_card_text(meta, "t"))
+
+
+def refused_without_blocking(fifo, call, seconds=20):
+    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
+    waited on it (which a writer opening the other end then ends)."""
+    import os
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
+        except OSError:
+            pass
+        thread.join(5)
+        pytest.fail(f"{fifo}: opened and waited on instead of refused")
+    return outcome.get("error")
+
+
+@pytest.mark.safety
+def test_publish_to_an_unreachable_hub_is_one_line(tmp_path, capsys):
+    folder = make_preset(tmp_path / "p")
+    assert main(["publish", str(folder), "--repo-id", "org/x", "--endpoint", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-mtanet: error: publish to org/x failed") and "\n" not in err
+
+
+@pytest.mark.safety
+def test_a_hub_that_accepts_and_never_answers_times_out(tmp_path, monkeypatch):
+    import socket
+    import threading
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+    silent = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(silent.accept()[0])  # kept open, never answered
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    started = time.monotonic()
+    try:
+        error = refused_without_blocking(
+            tmp_path / "none", lambda: load_pretrained("hf://org/silent@main", cache_dir=tmp_path / "cache",
+                                                       endpoint=endpoint))
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
+    assert isinstance(error, PresetError) and "the Hub cannot be reached" in str(error)
+    assert time.monotonic() - started < 15

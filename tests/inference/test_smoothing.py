@@ -1,8 +1,12 @@
+import time
+
 import numpy as np
 import pytest
 
 from keras_mtanet.errors import DataError
+from keras_mtanet.inference import predictor, smoothing, sources
 from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
+from keras_mtanet.labels import EXPR_NAMES
 
 
 def test_smoothing_window_reads_seconds_and_frames():
@@ -46,3 +50,38 @@ def test_zero_is_no_smoothing_in_seconds_and_in_frames():
         smoothing_window("-1f", 30)
     with pytest.raises(DataError, match="at least one frame"):
         smoothing_window("0.001", 30)
+
+
+@pytest.mark.safety
+def test_a_huge_smoothing_window_is_the_track_mean():
+    values = np.array([[1.0, 10.0], [2.0, 20.0], [6.0, 60.0]])
+    np.testing.assert_allclose(smoothing.smooth_series(values, 10 ** 12), [[3.0, 30.0]] * 3)
+    # 2 * length - 1 frames is the shortest window that reaches every frame from every frame.
+    np.testing.assert_allclose(smoothing.smooth_series(values, 5), [[3.0, 30.0]] * 3)
+    np.testing.assert_allclose(smoothing.smooth_series(values, 4)[0], [3.0, 30.0])
+    np.testing.assert_allclose(smoothing.smooth_series(values, 4)[2], [4.0, 40.0])  # frames 1 and 2
+    assert smoothing.smoothing_window("1e9", 30) == 30_000_000_000
+    long = np.arange(200_000, dtype=np.float64)[:, None]
+    start = time.perf_counter()
+    np.testing.assert_allclose(smoothing.smooth_series(long, 30_000_000_000)[[0, -1], 0], [99_999.5] * 2)
+    assert time.perf_counter() - start < 5.0
+    with pytest.raises(DataError, match=r"^--smooth '1e400': give seconds \(0.5\) or frames \(15f\)$"):
+        smoothing.smoothing_window("1e400", 30)
+
+
+@pytest.mark.safety
+def test_smooth_records_with_a_huge_window_averages_each_face():
+    def record(frame, valence, au1, expr):
+        frame = sources.Frame("clip.mp4", frame, frame / 25, None)
+        probs = np.zeros(len(EXPR_NAMES))
+        probs[expr] = 1.0
+        return records.face_record(frame, 0, (0, 0, 10, 10), 1.0, (valence, 0.0), [au1] + [0.0] * 7, probs)
+
+    # Valence 0.2, -0.4, 0.8 (mean 0.2); AU1 0.9, 0.3, 0.3 (mean 0.5); expressions 1, 2, 2 (2 wins with 2/3).
+    records = [record(0, 0.2, 0.9, 1), record(1, -0.4, 0.3, 2), record(2, 0.8, 0.3, 2)]
+    smoothed = predictor.smooth_records(records, "1e9", 25.0)
+    assert len(smoothed) == 3
+    for r in smoothed:
+        assert r["valence"] == pytest.approx(0.2) and r["AU1_prob"] == pytest.approx(0.5)
+        assert r["AU1"] == 0  # 0.5 is not above the 0.5 threshold
+        assert r[f"{EXPR_NAMES[2]}_prob"] == pytest.approx(2 / 3) and r["expression"] == EXPR_NAMES[2]

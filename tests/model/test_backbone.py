@@ -46,6 +46,6 @@ def test_block_layer_names_are_stable():
 def test_unknown_backbone_and_bad_stack_blocks_raise():
     with pytest.raises(ValueError, match="se_resnet18"):
         backbone_spec("resnet9000")
-    with pytest.raises(ValueError, match="four positive"):
+    with pytest.raises(ValueError, match="stack_blocks must be null or four block counts from 1 to 64"):
         backbone_spec("se_resnet18", stack_blocks=(1, 1, 1))
     assert backbone_spec("se_resnet34") == BACKBONES["se_resnet34"]

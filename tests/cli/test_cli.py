@@ -9,10 +9,9 @@ import cv2
 import pytest
 
 import keras_mtanet
-from keras_mtanet import startup
-from keras_mtanet.cli import build_parser, main
+from keras_mtanet.cli import build_parser, main, startup
 from keras_mtanet.errors import UsageError
-from keras_mtanet.inference import records
+from keras_mtanet.inference import native_logs, records
 from keras_mtanet.training import recipe
 
 
@@ -42,7 +41,7 @@ def test_presets_lists_the_embedded_default(capsys):
 
 def test_demo_runs_the_embedded_preset_in_a_fresh_process(tmp_path):
     # A newcomer's environment: no log levels set (conftest sets TF_CPP_MIN_LOG_LEVEL for the test process).
-    env = {**{k: v for k, v in os.environ.items() if k not in startup.QUIET_ENVIRONMENT}, "HF_HUB_OFFLINE": "1",
+    env = {**{k: v for k, v in os.environ.items() if k not in native_logs.QUIET_ENVIRONMENT}, "HF_HUB_OFFLINE": "1",
            "HF_ENDPOINT": "http://127.0.0.1:9"}
     result = subprocess.run([sys.executable, "-m", "keras_mtanet", "demo", "--output", str(tmp_path / "faces.csv"),
                              "--plot", str(tmp_path / "faces.png")], capture_output=True, text=True, timeout=300,
@@ -83,7 +82,7 @@ def native_lines(stderr):
 
 
 def test_the_command_keeps_native_start_up_logs_quiet_unless_verbose(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in startup.QUIET_ENVIRONMENT}
+    env = {k: v for k, v in os.environ.items() if k not in native_logs.QUIET_ENVIRONMENT}
     command = [sys.executable, "-m", "keras_mtanet"]
     quiet = subprocess.run([*command, "presets"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
@@ -95,12 +94,12 @@ def test_the_command_keeps_native_start_up_logs_quiet_unless_verbose(tmp_path):
 
 
 def test_verbose_leaves_the_environment_alone(monkeypatch, capsys):
-    for name in startup.QUIET_ENVIRONMENT:
+    for name in native_logs.QUIET_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     assert main(["--verbose", "presets"]) == 0 and main(["presets", "--verbose"]) == 0
-    assert not any(name in os.environ for name in startup.QUIET_ENVIRONMENT)
+    assert not any(name in os.environ for name in native_logs.QUIET_ENVIRONMENT)
     assert main(["presets"]) == 0
-    assert {name: os.environ[name] for name in startup.QUIET_ENVIRONMENT} == startup.QUIET_ENVIRONMENT
+    assert {name: os.environ[name] for name in native_logs.QUIET_ENVIRONMENT} == native_logs.QUIET_ENVIRONMENT
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # what the user set wins
     assert main(["presets"]) == 0 and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
 
@@ -119,7 +118,7 @@ def test_only_the_command_itself_is_quieted(monkeypatch):
 
 
 def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
-    with startup.native_logs_dropped():
+    with native_logs.native_logs_dropped():
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
                     b"I0000 00:00:1795697422.371307    8353 port.cc:153] oneDNN custom operations are on.\n"
                     b"W0000 00:00:1795697422.371616    8353 foo.cc:31] a warning\n"
@@ -131,12 +130,11 @@ def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
 
 
 def test_choices_come_from_the_modules():
-    from keras_mtanet import evaluate, export
+    from keras_mtanet import export
     from keras_mtanet.data import ferplus
+    from keras_mtanet.data.formats import formats_for
     from keras_mtanet.inference import detection, runtimes
     from keras_mtanet.model import config
-    from keras_mtanet.teachers import teach
-    from keras_mtanet.training import run as train
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -149,21 +147,23 @@ def test_choices_come_from_the_modules():
     assert f"default {detection.DEFAULT_DETECTOR};" in option("predict", "--detector").help
     assert tuple(option("predict", "--runtime").choices) == runtimes.RUNTIMES
     assert set(option("predict", "--precision").choices) == {p for ps in runtimes.PRECISIONS.values() for p in ps}
-    assert tuple(option("train", "--format").choices) == train.FORMATS
+    assert tuple(option("train", "--format").choices) == formats_for("train")
     assert tuple(option("train", "--backbone").choices) == tuple(config.BACKBONES)
     assert tuple(option("train", "--strategy").choices) == recipe.STRATEGIES
     assert tuple(option("train", "--distribution").choices) == recipe.DISTRIBUTIONS
-    assert tuple(option("export", "--format").choices) == export.FORMATS
-    assert tuple(option("evaluate", "--format").choices) == evaluate.FORMATS
-    assert tuple(option("teach", "--format").choices) == teach.FORMATS
+    assert tuple(option("export", "--format").choices) == export.EXPORT_FORMATS
+    assert tuple(option("evaluate", "--format").choices) == formats_for("evaluate")
+    assert tuple(option("teach", "--format").choices) == formats_for("teach")
     assert tuple(option("teach", "--splits").choices) == ferplus.SPLITS
 
 
 def test_top_level_help_loads_no_command_module():
     code = ("import sys\nfrom keras_mtanet.cli import build_parser\nbuild_parser(None if len(sys.argv) < 2 "
             "else sys.argv[1]).format_help()\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('keras_mtanet.'))))")
-    heavy = ("keras_mtanet.inference", "keras_mtanet.training.run", "keras_mtanet.export", "keras_mtanet.teachers",
-             "keras_mtanet.evaluate", "keras_mtanet.cli.commands")
+    # keras_mtanet.inference.native_logs (the command's quiet start) is standard library only.
+    heavy = ("keras_mtanet.inference.predictor", "keras_mtanet.inference.detection", "keras_mtanet.model",
+             "keras_mtanet.training", "keras_mtanet.export", "keras_mtanet.teachers", "keras_mtanet.evaluate",
+             "keras_mtanet.cli.predict", "keras_mtanet.cli.demo")
     loaded = subprocess.run([sys.executable, "-c", code, "presets"], capture_output=True, text=True,
                             timeout=300).stdout.split()
     assert loaded and not [m for m in loaded if m.startswith(heavy)], loaded
@@ -173,26 +173,26 @@ def test_top_level_help_loads_no_command_module():
 
 
 def test_command_line_mistakes_are_usage_errors(capsys, tmp_path):
-    from keras_mtanet.cli import commands
+    from keras_mtanet.cli import demo, export, predict
 
     with pytest.raises(UsageError, match="--frames applies to --synthetic only"):
-        commands.run_demo(build_parser("demo").parse_args(["demo", "--frames", "5"]))
+        demo.run(build_parser("demo").parse_args(["demo", "--frames", "5"]))
     with pytest.raises(UsageError, match="^--image and --plot apply to the photo demo, not --synthetic$"):
-        commands.run_demo(build_parser("demo").parse_args(["demo", "--synthetic", "--image", "a.jpg", "--plot",
+        demo.run(build_parser("demo").parse_args(["demo", "--synthetic", "--image", "a.jpg", "--plot",
                                                            str(tmp_path / "p.png")]))
     with pytest.raises(UsageError, match="^--plot applies to the photo demo, not --synthetic$"):
-        commands.run_demo(build_parser("demo").parse_args(["demo", "--synthetic", "--plot", "p.png"]))
+        demo.run(build_parser("demo").parse_args(["demo", "--synthetic", "--plot", "p.png"]))
     with pytest.raises(UsageError, match="--int8 applies to --format tflite only"):
-        commands.run_export(build_parser("export").parse_args(["export", "--format", "onnx", "--int8", "--output",
+        export.run(build_parser("export").parse_args(["export", "--format", "onnx", "--int8", "--output",
                                                                str(tmp_path / "m.onnx")]))
     args = build_parser("predict").parse_args(["predict", str(tmp_path), "--output", str(tmp_path / "o.csv"),
                                                "--runtime", "onnxruntime", "--precision", "bfloat16"])
     with pytest.raises(UsageError, match="--precision bfloat16: the onnxruntime runtime runs in float32"):
-        commands.run_predict(args)
+        predict.run(args)
     args = build_parser("predict").parse_args(["predict", str(tmp_path / "nothing*.jpg"), "--output",
                                                str(tmp_path / "o.csv")])
     with pytest.raises(UsageError, match="no file matches"):
-        commands.run_predict(args)
+        predict.run(args)
 
 
 def test_cli_error_has_no_traceback_in_a_real_process(tmp_path):

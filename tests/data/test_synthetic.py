@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_mtanet.data import affwild2, synthetic
+from keras_mtanet.data import affwild2, cartoon, synthetic
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
 
@@ -19,7 +19,7 @@ def test_generation_is_deterministic_per_seed():
 
 
 def neutral_state(**changes):
-    state = synthetic.FrameState(au=np.zeros(len(AU_NAMES), np.float32), expression=0,
+    state = cartoon.FrameState(au=np.zeros(len(AU_NAMES), np.float32), expression=0,
                                  expression_intensity=0.0, valence=0.0, arousal=0.0)
     for key, value in changes.items():
         if key in AU_NAMES:
@@ -38,9 +38,9 @@ def changed_rows(a, b):
                                        ("AU6", "cheeks"), ("AU12", "mouth"), ("AU15", "mouth"),
                                        ("AU20", "mouth"), ("AU25", "mouth")])
 def test_each_action_unit_changes_only_its_facial_region(au, region):
-    identity = synthetic.random_identity(np.random.default_rng(0))
-    base = synthetic.render_face(neutral_state(), identity, size=112)
-    moved = synthetic.render_face(neutral_state(**{au: 1.0}), identity, size=112)
+    identity = cartoon.random_identity(np.random.default_rng(0))
+    base = cartoon.render_face(neutral_state(), identity, size=112)
+    moved = cartoon.render_face(neutral_state(**{au: 1.0}), identity, size=112)
     rows = changed_rows(base, moved)
     assert rows.size > 0, f"{au} changed nothing"
     # Face coordinates y in [-1, 1] map to rows through the 1.3x zoom: row = 56 + 56 * 1.3 * y.
@@ -50,12 +50,12 @@ def test_each_action_unit_changes_only_its_facial_region(au, region):
 
 
 def test_parted_lips_darken_the_mouth_and_smiles_lift_its_corners():
-    identity = synthetic.random_identity(np.random.default_rng(1))
-    closed = synthetic.render_face(neutral_state(), identity, 112).mean(axis=2)
-    parted = synthetic.render_face(neutral_state(AU25=1.0), identity, 112).mean(axis=2)
+    identity = cartoon.random_identity(np.random.default_rng(1))
+    closed = cartoon.render_face(neutral_state(), identity, 112).mean(axis=2)
+    parted = cartoon.render_face(neutral_state(AU25=1.0), identity, 112).mean(axis=2)
     assert (parted < 90).sum() > (closed < 90).sum() + 20
-    smile = synthetic.render_face(neutral_state(AU12=1.0), identity, 112)
-    frown = synthetic.render_face(neutral_state(AU15=1.0), identity, 112)
+    smile = cartoon.render_face(neutral_state(AU12=1.0), identity, 112)
+    frown = cartoon.render_face(neutral_state(AU15=1.0), identity, 112)
     lip = identity.skin * np.array([0.85, 0.5, 0.5])
 
     def lip_rows(img, cols):
@@ -68,9 +68,9 @@ def test_parted_lips_darken_the_mouth_and_smiles_lift_its_corners():
 
 
 def test_arousal_opens_the_eyes():
-    identity = synthetic.random_identity(np.random.default_rng(2))
-    calm = synthetic.render_face(neutral_state(arousal=-1.0), identity, 112)
-    excited = synthetic.render_face(neutral_state(arousal=1.0), identity, 112)
+    identity = cartoon.random_identity(np.random.default_rng(2))
+    calm = cartoon.render_face(neutral_state(arousal=-1.0), identity, 112)
+    excited = cartoon.render_face(neutral_state(arousal=1.0), identity, 112)
     eye_white = lambda img: (img.min(axis=2) > 235)[20:60].sum()  # noqa: E731
     assert eye_white(excited) > 1.5 * eye_white(calm)
 

@@ -93,7 +93,7 @@ def test_the_bundle_is_checked_by_hash(tmp_path):
 
 
 def test_without_mediapipe_the_teacher_says_what_to_install(monkeypatch):
-    from keras_mtanet.inference.detection import DependencyError
+    from keras_mtanet.errors import DependencyError
 
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe raises ImportError
     monkeypatch.setattr(landmarker, "check_bundle", lambda path: b"")
@@ -432,13 +432,13 @@ def test_teach_output_messages_say_what_is_expected(tmp_path, capsys, monkeypatc
 
 @needs_teacher
 def test_teach_prints_no_native_mediapipe_lines_without_verbose(tmp_path, capfd):
-    from keras_mtanet import startup
     from keras_mtanet.cli import main
+    from keras_mtanet.inference import native_logs
 
     root = real_test_split(tmp_path / "fer", 3)
     out = tmp_path / "labels.csv"
     assert main(["teach", "--data", str(root), "--teacher-model", str(BUNDLE), "--output", str(out),
                  "--splits", "test"]) == 0
     err = capfd.readouterr().err  # MediaPipe writes to file descriptor 2
-    native = [line for line in err.splitlines() if startup.NATIVE_LOG_LINE.match(line) and "cuInit" not in line]
+    native = [line for line in err.splitlines() if native_logs.NATIVE_LOG_LINE.match(line) and "cuInit" not in line]
     assert native == [] and out.is_file()

@@ -150,7 +150,7 @@ def test_two_processes_train_with_the_shipped_recipes_augmentation(synthetic_dat
     """As users run it: augmentation on (the FER+ recipe's, random erasing included; each process draws its own),
     where the comparison above has to turn it off."""
     root, _, _ = synthetic_data
-    shipped = json.loads((registry.zoo_dirs()[0] / "mtanet_se_resnet18_ferplus_112" / "train.json").read_text())
+    shipped = json.loads((registry.registry_dirs()[0] / "mtanet_se_resnet18_ferplus_112" / "train.json").read_text())
     assert shipped["augment"] and shipped["random_erasing"]
     recipe = {**shipped, **{k: RECIPE[k] for k in ("backbone", "input_size", "stack_blocks", "width", "epochs",
                                                    "batch_size", "synthetic")}}

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -13,8 +14,10 @@ from conftest import ASTRONAUT_BOX
 
 from keras_mtanet import Predictor
 from keras_mtanet.cli import main
+from keras_mtanet.errors import DataError
 from keras_mtanet.inference import alignment, detection, records, tracking
 from keras_mtanet.inference.predictor import smooth_records
+from keras_mtanet.inference.sources import Source
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 
 # Hand-read from scikit-image's astronaut() (512 x 512): her face spans about x 180-265, y 60-170, eyes at
@@ -148,7 +151,6 @@ def test_records_are_plain_dicts_without_pandas(predictor, photo, monkeypatch):
 
 
 def test_unreadable_image_raises_a_data_error_naming_it(predictor, tmp_path):
-    from keras_mtanet.errors import DataError
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really")
@@ -324,3 +326,77 @@ def test_missing_webcam_is_a_failed_input(tmp_path, capsys):
     code = main(["predict", "97", "--output", str(tmp_path / "cam.csv"), "--quiet"])
     assert code == 1
     assert "keras-mtanet: error: webcam:97: cannot open as a webcam" in capsys.readouterr().err
+
+
+@pytest.mark.safety
+def test_detectors_find_nothing_in_images_smaller_than_a_face(photo):
+    tiny, thin = np.zeros((1, 1, 3), np.uint8), np.full((1, 400, 3), 200, np.uint8)
+    for detector in (detection.MTCNNDetector(), detection.HaarDetector()):
+        found = detector.detect([tiny, photo, thin])
+        assert found[0] == [] and found[2] == [] and len(found[1]) == 1, detector.name
+        assert tracking.iou(found[1][0].box, ASTRONAUT_BOX) > 0.5
+    assert detection.MTCNNDetector(min_face_size=5000).detect([photo, tiny]) == [[], []]
+    assert detection.HaarDetector(min_face_size=5000).detect([photo]) == [[]]
+    # The shrink never goes below one pixel a side.
+    assert detection._shrink(thin, 0.05).shape == (1, 20, 3)
+    assert detection._shrink(tiny, 0.05).shape == (1, 1, 3)
+
+
+@pytest.mark.safety
+def test_a_detector_or_reader_crash_fails_only_that_input(preset):
+    box = np.array([10.0, 10.0, 40.0, 40.0])
+
+    class Flaky:
+        def detect(self, images):
+            if any(image.shape[0] == 77 for image in images):
+                raise RuntimeError("OpenCV(4.x) resize.cpp:4152: error: (-215:Assertion failed)\n !dsize.empty()")
+            return [[detection.Face(box, 1.0, detection.landmarks_from_box(box))] for _ in images]
+
+    class Exploding:
+        def __array__(self, *args, **kwargs):
+            raise MemoryError("cannot allocate")
+
+    good = np.full((60, 60, 3), 120, np.uint8)
+    inputs = [Source("first", "array", good), Source("crash", "array", np.zeros((77, 60, 3), np.uint8)),
+              Source("oom", "array", Exploding()), Source("last", "array", good)]
+    events = [(kind, src.name, payload) for kind, src, payload in
+              Predictor(preset, detector=Flaky()).stream(inputs)]
+    assert [(kind, name) for kind, name, _ in events] == [
+        ("records", "first"), ("done", "first"), ("error", "crash"), ("done", "crash"), ("error", "oom"),
+        ("done", "oom"), ("records", "last"), ("done", "last")]
+    assert events[2][2] == ("crash: face detection or alignment failed (RuntimeError: OpenCV(4.x) resize.cpp:4152: "
+                            "error: (-215:Assertion failed) !dsize.empty())")
+    assert events[4][2] == "oom: could not be read (MemoryError: cannot allocate)"
+    for kind, _, payload in events:
+        if kind == "records":
+            assert len(payload) == 1 and [payload[0][k] for k in "xywh"] == list(box)
+
+
+@pytest.mark.safety
+def test_decoded_frames_waiting_for_the_detector_are_bounded_in_bytes(preset, monkeypatch):
+    from keras_mtanet.inference import stages
+
+    frame_bytes = 200 * 200 * 3
+    monkeypatch.setattr(stages, "MAX_QUEUED_BYTES", int(2.5 * frame_bytes), raising=False)
+    state = {"decoded": 0, "detected": 0, "lead": 0}
+    frames = Source.frames
+
+    def counted(self, *args, **kwargs):
+        for frame in frames(self, *args, **kwargs):
+            state["decoded"] += 1
+            state["lead"] = max(state["lead"], state["decoded"] - state["detected"])
+            yield frame
+
+    class SlowDetector:
+        def detect(self, images):
+            time.sleep(0.01)
+            state["detected"] += len(images)
+            return [[] for _ in images]
+
+    monkeypatch.setattr(Source, "frames", counted)
+    runner = Predictor(preset, detector=SlowDetector())
+    images = [Source(f"image{i}", "array", np.full((200, 200, 3), i, np.uint8)) for i in range(40)]
+    rows = runner.predict_files(images, output=None)
+    assert len(rows) == 40 and state["detected"] == 40
+    # Before: up to 4 x batch_size (128) frames queued, whatever their size; now 2 queued, 1 waiting to be, 1 taken.
+    assert state["lead"] <= 5, state

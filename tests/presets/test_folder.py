@@ -1,4 +1,4 @@
-"""The preset format (keras_mtanet.presets.registry): resolving names and folders offline, preprocessor.json, the model card,
+"""The preset format (keras_mtanet.presets.registry): resolving names and folders offline, image_converter.json, the model card,
 and the small-file helpers (keras_mtanet.files) it writes with."""
 
 import json
@@ -10,7 +10,6 @@ import pytest
 from conftest import tiny_model
 
 from keras_mtanet import PresetError, files
-from keras_mtanet.errors import DataError
 from keras_mtanet.model.task import MTANet
 from keras_mtanet.presets import card, checks, registry
 from keras_mtanet.presets import folder as preset_folder
@@ -62,7 +61,7 @@ def test_a_local_folder_and_a_registry_name_resolve_and_load_offline(saved, tmp_
     # The same files as a registry entry in an extra registry folder, pinned by their sha256.
     entry_folder = tmp_path / "zoo" / "tiny_local"
     shutil.copytree(folder, entry_folder)
-    pinned = {name: files.sha256_file(folder / name) for name in (*checks.PRESET_FILES, registry.PREPROCESSOR_FILE)}
+    pinned = {name: files.sha256_file(folder / name) for name in (*checks.PRESET_FILES, checks.CONVERTER_FILE)}
     (entry_folder / registry.REGISTRY_FILE).write_text(json.dumps({"description": "t", "embedded": True,
                                                                   "files": pinned}))
     monkeypatch.setenv(registry.ZOO_PATH_VARIABLE, str(tmp_path / "zoo"))
@@ -71,12 +70,12 @@ def test_a_local_folder_and_a_registry_name_resolve_and_load_offline(saved, tmp_
     assert same_predictions(model, loaded) and not same_predictions(tiny_model(color_mode="grayscale"), loaded)
     assert registry.resolve(registry.SYNTHETIC_PRESET) == Path(registry.list_presets()[registry.SYNTHETIC_PRESET]["folder"])
     # A pinned hash that the file does not have: refused before anything is parsed, and the file is kept.
-    pinned[registry.PREPROCESSOR_FILE] = "0" * 64
+    pinned[checks.CONVERTER_FILE] = "0" * 64
     (entry_folder / registry.REGISTRY_FILE).write_text(json.dumps({"description": "t", "embedded": True,
                                                                   "files": pinned}))
-    with pytest.raises(PresetError, match=r"preprocessor\.json: sha256 .* modified"):
+    with pytest.raises(PresetError, match=r"image_converter\.json: sha256 .* modified"):
         registry.resolve("tiny_local")
-    assert (entry_folder / registry.PREPROCESSOR_FILE).exists()
+    assert (entry_folder / checks.CONVERTER_FILE).exists()
     with pytest.raises(PresetError, match="embedded in the package and has no revisions"):
         preset_folder.load("tiny_local", revision="main")
 
@@ -98,16 +97,16 @@ def test_patching_the_default_preset_changes_what_resolve_loads(monkeypatch):
     assert registry.resolve() == registry.resolve(registry.SYNTHETIC_PRESET)
 
 
-# ------------------------------------------------------------------------------------- preprocessor.json
+# ------------------------------------------------------------------------------ image_converter.json
 
-def test_preprocessor_json_round_trip(saved):
+def test_image_converter_json_round_trip(saved):
     model, folder = saved
-    written = json.loads((folder / registry.PREPROCESSOR_FILE).read_text())
+    written = json.loads((folder / checks.CONVERTER_FILE).read_text())
     assert written == json.loads(json.dumps(model.preprocessor.get_config()))
     assert written["color_mode"] == "grayscale" and written["image_size"] == [32, 32]
     assert written["alignment_template"] == TEMPLATE
     meta = json.loads((folder / checks.METADATA_FILE).read_text())
-    assert meta["files"][registry.PREPROCESSOR_FILE] == files.sha256_file(folder / registry.PREPROCESSOR_FILE)
+    assert meta["files"][checks.CONVERTER_FILE] == files.sha256_file(folder / checks.CONVERTER_FILE)
     loaded = preset_folder.load(str(folder))
     assert loaded.preprocessor.get_config() == model.preprocessor.get_config()
     assert np.array_equal(loaded.preprocessor.template, np.array(TEMPLATE))
@@ -119,23 +118,23 @@ def test_preprocessor_json_round_trip(saved):
     ({"scale": 1 / 255}, "scale 0.0039.* differs from the model built from config.json"),
     ({"alignment_template": [[0.3, 0.45]] + TEMPLATE[1:]}, "alignment_template .* differs from the model built"),
     ({"scale": "1/127.5"}, "scale must be a finite number"),
-    ({"alignment_template": [[0.3, 0.4]]}, "alignment_template must be five"),
-    ({"color_mode": None}, "color_mode must be rgb or grayscale"),
+    ({"alignment_template": [[0.3, 0.4]]}, "alignment_template must be null or five"),
+    ({"color_mode": None}, "color_mode must be one of rgb, grayscale"),
     ("drop offset", "lacks offset"),
     ("a list", "expected a JSON object, got list"),
 ])
-def test_a_preprocessor_that_disagrees_with_the_model_is_refused(saved, tmp_path, monkeypatch, change, expected):
+def test_an_image_converter_file_that_disagrees_with_the_model_is_refused(saved, tmp_path, monkeypatch, change, expected):
     _, original = saved
     folder = Path(shutil.copytree(original, tmp_path / "p"))
-    config = json.loads((folder / registry.PREPROCESSOR_FILE).read_text())
+    config = json.loads((folder / checks.CONVERTER_FILE).read_text())
     if change == "drop offset":
         del config["offset"]
     elif change == "a list":
         config = [config]
     else:
         config.update(change)
-    (folder / registry.PREPROCESSOR_FILE).write_text(json.dumps(config))
-    rehash(folder, registry.PREPROCESSOR_FILE)  # as a hostile publisher would
+    (folder / checks.CONVERTER_FILE).write_text(json.dumps(config))
+    rehash(folder, checks.CONVERTER_FILE)  # as a hostile publisher would
     if "differs from the model built" not in expected:
         def no_build(*args, **kwargs):
             raise AssertionError("a model was built from a preset that disagrees with itself")
@@ -144,28 +143,28 @@ def test_a_preprocessor_that_disagrees_with_the_model_is_refused(saved, tmp_path
     with pytest.raises(PresetError, match=expected) as info:
         preset_folder.load(str(folder))
     message = str(info.value)
-    assert "\n" not in message and message.startswith(str(folder / registry.PREPROCESSOR_FILE))
+    assert "\n" not in message and message.startswith(str(folder / checks.CONVERTER_FILE))
 
 
-def test_an_oversized_preprocessor_file_is_refused(saved, tmp_path):
+def test_an_oversized_image_converter_file_is_refused(saved, tmp_path):
     folder = Path(shutil.copytree(saved[1], tmp_path / "p"))
-    (folder / registry.PREPROCESSOR_FILE).write_text(" " * (checks.MAX_JSON_BYTES + 1) + "{}")
-    rehash(folder, registry.PREPROCESSOR_FILE)
-    with pytest.raises(PresetError, match=r"preprocessor\.json: preprocessor config larger than 1024 KiB"):
+    (folder / checks.CONVERTER_FILE).write_text(" " * (checks.MAX_JSON_BYTES + 1) + "{}")
+    rehash(folder, checks.CONVERTER_FILE)
+    with pytest.raises(PresetError, match=r"image_converter\.json: image converter config larger than 1024 KiB"):
         preset_folder.load(str(folder))
 
 
-def test_presets_without_a_preprocessor_file_still_load(saved, tmp_path):
+def test_presets_without_an_image_converter_file_still_load(saved, tmp_path):
     model, original = saved
     folder = Path(shutil.copytree(original, tmp_path / "p"))
-    (folder / registry.PREPROCESSOR_FILE).unlink()
+    (folder / checks.CONVERTER_FILE).unlink()
     meta = json.loads((folder / checks.METADATA_FILE).read_text())
-    del meta["files"][registry.PREPROCESSOR_FILE]
+    del meta["files"][checks.CONVERTER_FILE]
     (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
     assert same_predictions(model, preset_folder.load(str(folder)))
     # A FER+ preset from before the model held its alignment template: the metadata's template reaches the model.
     ferplus = preset_folder.load(registry.DEFAULT_PRESET)
-    assert not (registry.resolve(registry.DEFAULT_PRESET) / registry.PREPROCESSOR_FILE).exists()
+    assert not (registry.resolve(registry.DEFAULT_PRESET) / checks.CONVERTER_FILE).exists()
     assert ferplus.preprocessor.alignment_template == ferplus.metadata["alignment_template"]
     assert ferplus.preprocessor.color_mode == ferplus.metadata["color_mode"] == "grayscale"
 
@@ -176,96 +175,29 @@ def test_the_model_card_parses_back_to_the_metadata(saved, tmp_path):
     from huggingface_hub import ModelCard
 
     _, folder = saved
-    card = ModelCard.load(folder / checks.CARD_FILE)
+    loaded = ModelCard.load(folder / checks.CARD_FILE)
     meta = json.loads((folder / checks.METADATA_FILE).read_text())
-    data = card.data.to_dict()
+    data = loaded.data.to_dict()
     assert data == {"library_name": "keras", "license": "apache-2.0", "pipeline_tag": "image-classification",
                     "tags": list(card.CARD_TAGS), "metrics": ["ccc", "f1", "accuracy"]}
     text = (folder / checks.CARD_FILE).read_text()
     assert text.startswith("---\nlibrary_name: keras\nlicense: apache-2.0\n")
-    sections = [line for line in card.text.splitlines() if line.startswith("#")]
+    sections = [line for line in loaded.text.splitlines() if line.startswith("#")]
     assert sections == ["# t", "## Model", "## Trained on", "## Intended use", "## Limitations", "## Metrics", "## Use"]
-    assert "\n## Trained on\n\nnothing (test)\n" in card.text
-    assert f"{meta['parameters']:,} parameters" in card.text and "input 32x32 RGB in [0, 255]" in card.text
-    assert "| expr_f1 | 0.500 |" in card.text and "| au_acc | 0.900 |" in card.text
-    assert "keras_mtanet.load_pretrained('t')" in card.text
+    assert "\n## Trained on\n\nnothing (test)\n" in loaded.text
+    assert f"{meta['parameters']:,} parameters" in loaded.text and "input 32x32 RGB in [0, 255]" in loaded.text
+    assert "| expr_f1 | 0.500 |" in loaded.text and "| au_acc | 0.900 |" in loaded.text
+    assert "keras_mtanet.load_pretrained('t')" in loaded.text
 
     # Only what the metadata holds: no metric ids for absent metrics, the data set and licence it names.
     meta = {**meta, "metrics": {"va_score": 0.1}, "datasets": ["FER+"], "license": "other",
             "license_name": "fer2013-research-terms"}
-    card = card.make_model_card(meta, "org/x", intended_use="Tests.", spec="hf://org/x")
-    (tmp_path / "README.md").write_text(str(card))
+    made = card.make_model_card(meta, "org/x", intended_use="Tests.", spec="hf://org/x")
+    (tmp_path / "README.md").write_text(str(made))
     back = ModelCard.load(tmp_path / "README.md")
     assert back.data.metrics == ["ccc"] and back.data.datasets == ["FER+"]
     assert back.data.license == "other" and back.data.license_name == "fer2013-research-terms"
     assert "\n## Intended use\n\nTests.\n" in back.text and "load_pretrained('hf://org/x')" in back.text
     no_metrics = card.make_model_card({**meta, "metrics": {}}, "x")
     assert "metrics" not in no_metrics.data.to_dict() and "## Metrics" not in no_metrics.text
-    assert card.model_card_text(meta, "org/x", "Tests.", spec="hf://org/x") == str(card)  # the old name
-
-
-# ------------------------------------------------------------------------------------------ small files
-
-def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
-    import os
-
-    target = tmp_path / "a.json"
-    files.write_atomic(target, "old")
-    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
-    files.write_atomic(target, b"\x00new")
-    assert target.read_bytes() == b"\x00new"
-
-    def crash(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        files.write_atomic(target, "newer")
-    assert target.read_bytes() == b"\x00new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
-
-
-def test_atomic_output_gives_writers_their_own_file_name(tmp_path):
-    import re
-
-    target = tmp_path / "model.weights.h5"
-    target.write_bytes(b"previous")
-    with pytest.raises(RuntimeError):
-        with files.atomic_output(target) as tmp:
-            assert tmp.name == "model.weights.h5" and re.fullmatch(r"\.model\.weights\.h5\.[0-9a-f]{8}\.tmp",
-                                                                   tmp.parent.name)
-            tmp.write_bytes(b"half")
-            raise RuntimeError("killed")
-    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["model.weights.h5"]
-    leftover = tmp_path / ".model.weights.h5.tmp"
-    leftover.mkdir()  # something already there under a tmp-like name is not the function's to remove
-    (leftover / "keep").write_text("mine")
-    with files.atomic_output(target) as tmp:
-        tmp_model = tiny_model()
-        tmp_model.save_weights(tmp)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.weights.h5.tmp", "model.weights.h5"]
-    assert (leftover / "keep").read_text() == "mine"
-    tiny_model().load_weights(target)
-
-
-def test_write_atomic_never_writes_through_an_existing_temporary_name(tmp_path, monkeypatch):
-    target, victim = tmp_path / "a.json", tmp_path / "victim"
-    victim.write_text("precious")
-    fixed = tmp_path / ".a.json.tmp"
-    fixed.symlink_to(victim)  # a link planted where a fixed temporary name would go
-    monkeypatch.setattr(files, "temporary_name", lambda path: fixed)
-    with pytest.raises(FileExistsError):
-        files.write_atomic(target, "new")
-    assert victim.read_text() == "precious" and not target.exists()
-
-
-def test_read_json_errors_name_the_file(tmp_path):
-    path = tmp_path / "x.json"
-    with pytest.raises(DataError, match=r"x\.json: missing"):
-        files.read_json(path, "thing")
-    path.write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.raises(PresetError, match=r"x\.json: unreadable thing"):
-        files.read_json(path, "thing", error=PresetError)  # too deeply nested for the parser
-    path.write_text('{"a": 1}' + " " * 100)
-    with pytest.raises(DataError, match=r"x\.json: thing larger than 0 KiB; refused"):
-        files.read_json(path, "thing", limit=64)
-    assert files.read_json(path, "thing") == {"a": 1}
+    assert card.model_card_text(meta, "org/x", "Tests.", spec="hf://org/x") == str(made)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtanet.data import datasets, tfrecord
+from keras_mtanet.data import augment, datasets, tfrecord
 from keras_mtanet.data.index import FrameIndex
 
 
@@ -99,7 +99,7 @@ def test_tfrecord_round_trip(tmp_path):
 
 def test_rand_augment_option_changes_images_within_range(tmp_path):
     index = make_index(tmp_path, n=8)
-    layer = datasets.default_augmentation(seed=3, rand_augment=True)
+    layer = augment.default_augmentation(seed=3, rand_augment=True)
     assert layer.layers[-1].__class__.__name__ == "RandAugment"
     images, labels = collect(datasets.make_dataset(index, 16, 8, training=True, augment=layer, seed=3,
                                                    deterministic=True))

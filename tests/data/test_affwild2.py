@@ -1,7 +1,9 @@
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_mtanet.cli import main
 from keras_mtanet.data import affwild2
 from keras_mtanet.errors import DataError
 
@@ -189,7 +191,6 @@ def test_a_file_in_the_way_of_a_folder_is_one_line_naming_it(tmp_path):
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_cli_train_and_evaluate_name_a_nan_expression_line(tmp_path, capsys, value):
-    from keras_mtanet.cli import main
 
     for split in ("Training_Set", "Validation_Set"):
         write(tmp_path / "annotations/VA_Set" / split / "v.txt", f"{VA_H}\n0.1,0.2\n")
@@ -249,3 +250,53 @@ def test_a_long_annotation_file_costs_its_arrays_not_python_lists(tmp_path, monk
     assert len(index.skipped) == frames - 1
     assert index.skipped[0] == (str(tmp_path / "cropped_aligned/long/00001.jpg"), "no crop")
     assert index.skipped[-1] == (str(tmp_path / f"cropped_aligned/long/{frames:06d}.jpg"), "no crop")
+
+
+def refused_without_blocking(fifo, call, seconds=20):
+    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
+    waited on it (which a writer opening the other end then ends)."""
+    import os
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
+        except OSError:
+            pass
+        thread.join(5)
+        pytest.fail(f"{fifo}: opened and waited on instead of refused")
+    return outcome.get("error")
+
+
+def fifo_at(path):
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.safety
+def test_a_fifo_crop_is_skipped_and_counted_unopened(tmp_path):
+    from keras_mtanet.data import affwild2
+
+    root = tmp_path / "affwild2"
+    (root / "annotations" / "VA_Set" / "Training_Set").mkdir(parents=True)
+    (root / "annotations" / "VA_Set" / "Training_Set" / "vid.txt").write_text("valence,arousal\n0.1,0.2\n")
+    crop = fifo_at(root / "cropped_aligned" / "vid" / "00001.jpg")
+    for check_images in (True, False):
+        index = refused_without_blocking(crop, lambda: affwild2.read_index(root, "train", check_images=check_images))
+        assert index is None
+        index = affwild2.read_index(root, "train", check_images=check_images)
+        assert len(index.paths) == 0 and index.skipped == [(str(crop), "not a regular file (a FIFO)")]

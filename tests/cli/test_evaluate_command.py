@@ -1,0 +1,44 @@
+"""Tests moved from test_robust_predict.py."""
+
+import os
+
+import pytest
+
+import keras_mtanet
+from keras_mtanet.cli import main
+from keras_mtanet.inference import predictor
+from keras_mtanet.presets import hub
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a command gets as far as loading a model (its checks must come first)."""
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(hub, "load_pretrained", boom)
+    monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
+    monkeypatch.setattr(predictor, "Predictor", boom)
+
+
+@pytest.mark.safety
+@pytest.mark.parametrize("args, message", [
+    (["--fps", "0"], "--fps 0: must be a positive number of frames per second"),
+    (["--fps", "-2", "--smooth", "0.5"], "--fps -2: must be a positive number of frames per second"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--smooth", "1e400"], "--smooth '1e400': give seconds (0.5) or frames (15f)"),
+    (["--predictions", "FILE"], "FILE: is a file; the --predictions must be a folder"),
+    (["--predictions", "/sys/predictions"], "/sys/predictions: cannot write in folder /sys (Permission denied)"),
+    (["--metrics", "DIR"], "DIR: is a folder; give the --metrics file's name"),
+    (["--metrics", "/sys/scores.json"], "/sys/scores.json: cannot write in folder /sys (Permission denied)"),
+])
+def test_evaluate_usage_errors_come_before_any_work(args, message, no_model, tmp_path, capsys):
+    if any(a.startswith("/sys") for a in args) and not os.path.isdir("/sys"):
+        pytest.skip("needs Linux /sys")
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dir").mkdir()
+    places = {"FILE": str(tmp_path / "file"), "DIR": str(tmp_path / "dir")}
+    args = [places.get(a, a) for a in args]
+    message = message.replace("FILE", places["FILE"]).replace("DIR", places["DIR"])
+    assert main(["evaluate", "--data", str(tmp_path / "nowhere"), *args]) == 2
+    assert capsys.readouterr().err.strip() == f"keras-mtanet: error: {message}"
