@@ -312,7 +312,7 @@ GOAL_MB = 2000
 
 def _uniform_jpeg(width, height):
     """A valid grey baseline JPEG of any size, written without its pixels in memory (as in
-    tests/test_robust_predict.py): every 8 x 8 block is two 0 bits."""
+    tests/cli/test_predict_command.py): every 8 x 8 block is two 0 bits."""
     import struct
 
     def segment(marker, payload):

@@ -4,8 +4,8 @@
 train the same model with the same losses, metrics and augmentation layers (all backend-independent Keras):
 this script packs the FER+ training split and the teacher labels into a few files once (``pack``, on the
 machine that has the data), then trains from them with ``model.fit`` on whatever backend ``KERAS_BACKEND``
-selects (``train``), and writes the weights. ``keras_mtanet.presets.registry.save_preset`` (or ``preset`` below) turns them
-into a preset on any backend.
+selects (``train``), and writes the weights. ``keras_mtanet.presets.folder.save_preset`` (or ``preset`` below)
+turns them into a preset on any backend.
 
     python examples/train_ferplus_jax.py pack --data FERPLUS_ROOT --labels labels.csv --output packed/
     KERAS_BACKEND=jax python examples/train_ferplus_jax.py train --packed packed/ --config RECIPE.json \\

@@ -4,7 +4,7 @@ Prediction files follow the official format: ``OUT/{VA_Set,EXPR_Set,AU_Set}/<vid
 file's header and one line for every annotation line (VA: ``valence,arousal`` floats; EXPR: a class id; AU:
 eight 0/1 values), written by ``data.affwild2``, the one home of the format. Frames without a usable crop get
 the prediction of the nearest frame that has one. Scores are computed from exactly what is written, against
-every annotated line. Smoothing lives in ``keras_mtanet.inference.smoothing`` (re-exported here).
+every annotated line. Smoothing is ``keras_mtanet.inference.smoothing``.
 """
 
 from pathlib import Path

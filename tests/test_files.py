@@ -1,4 +1,5 @@
-"""Tests moved from test_safety.py."""
+"""The small-file helpers (keras_mtanet.files): the atomic writer, bounded JSON reads, FIFOs refused before they are
+opened, and one-line write errors."""
 
 
 import pytest

@@ -29,7 +29,8 @@ COMMANDS = {
     "demo": ("run the embedded default preset on a real photo (no network)",
                 ("Finds the faces in the bundled public-domain astronaut photograph (and its mirror image), prints "
                  "valence/arousal, AUs and the expression of each and draws them into a picture. --synthetic runs a "
-                 "preset on a generated video of the package's synthetic faces instead, beside their generated truth.")),
+                 "preset on a generated video of the package's synthetic faces instead, beside their generated "
+                 "truth.")),
     "presets": ("list the named presets", None),
     "predict": ("predict affect for every face in images, folders, videos or a webcam",
                 ("Exit status: 0 when every input was read, 1 when some failed (they are named on stderr; the "
@@ -82,8 +83,7 @@ def main(argv=None):
     if not args.verbose:
         quiet_environment()
     from keras_mtanet.errors import MTANetError
-    from keras_mtanet.files import shortened
-    from keras_mtanet.files import printable
+    from keras_mtanet.files import printable, shortened
 
     # SIGTERM (kill, a scheduler's stop) takes Ctrl-C's path: commands finish their files and exit 143.
     previous = _catch_sigterm()

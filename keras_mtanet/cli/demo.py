@@ -12,9 +12,8 @@ import numpy as np
 from keras_mtanet import files
 from keras_mtanet.cli.common import MODEL_HELP
 from keras_mtanet.errors import DataError, UsageError
-from keras_mtanet.files import check_not_an_input
+from keras_mtanet.files import check_not_an_input, printable
 from keras_mtanet.inference import native_logs, plots, records
-from keras_mtanet.files import printable
 from keras_mtanet.inference.records import plain
 from keras_mtanet.inference.sources import Frame, Source, read_image
 

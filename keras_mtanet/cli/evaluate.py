@@ -23,10 +23,11 @@ def run(args):
     import math
     from pathlib import Path
 
-    from keras_mtanet import evaluate, load_pretrained
+    from keras_mtanet import evaluate
     from keras_mtanet.errors import UsageError
     from keras_mtanet.inference import records, smoothing
     from keras_mtanet.metrics import SCORE_KEYS
+    from keras_mtanet.model.task import load_pretrained
 
     # Bad options and unwritable outputs fail here, before the model loads and the split is predicted.
     if not (math.isfinite(args.fps) and args.fps > 0):

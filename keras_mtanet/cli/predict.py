@@ -46,7 +46,17 @@ def run(args):
 
     from keras_mtanet import files
     from keras_mtanet.errors import UsageError
-    from keras_mtanet.inference import detection, export_cache, plots, predictor, progress, records, runtimes, smoothing, sources
+    from keras_mtanet.inference import (
+        detection,
+        export_cache,
+        plots,
+        predictor,
+        progress,
+        records,
+        runtimes,
+        smoothing,
+        sources,
+    )
     from keras_mtanet.inference.native_logs import quiet_unless
 
     if not args.verbose:

@@ -22,9 +22,10 @@ How the votes become targets:
 - ``expr_soft``: the seven classes' votes divided by their sum, in ``EXPR_NAMES`` order; all zero where the
   expression is unannotated. ``expr``: the majority class, kept for the metrics: the argmax of ``expr_soft``,
   ties going to the first class in ``EXPR_NAMES`` order (as the streaming metrics' argmax of the soft targets).
-- FER+ has no AU or valence/arousal labels: they are unannotated (AU -1, VA -5) unless ``labels`` names a teacher
-  cache written by ``keras-mtanet teach`` (read by ``keras_mtanet.teachers.cache.read_labels``): AU probabilities where the teacher found
-  the face, -1 where it did not; valence/arousal derived from the votes, not rated.
+- FER+ has no AU or valence/arousal labels: they are unannotated (AU -1, VA -5) unless ``labels`` holds the
+  teacher cache written by ``keras-mtanet teach`` (read by ``keras_mtanet.teachers.cache.read_labels``): AU
+  probabilities where the teacher found the face, -1 where it did not; valence/arousal derived from the votes,
+  not rated.
 
 Listed images that are missing or not a complete PNG/JPEG are left out and counted (``missing_images``,
 ``corrupt_images``); a row repeating an earlier row of the same image is counted (``duplicate_rows``) and a

@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtanet.data import affwild2
-
-# Old import paths: these lived here before data.affwild2 (the layout) and data.cartoon (the drawing).
-from keras_mtanet.data.affwild2 import SPLITS, TASK_DIRS, format_annotation_line, write_annotation_file
-from keras_mtanet.data.cartoon import FrameState, Identity, finish, random_identity, render_face
+from keras_mtanet.data.affwild2 import SPLITS
+from keras_mtanet.data.cartoon import FrameState, finish, random_identity, render_face
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
 # Expression -> (AUs drawn at full intensity, prototype (valence, arousal)).

@@ -8,8 +8,7 @@ import numpy as np
 
 from keras_mtanet import files
 from keras_mtanet.errors import DataError, DependencyError
-from keras_mtanet.files import AtomicFile
-from keras_mtanet.files import printable
+from keras_mtanet.files import AtomicFile, printable
 from keras_mtanet.inference.records import AU_PROB_COLUMNS, check_writable
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
 

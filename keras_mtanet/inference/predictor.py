@@ -116,6 +116,7 @@ class Predictor:
                                                             "align, predict (they overlap).")
     counts = property(lambda self: self.stages.counts, doc="Frames, faces, frames without a face, detector calls.")
     detector = property(lambda self: self.stages.detector)
+    size = property(lambda self: self.stages.size, doc="The side of the aligned crops in pixels.")
     template = property(lambda self: self.stages.template)
 
     def stream(self, sources, stride=1, max_frames=None, progress=None, check=None):

@@ -4,7 +4,7 @@ Runtime, all with the same call and the same outputs.
 ``load_runtime(model, "openvino")`` exports the model's batch-norm-folded inference form (``keras_mtanet.export``)
 into a cache folder and loads it; the returned runtime maps a float32 NHWC batch of RGB faces in [0, 255], of
 any size, to ``{"va": (N, 2), "au": (N, 8), "expr": (N, 7)}`` float32 arrays, as ``MTANet.predict_on_batch``.
-In float32 every runtime gives Keras's outputs to 1e-4 (``tests/test_runtimes.py``); reduced precisions
+In float32 every runtime gives Keras's outputs to 1e-4 (``tests/inference/test_runtimes.py``); reduced precisions
 (``"bfloat16"``, ``"int8"``) trade a little accuracy for speed, measured by ``benchmarks/reduced_precision.py``.
 
 Exports are kept in a cache folder (``keras_mtanet.inference.export_cache``); without ``cache_dir`` they go to a
@@ -188,7 +188,8 @@ class _Exported(Runtime):
         if cache_dir is None:
             cache_dir = tempfile.mkdtemp(prefix="keras_mtanet-runtime-")
             self._cleanup = weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)
-        self.path = export_cache.cached_export(model, self.format, cache_dir, int8=precision == "int8", calibration=calibration)
+        self.path = export_cache.cached_export(model, self.format, cache_dir, int8=precision == "int8",
+                                               calibration=calibration)
         try:
             self._load(self.path)
         except (DataError, MemoryError):

@@ -64,7 +64,7 @@ class MTANet(keras.Model):
         _check_fixed_outputs(kwargs)
         input_shape = tuple(config.check_value("input_shape", input_shape))
         for key, value in (("head_filters", head_filters), ("dropout", dropout), ("negative_slope", negative_slope),
-                           ("fold_batchnorm", fold_batchnorm), ("color_mode", color_mode), ("name", name)):
+                           ("fold_batchnorm", fold_batchnorm), ("color_mode", color_mode)):
             config.check_value(key, value)
         if isinstance(backbone, dict):  # a serialised SEResNetBackbone
             backbone = keras.saving.deserialize_keras_object(backbone)
@@ -75,7 +75,7 @@ class MTANet(keras.Model):
             backbone = backbone_lib.SEResNetBackbone(backbone, image_shape=input_shape, stack_blocks=stack_blocks,
                                                      se_ratio=se_ratio, width=width, folded=fold_batchnorm)
         preprocessor = image_converter.ImageConverter(image_size=input_shape[:2], color_mode=color_mode,
-                                                    alignment_template=alignment_template)
+                                                      alignment_template=alignment_template)
 
         inputs = keras.Input(shape=input_shape, name="image")
         x = backbone.apply_to(preprocessor(inputs))

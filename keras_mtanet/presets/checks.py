@@ -185,10 +185,10 @@ def check_before_build(folder, metadata, cls, cache_root=None):
     # Checked names (a link into a Hub cache keeps its name: Keras reads weights only from *.weights.h5).
     config_path, weights_path = member(folder, CONFIG_FILE, cache_root)[0], member(folder, WEIGHTS_FILE, cache_root)[0]
     config = read_json(config_path, "model config")
-    if isinstance(config, dict) and config.get("alignment_template") is None \
-            and metadata.get("alignment_template") is not None:  # written before the model held it
+    if metadata.get("alignment_template") is not None:
         template = _checked(cls, {"alignment_template": metadata["alignment_template"]}, folder / METADATA_FILE)
-        config = {**config, "alignment_template": template["alignment_template"]}
+        if isinstance(config, dict) and config.get("alignment_template") is None:  # written before the model held it
+            config = {**config, "alignment_template": template["alignment_template"]}
     config = _checked(cls, config, folder / CONFIG_FILE)
     activations = cls.config_activation_bytes(config)
     if activations > MAX_ACTIVATION_BYTES:

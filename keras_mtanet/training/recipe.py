@@ -2,9 +2,10 @@
 model, its optimizer, learning-rate schedule and losses.
 
 ``DEFAULTS`` is the authors' recipe (Zhang & Gu 2020: 112 px, SGD with Nesterov momentum 0.9, lr 1e-3,
-weight decay 1e-4, polynomial decay, batch 80, learned uncertainty task weights). Configs in ``keras_mtanet/presets/registry/`` override
-it, e.g. the synthetic-data recipe of the embedded default preset. Nothing here needs TensorFlow, so a JAX or
-PyTorch training script can build and compile the same model (``examples/train_ferplus_jax.py``).
+weight decay 1e-4, polynomial decay, batch 80, learned uncertainty task weights). The presets' ``train.json``
+(``keras_mtanet/presets/registry/<name>/``) override it, e.g. the synthetic-data recipe of the synthetic preset.
+Nothing here needs TensorFlow, so a JAX or PyTorch training script can build and compile the same model
+(``examples/train_ferplus_jax.py``).
 """
 
 import json
@@ -47,7 +48,7 @@ DEFAULTS = {
     "alignment_template": model_config.SETTINGS["alignment_template"].default,
     "synthetic": {"train_videos": 14, "val_videos": 6, "frames": 90, "size": 112},
 }
-STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute, TensorFlow backend (keras_mtanet.training.tf_distribute)
+STRATEGIES = ("default", "mirrored", "multiworker")  # tf.distribute, TensorFlow backend (training.tf_distribute)
 DISTRIBUTIONS = ("data-parallel",)  # keras.distribution, JAX backend (keras_mtanet.training.keras_distribution)
 SCORE_KEY = "val_abaw_total"
 CARD_KEYS = ("description", "intended_use", "limitations")  # model-card text a config may carry

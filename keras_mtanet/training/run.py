@@ -101,8 +101,8 @@ def train(config, data, data_format, output, resume=False, verbose=2, tensorboar
     ``checkpoints/`` and ``tensorboard/``. A run that was killed continues from its last finished epoch when
     started again with the same command (``backup/``) and ends after the same number of epochs.
     ``config["distribution"]``: ``"data-parallel"`` runs ``keras.distribution.DataParallel`` on the JAX backend,
-    over the local devices or over the processes of a job (``keras_mtanet.training.keras_distribution``: each process reads its
-    own slice of every batch, the batch size is global, only process 0 writes ``output``).
+    over the local devices or over the processes of a job (``keras_mtanet.training.keras_distribution``: each
+    process reads its own slice of every batch, the batch size is global, only process 0 writes ``output``).
     ``config["strategy"]`` (TensorFlow): ``"mirrored"`` runs ``tf.distribute.MirroredStrategy`` over the local
     devices, ``"multiworker"`` ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG`` (the data are
     sharded per worker, the batch size is global, only the chief writes ``output``).

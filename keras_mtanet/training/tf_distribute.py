@@ -1,6 +1,7 @@
 """tf.distribute training for TensorFlow users: ``MirroredStrategy`` over the local devices and
 ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``. TensorFlow backend only; this module is
-imported only when ``train`` runs one of them. Keras 3's maintained path, on JAX, is ``keras_mtanet.training.keras_distribution``.
+imported only when ``train`` runs one of them. Keras 3's maintained path, on JAX, is
+``keras_mtanet.training.keras_distribution``.
 """
 
 import os

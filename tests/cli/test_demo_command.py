@@ -1,4 +1,5 @@
-"""Tests moved from test_robust_predict.py."""
+"""keras-mtanet demo: absurd options and unwritable outputs fail before the model loads; the predictions go through
+the record writer."""
 
 import csv
 import os
@@ -11,7 +12,7 @@ import keras_mtanet
 from keras_mtanet.cli import main
 from keras_mtanet.inference import predictor, records
 from keras_mtanet.labels import EXPR_NAMES
-from keras_mtanet.presets import hub
+from keras_mtanet.model import task
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def no_model(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(hub, "load_pretrained", boom)
+    monkeypatch.setattr(task, "load_pretrained", boom)
     monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
     monkeypatch.setattr(predictor, "Predictor", boom)
 

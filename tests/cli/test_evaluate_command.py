@@ -1,4 +1,4 @@
-"""Tests moved from test_robust_predict.py."""
+"""keras-mtanet evaluate: usage errors come before any work."""
 
 import os
 
@@ -7,7 +7,7 @@ import pytest
 import keras_mtanet
 from keras_mtanet.cli import main
 from keras_mtanet.inference import predictor
-from keras_mtanet.presets import hub
+from keras_mtanet.model import task
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def no_model(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(hub, "load_pretrained", boom)
+    monkeypatch.setattr(task, "load_pretrained", boom)
     monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
     monkeypatch.setattr(predictor, "Predictor", boom)
 

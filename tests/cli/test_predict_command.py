@@ -1,4 +1,6 @@
-"""Tests moved from test_safety.py."""
+"""keras-mtanet predict on hostile input: tiny and huge images, odd file names, unwritable outputs, interruptions,
+truncated videos. One bad input never stops the others, user errors are one line, outputs are replaced only by
+complete files, and memory stays bounded."""
 
 import csv
 import json
@@ -22,7 +24,7 @@ from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError
 from keras_mtanet.inference import predictor, progress, sources, tracking
 from keras_mtanet.inference.sources import Source
-from keras_mtanet.presets import hub
+from keras_mtanet.model import task
 
 
 def refused_without_blocking(fifo, call, seconds=20):
@@ -84,7 +86,7 @@ def test_a_fifo_or_device_given_to_predict_is_named_as_such(tmp_path, capsys):
 @pytest.fixture
 def cli(preset, monkeypatch):
     """``main`` with the embedded preset loaded once for the module."""
-    monkeypatch.setattr(hub, "load_pretrained", lambda *args, **kwargs: preset)
+    monkeypatch.setattr(task, "load_pretrained", lambda *args, **kwargs: preset)
     return main
 
 
@@ -94,7 +96,7 @@ def no_model(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(hub, "load_pretrained", boom)
+    monkeypatch.setattr(task, "load_pretrained", boom)
     monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
     monkeypatch.setattr(predictor, "Predictor", boom)
 

@@ -1,4 +1,4 @@
-"""Tests moved from test_safety.py."""
+"""keras-mtanet train: flags and --output are checked before any work."""
 
 import pytest
 

@@ -14,7 +14,7 @@ from keras_mtanet.labels import EXPR_NAMES
 from keras_mtanet.presets import checks
 from keras_mtanet.teachers import cache
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ferplus"
 N, A, D, F, H, SA, SU = (EXPR_NAMES.index(n) for n in EXPR_NAMES)  # our class ids, for readable expectations
 
 
@@ -126,7 +126,7 @@ def test_teacher_labels_fill_au_and_va(ferplus_root, tmp_path):
         cache.format_row("FER2013Train/tie.png", False, [0.7] * 8, [-0.1, 0.3], [float("nan")] * 52,
                          [float("nan")] * 7),
     ])
-    index = ferplus.read_index(ferplus_root, "train", labels=labels)
+    index = ferplus.read_index(ferplus_root, "train", labels=cache.read_labels(labels))
     np.testing.assert_allclose(index.au[0], [0.1, 0.2, 0.3, 0.4, 0.9, 0.0, 1.0, 0.55])
     np.testing.assert_allclose(index.va[0], [0.5, 0.25])
     np.testing.assert_array_equal(index.au[3], [-1] * 8)  # not found: unannotated AUs, never zeros
@@ -139,11 +139,13 @@ def test_teacher_labels_fill_au_and_va(ferplus_root, tmp_path):
     lines = labels.read_text().splitlines()
     labels.write_text("\n".join(lines[:2] + [lines[2].replace(",0,-1.0000", ",0,0.5000", 1)]) + "\n")
     with pytest.raises(DataError, match=f"^{labels}:3: a face the teacher did not find must have unannotated AUs"):
-        ferplus.read_index(ferplus_root, "train", labels=labels)
+        cache.read_labels(labels)
     labels.write_text("image,found\n")
     with pytest.raises(DataError, match=f"^{labels}:1: not a keras-mtanet teacher label file"):
-        ferplus.read_index(ferplus_root, "train", labels=labels)
+        cache.read_labels(labels)
     with pytest.raises(DataError, match="teacher label file not found"):
+        cache.read_labels(tmp_path / "none.csv")
+    with pytest.raises(TypeError, match="labels: the teacher labels as read by"):  # a path is not the labels
         ferplus.read_index(ferplus_root, "train", labels=tmp_path / "none.csv")
 
 

@@ -13,7 +13,7 @@ from conftest import ASTRONAUT_BOX
 from keras_mtanet.errors import DependencyError
 from keras_mtanet.inference import alignment, blazeface, detection
 
-FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
+FERPLUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ferplus"
 # Boxes overlap the true face box at least this much (BlazeFace's boxes are square, from brows to chin; the
 # true boxes are the hand-read astronaut box and the pasted FER+ square): measured 0.73 on the astronaut.
 MIN_IOU = 0.5

@@ -14,7 +14,7 @@ from keras_mtanet.cli import main
 from keras_mtanet.data import synthetic
 from keras_mtanet.inference import records
 from keras_mtanet.inference.predictor import FilesReport
-from keras_mtanet.presets import hub
+from keras_mtanet.model import task
 
 N_FRAMES = 10
 
@@ -125,7 +125,7 @@ def test_an_output_path_is_written_whole_and_failures_go_to_on_error(runner, vid
 
 
 def test_predict_cli_stride_and_max_frames(preset, video, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(hub, "load_pretrained", lambda *args, **kwargs: preset)
+    monkeypatch.setattr(task, "load_pretrained", lambda *args, **kwargs: preset)
     path, _ = video
     out = tmp_path / "rows.csv"
     assert main(["predict", str(path), "--no-detect", "--stride", "3", "--max-frames", "3", "--output", str(out),
@@ -140,7 +140,7 @@ def test_predict_cli_stride_and_max_frames(preset, video, tmp_path, capsys, monk
 
 def test_the_runtime_replaces_only_the_forward_pass(preset, video, tmp_path, capsys, monkeypatch):
     """``--runtime tflite`` runs the exported model in the same pipeline: the same rows as Keras to 1e-4."""
-    monkeypatch.setattr(hub, "load_pretrained", lambda *args, **kwargs: preset)
+    monkeypatch.setattr(task, "load_pretrained", lambda *args, **kwargs: preset)
     path, _ = video
     rows = {}
     for runtime in ("keras", "tflite"):

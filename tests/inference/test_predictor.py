@@ -146,8 +146,8 @@ def test_haar_fallback_finds_the_same_face(preset, photo):
 
 def test_records_are_plain_dicts_without_pandas(predictor, photo, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
-    records = predictor.predict_image(photo)
-    assert isinstance(records, list) and list(records[0]) == list(records.COLUMNS)
+    rows = predictor.predict_image(photo)
+    assert isinstance(rows, list) and list(rows[0]) == list(records.COLUMNS)
 
 
 def test_unreadable_image_raises_a_data_error_naming_it(predictor, tmp_path):

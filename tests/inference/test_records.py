@@ -1,4 +1,4 @@
-"""Tests moved from test_robust_predict.py."""
+"""The record writer (keras_mtanet.inference.records): outputs are replaced only by complete files."""
 
 import errno
 import io

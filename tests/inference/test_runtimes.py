@@ -211,7 +211,7 @@ def test_the_default_cache_keeps_the_most_recently_used_exports(model, cache, mo
     shutil.rmtree(fresh)
 
     # A new export into the default cache prunes it; reusing an export renews it; another folder is not pruned.
-    monkeypatch.setattr(runtimes, "MAX_CACHED_EXPORTS", 1)
+    monkeypatch.setattr(export_cache, "MAX_CACHED_EXPORTS", 1)
     (folder / names[1]).rename(folder / names[3])  # an old export, still there
     os.utime(folder / names[3], (1e9, 1e9))
     cached = export_cache.cached_export(model, "tflite", folder)

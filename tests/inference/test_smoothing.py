@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mtanet.errors import DataError
-from keras_mtanet.inference import predictor, smoothing, sources
+from keras_mtanet.inference import predictor, records, smoothing, sources
 from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
 from keras_mtanet.labels import EXPR_NAMES
 
@@ -78,8 +78,8 @@ def test_smooth_records_with_a_huge_window_averages_each_face():
         return records.face_record(frame, 0, (0, 0, 10, 10), 1.0, (valence, 0.0), [au1] + [0.0] * 7, probs)
 
     # Valence 0.2, -0.4, 0.8 (mean 0.2); AU1 0.9, 0.3, 0.3 (mean 0.5); expressions 1, 2, 2 (2 wins with 2/3).
-    records = [record(0, 0.2, 0.9, 1), record(1, -0.4, 0.3, 2), record(2, 0.8, 0.3, 2)]
-    smoothed = predictor.smooth_records(records, "1e9", 25.0)
+    rows = [record(0, 0.2, 0.9, 1), record(1, -0.4, 0.3, 2), record(2, 0.8, 0.3, 2)]
+    smoothed = predictor.smooth_records(rows, "1e9", 25.0)
     assert len(smoothed) == 3
     for r in smoothed:
         assert r["valence"] == pytest.approx(0.2) and r["AU1_prob"] == pytest.approx(0.5)

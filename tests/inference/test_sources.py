@@ -1,4 +1,4 @@
-"""Tests moved from test_robust_predict.py."""
+"""Image and video sources (keras_mtanet.inference.sources): huge images decode reduced, in bounded memory."""
 
 import csv
 import os

@@ -1,9 +1,8 @@
-import json
 
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, partial_labels, tiny_model
+from conftest import TINY, assert_round_trip, partial_labels, tiny_model
 
 from keras_mtanet import MTANet
 
@@ -102,7 +101,7 @@ def test_files_saved_before_the_backbone_split_load_and_predict_the_same(fmt, co
     """tests/data/legacy holds a tiny MTANet saved by the code before SEResNetBackbone (see make_legacy.py)."""
     from pathlib import Path
 
-    folder = Path(__file__).parent / "data" / "legacy"
+    folder = Path(__file__).parents[1] / "data" / "legacy"
     x = np.load(folder / "inputs.npy").astype("float32")
     expected = np.load(folder / f"{color_mode}_outputs.npz")
     if fmt == ".keras":

@@ -1,4 +1,5 @@
-"""Tests moved from test_safety.py."""
+"""Presets are untrusted input (keras_mtanet.presets.checks): nothing outside what the user handed over is read,
+deleted or replaced, and every problem is one line."""
 
 import json
 import shutil
@@ -119,9 +120,9 @@ def test_a_corrupt_local_file_is_reported_never_deleted(tmp_path):
     ({"stack_blocks": [1, 1, 1]}, "stack_blocks must be"),
     ({"backbone": "resnet9000"}, "backbone must be one of"),
     ({"extra_key": 1}, "unknown model config key"),
-    ({"num_aus": 5}, "num_aus must be a number from 8 to 8"),
+    ({"num_aus": 5}, "num_aus must be a whole number from 8 to 8"),
     ({"backbone": {"class_name": "SEResNetBackbone", "config": {}}}, "backbone must be one of"),
-    ({"alignment_template": [[0.5, 0.5]] * 3}, "alignment_template must be five"),
+    ({"alignment_template": [[0.5, 0.5]] * 3}, "alignment_template must be null or five"),
 ])
 def test_config_is_checked_against_the_weights_before_a_model_is_built(tmp_path, monkeypatch, change, expected):
     from keras_mtanet.model.task import MTANet
@@ -202,8 +203,8 @@ def test_weights_that_do_not_fit_the_config_give_one_short_line(tmp_path):
     ([1, 2], "expected a JSON object, got list"),
     ('"text"', "expected a JSON object, got str"),
     ("drop files", "no \"files\" map"),
-    ({"alignment_template": "abc"}, "alignment_template must be five"),
-    ({"alignment_template": [[0.3, 0.4]] * 4}, "alignment_template must be five"),
+    ({"alignment_template": "abc"}, "alignment_template must be null or five"),
+    ({"alignment_template": [[0.3, 0.4]] * 4}, "alignment_template must be null or five"),
     ({"input_size": [32, 48]}, "differs from config.json"),
     ({"files": {"config.json": "0" * 64}}, "lacks the sha256 of model.weights.h5"),
 ])
@@ -260,7 +261,8 @@ def test_a_broken_registry_entry_fails_alone(tmp_path, monkeypatch):
 @pytest.mark.safety
 def test_update_preset_rewrites_the_card_and_keeps_the_preset_verifiable(tmp_path):
     folder = make_preset(tmp_path / "p")
-    meta = preset_folder.update_preset(folder, "---\nlibrary_name: keras\n---\n# New card\n", training_data="FER+ (test)")
+    meta = preset_folder.update_preset(folder, "---\nlibrary_name: keras\n---\n# New card\n",
+                                       training_data="FER+ (test)")
     assert (folder / checks.CARD_FILE).read_text().endswith("# New card\n")
     assert meta["files"][checks.CARD_FILE] == files.sha256_file(folder / checks.CARD_FILE)
     assert load_pretrained(str(folder)).metadata["training_data"] == "FER+ (test)"

@@ -1,5 +1,5 @@
-"""The preset format (keras_mtanet.presets.registry): resolving names and folders offline, image_converter.json, the model card,
-and the small-file helpers (keras_mtanet.files) it writes with."""
+"""The preset format (keras_mtanet.presets.folder, .registry, .card): resolving names and folders offline,
+image_converter.json, the model card."""
 
 import json
 import shutil
@@ -68,7 +68,8 @@ def test_a_local_folder_and_a_registry_name_resolve_and_load_offline(saved, tmp_
     assert registry.resolve("tiny_local") == entry_folder
     loaded = preset_folder.load("tiny_local")
     assert same_predictions(model, loaded) and not same_predictions(tiny_model(color_mode="grayscale"), loaded)
-    assert registry.resolve(registry.SYNTHETIC_PRESET) == Path(registry.list_presets()[registry.SYNTHETIC_PRESET]["folder"])
+    synthetic = registry.list_presets()[registry.SYNTHETIC_PRESET]
+    assert registry.resolve(registry.SYNTHETIC_PRESET) == Path(synthetic["folder"])
     # A pinned hash that the file does not have: refused before anything is parsed, and the file is kept.
     pinned[checks.CONVERTER_FILE] = "0" * 64
     (entry_folder / registry.REGISTRY_FILE).write_text(json.dumps({"description": "t", "embedded": True,
@@ -123,7 +124,8 @@ def test_image_converter_json_round_trip(saved):
     ("drop offset", "lacks offset"),
     ("a list", "expected a JSON object, got list"),
 ])
-def test_an_image_converter_file_that_disagrees_with_the_model_is_refused(saved, tmp_path, monkeypatch, change, expected):
+def test_an_image_converter_file_that_disagrees_with_the_model_is_refused(saved, tmp_path, monkeypatch, change,
+                                                                          expected):
     _, original = saved
     folder = Path(shutil.copytree(original, tmp_path / "p"))
     config = json.loads((folder / checks.CONVERTER_FILE).read_text())

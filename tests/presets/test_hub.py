@@ -280,7 +280,7 @@ def test_publish_to_an_existing_tag_says_so_before_uploading(server, published, 
                                       "branch); choose another --tag; nothing was uploaded\n"
     assert len(repo.commits) == commits and repo.refs["v1"] == published[1]
     # A tag made between the check and the tag itself: the Hub's 409 becomes this line, not "409 Conflict for url".
-    monkeypatch.setattr(hub, "_check_new_tag", lambda *args: None)
+    monkeypatch.setattr(hub, "check_new_tag", lambda *args: None)
     with pytest.raises(PresetError) as info:
         publish(str(folder), "org/tiny", tag="v1", endpoint=server.endpoint)
     sha = repo.refs["main"]

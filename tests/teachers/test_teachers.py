@@ -17,7 +17,7 @@ from keras_mtanet.labels import AU_NAMES
 from keras_mtanet.teachers import au, cache, landmarker, va
 from keras_mtanet.teachers import teach as teach_module
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 FERPLUS = SHARED / "data" / "ferplus"
 BUNDLE = SHARED / "models" / "face_landmarker.task"
 HAVE_MEDIAPIPE = importlib.util.find_spec("mediapipe") is not None

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from test_train import TINY_RECIPE, finish_all, free_port
+from test_run import TINY_RECIPE, finish_all, free_port
 
 from keras_mtanet import load_pretrained
 from keras_mtanet.errors import UsageError

@@ -1,4 +1,4 @@
-"""Tests moved from test_safety.py."""
+"""Training configs (keras_mtanet.training.recipe): every problem is one line naming the file and key."""
 
 import pytest
 

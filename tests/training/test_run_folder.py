@@ -1,4 +1,5 @@
-"""Tests moved from test_safety.py."""
+"""The run folder of keras-mtanet train (keras_mtanet.training.run_folder and its callbacks) through kills, resumes,
+links planted at its files' names and a second trainer."""
 
 import json
 
@@ -71,7 +72,7 @@ def test_epochs_logged_ahead_of_the_backup_are_dropped_on_resume(tmp_path):
 
 @pytest.mark.safety
 def test_a_kill_between_the_last_epoch_and_the_preset_loses_nothing(tmp_path, monkeypatch):
-    from test_train import TINY_RECIPE
+    from test_run import TINY_RECIPE
 
     config = recipe.check_config({**recipe.DEFAULTS, **TINY_RECIPE})
     quiet = dict(verbose=0, tensorboard=False, log=lambda *a: None)

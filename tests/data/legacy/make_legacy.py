@@ -4,7 +4,7 @@
 
 A tiny MTANet per colour mode, trained one epoch so batch-norm statistics and the optimizer are not at their
 initial values, saved as ``.keras`` and ``.weights.h5``, with the inputs and the outputs it predicted then.
-tests/test_model.py checks that today's code loads them and predicts the same.
+tests/model/test_task.py checks that today's code loads them and predicts the same.
 """
 
 import sys

@@ -4,7 +4,7 @@ commit b41459d (presets stored the image converter as ``preprocessor.json``, tod
     git worktree add /tmp/old b41459d && cd /tmp/old && python /path/to/tests/data/legacy/make_legacy_preset.py OUT
 
 A tiny grey MTANet with a non-default alignment template, trained one epoch, saved as a preset, with the outputs
-it predicted for ``inputs.npy``. tests/presets/test_folder.py checks that today's code loads it and predicts the
+it predicted for ``inputs.npy``. tests/model/test_config.py checks that today's code loads it and predicts the
 same.
 """
 
