@@ -1,6 +1,7 @@
 """Shared fixtures: tiny model configs so the suite runs in minutes on 2 CPU cores, and the one round-trip helper
 for configs and presets (keras-hub's ``run_serialization_test``)."""
 
+import csv
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -138,3 +139,102 @@ def read_only_folder(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "mkdir", mkdir)
     yield folder
     folder.chmod(0o755)
+
+
+# Helpers of the safety cases, shared by the test folders.
+
+def error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("keras-mtanet: error:")]
+
+
+def fifo_at(path):
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def leftovers(folder):
+    """Temporary files the writers left behind."""
+    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a command gets as far as loading a model (its checks must come first)."""
+    import keras_mtanet
+    from keras_mtanet.inference import predictor
+    from keras_mtanet.model import task
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(task, "load_pretrained", boom)
+    monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
+    monkeypatch.setattr(predictor, "Predictor", boom)
+
+
+def one_line(info):
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    return message
+
+
+def refused_without_blocking(fifo, call, seconds=20):
+    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
+    waited on it (which a writer opening the other end then ends)."""
+    import os
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
+        except OSError:
+            pass
+        thread.join(5)
+        pytest.fail(f"{fifo}: opened and waited on instead of refused")
+    return outcome.get("error")
+
+
+def write_image(path, rgb):
+    import cv2
+
+    ok, data = cv2.imencode(os.path.splitext(os.fsencode(path))[1].decode(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    with open(path, "wb") as f:
+        f.write(data.tobytes())
+
+
+def make_preset(folder, **model_overrides):
+    from keras_mtanet.presets import card
+    from keras_mtanet.presets import folder as preset_folder
+
+    model = tiny_model(**model_overrides)
+    meta = preset_folder.preset_metadata(model, "nothing (test)")
+    return preset_folder.save_preset(model, folder, meta, card.model_card_text(meta, "t"))
+
+
+@pytest.fixture(scope="module")
+def server():
+    from hub_server import HubServer
+
+    srv = HubServer().start()
+    yield srv
+    srv.stop()
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:  # strict UTF-8
+        return list(csv.DictReader(f))

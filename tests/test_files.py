@@ -3,47 +3,12 @@ opened, and one-line write errors."""
 
 
 import pytest
-from conftest import tiny_model
+from conftest import fifo_at, refused_without_blocking, tiny_model
 
 from keras_mtanet import PresetError, files
 from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError, UsageError
 from keras_mtanet.training import recipe
-
-
-def refused_without_blocking(fifo, call, seconds=20):
-    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
-    waited on it (which a writer opening the other end then ends)."""
-    import os
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
-        except OSError:
-            pass
-        thread.join(5)
-        pytest.fail(f"{fifo}: opened and waited on instead of refused")
-    return outcome.get("error")
-
-
-def fifo_at(path):
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(path)
-    return path
 
 
 @pytest.mark.safety

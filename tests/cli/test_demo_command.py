@@ -1,50 +1,16 @@
 """keras-mtanet demo: absurd options and unwritable outputs fail before the model loads; the predictions go through
 the record writer."""
 
-import csv
-import os
 
 import cv2
 import numpy as np
 import pytest
+from conftest import error_lines, leftovers, read_csv, write_image
 
 import keras_mtanet
 from keras_mtanet.cli import main
-from keras_mtanet.inference import predictor, records
+from keras_mtanet.inference import records
 from keras_mtanet.labels import EXPR_NAMES
-from keras_mtanet.model import task
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fails the test if a command gets as far as loading a model (its checks must come first)."""
-    def boom(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(task, "load_pretrained", boom)
-    monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
-    monkeypatch.setattr(predictor, "Predictor", boom)
-
-
-def write_image(path, rgb):
-    ok, data = cv2.imencode(os.path.splitext(os.fsencode(path))[1].decode(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    with open(path, "wb") as f:
-        f.write(data.tobytes())
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:  # strict UTF-8
-        return list(csv.DictReader(f))
-
-
-def error_lines(err):
-    return [line for line in err.splitlines() if line.startswith("keras-mtanet: error:")]
-
-
-def leftovers(folder):
-    """Temporary files the writers left behind."""
-    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
 
 
 @pytest.mark.safety

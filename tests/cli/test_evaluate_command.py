@@ -4,21 +4,7 @@ import os
 
 import pytest
 
-import keras_mtanet
 from keras_mtanet.cli import main
-from keras_mtanet.inference import predictor
-from keras_mtanet.model import task
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fails the test if a command gets as far as loading a model (its checks must come first)."""
-    def boom(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(task, "load_pretrained", boom)
-    monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
-    monkeypatch.setattr(predictor, "Predictor", boom)
 
 
 @pytest.mark.safety

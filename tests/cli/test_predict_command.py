@@ -2,7 +2,6 @@
 truncated videos. One bad input never stops the others, user errors are one line, outputs are replaced only by
 complete files, and memory stays bounded."""
 
-import csv
 import json
 import os
 import signal
@@ -15,51 +14,15 @@ import cv2
 import numpy as np
 import pytest
 import scenes
-from conftest import ASTRONAUT_BOX
+from conftest import ASTRONAUT_BOX, error_lines, fifo_at, leftovers, read_csv, refused_without_blocking, write_image
 from skimage import data as skdata
 
-import keras_mtanet
 from keras_mtanet import Predictor
 from keras_mtanet.cli import main
 from keras_mtanet.errors import DataError
-from keras_mtanet.inference import predictor, progress, sources, tracking
+from keras_mtanet.inference import progress, sources, tracking
 from keras_mtanet.inference.sources import Source
 from keras_mtanet.model import task
-
-
-def refused_without_blocking(fifo, call, seconds=20):
-    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
-    waited on it (which a writer opening the other end then ends)."""
-    import os
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
-        except OSError:
-            pass
-        thread.join(5)
-        pytest.fail(f"{fifo}: opened and waited on instead of refused")
-    return outcome.get("error")
-
-
-def fifo_at(path):
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(path)
-    return path
 
 
 @pytest.mark.safety
@@ -88,38 +51,6 @@ def cli(preset, monkeypatch):
     """``main`` with the embedded preset loaded once for the module."""
     monkeypatch.setattr(task, "load_pretrained", lambda *args, **kwargs: preset)
     return main
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fails the test if a command gets as far as loading a model (its checks must come first)."""
-    def boom(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(task, "load_pretrained", boom)
-    monkeypatch.setattr(keras_mtanet, "load_pretrained", boom)
-    monkeypatch.setattr(predictor, "Predictor", boom)
-
-
-def write_image(path, rgb):
-    ok, data = cv2.imencode(os.path.splitext(os.fsencode(path))[1].decode(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    with open(path, "wb") as f:
-        f.write(data.tobytes())
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:  # strict UTF-8
-        return list(csv.DictReader(f))
-
-
-def error_lines(err):
-    return [line for line in err.splitlines() if line.startswith("keras-mtanet: error:")]
-
-
-def leftovers(folder):
-    """Temporary files the writers left behind."""
-    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
 
 
 def run_cli_process(args, **kwargs):

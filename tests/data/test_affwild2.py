@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import fifo_at, refused_without_blocking
 
 from keras_mtanet.cli import main
 from keras_mtanet.data import affwild2
@@ -250,41 +251,6 @@ def test_a_long_annotation_file_costs_its_arrays_not_python_lists(tmp_path, monk
     assert len(index.skipped) == frames - 1
     assert index.skipped[0] == (str(tmp_path / "cropped_aligned/long/00001.jpg"), "no crop")
     assert index.skipped[-1] == (str(tmp_path / f"cropped_aligned/long/{frames:06d}.jpg"), "no crop")
-
-
-def refused_without_blocking(fifo, call, seconds=20):
-    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
-    waited on it (which a writer opening the other end then ends)."""
-    import os
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
-        except OSError:
-            pass
-        thread.join(5)
-        pytest.fail(f"{fifo}: opened and waited on instead of refused")
-    return outcome.get("error")
-
-
-def fifo_at(path):
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(path)
-    return path
 
 
 @pytest.mark.safety

@@ -3,17 +3,12 @@
 import errno
 import io
 import json
-import os
 
 import pytest
+from conftest import leftovers
 
 from keras_mtanet.errors import DataError
 from keras_mtanet.inference import records, sources
-
-
-def leftovers(folder):
-    """Temporary files the writers left behind."""
-    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
 
 
 @pytest.mark.safety

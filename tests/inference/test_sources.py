@@ -1,6 +1,5 @@
 """Image and video sources (keras_mtanet.inference.sources): huge images decode reduced, in bounded memory."""
 
-import csv
 import os
 import struct
 import subprocess
@@ -9,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import ASTRONAUT_BOX
+from conftest import ASTRONAUT_BOX, read_csv, write_image
 
 from keras_mtanet import Predictor
 from keras_mtanet.errors import DataError
@@ -20,18 +19,6 @@ from keras_mtanet.inference.sources import Source
 # 2 CPU cores: about 0.95 GB for a 512 x 512 photo (TensorFlow and the model), 1.8 GB for the 20000 x 20000
 # JPEG (decoded at 1/4 size); before the pixel limit it went past 10 GB.
 MAX_RSS_BYTES = 3 * 2 ** 30
-
-
-def write_image(path, rgb):
-    ok, data = cv2.imencode(os.path.splitext(os.fsencode(path))[1].decode(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    with open(path, "wb") as f:
-        f.write(data.tobytes())
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:  # strict UTF-8
-        return list(csv.DictReader(f))
 
 
 def uniform_jpeg(width, height):

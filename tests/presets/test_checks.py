@@ -7,25 +7,12 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import tiny_model
-from hub_server import HubServer
+from conftest import make_preset, one_line, tiny_model
 
 from keras_mtanet import PresetError, files, load_pretrained
 from keras_mtanet.model import config as model_config
-from keras_mtanet.presets import card, checks, registry
+from keras_mtanet.presets import checks, registry
 from keras_mtanet.presets import folder as preset_folder
-
-
-def one_line(info):
-    message = str(info.value)
-    assert "\n" not in message and len(message) < 400, message
-    return message
-
-
-def make_preset(folder, **model_overrides):
-    model = tiny_model(**model_overrides)
-    meta = preset_folder.preset_metadata(model, "nothing (test)")
-    return preset_folder.save_preset(model, folder, meta, card.model_card_text(meta, "t"))
 
 
 def rewrite(folder, name, content, rehash=True):
@@ -37,13 +24,6 @@ def rewrite(folder, name, content, rehash=True):
         meta = json.loads((folder / checks.METADATA_FILE).read_text())
         meta["files"][name] = files.sha256_file(path)
         (folder / checks.METADATA_FILE).write_text(json.dumps(meta))
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = HubServer().start()
-    yield srv
-    srv.stop()
 
 
 HOSTILE_NAMES = ["../../../../victim.txt", "/abs/victim.txt", "/dev/zero", ".", "..", "sub/config.json", ""]

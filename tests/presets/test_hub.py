@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_model
-from hub_server import HubServer
+from conftest import make_preset, refused_without_blocking, tiny_model
 
 from keras_mtanet import PresetError, files, load_pretrained, publish
 from keras_mtanet.cli import main
@@ -18,13 +17,6 @@ from keras_mtanet.presets import folder as preset_folder
 from keras_mtanet.presets import registry as preset_registry
 
 TOKEN = "hf_test_Secret_token_0123456789"
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = HubServer().start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -300,39 +292,6 @@ def test_an_invalid_repo_id_is_named_not_retried(spec, tmp_path):
     with pytest.raises(PresetError) as info:
         publish(str(tmp_path), repo_id, endpoint="http://127.0.0.1:9")
     assert str(info.value) == expected.replace(repr(spec), f"publish to {repo_id!r}")
-
-
-def make_preset(folder, **model_overrides):
-    model = tiny_model(**model_overrides)
-    meta = preset_folder.preset_metadata(model, "nothing (test)")
-    return preset_folder.save_preset(model, folder, meta, card.model_card_text(meta, "t"))
-
-
-def refused_without_blocking(fifo, call, seconds=20):
-    """Run ``call`` in a thread; return the exception it raised. Fails the test if ``call`` opened the FIFO and
-    waited on it (which a writer opening the other end then ends)."""
-    import os
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # noqa: B902  (whatever it raised is the result)
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader waiting on it gets end of file
-        except OSError:
-            pass
-        thread.join(5)
-        pytest.fail(f"{fifo}: opened and waited on instead of refused")
-    return outcome.get("error")
 
 
 @pytest.mark.safety

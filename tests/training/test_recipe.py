@@ -1,15 +1,10 @@
 """Training configs (keras_mtanet.training.recipe): every problem is one line naming the file and key."""
 
 import pytest
+from conftest import one_line
 
 from keras_mtanet.errors import UsageError
 from keras_mtanet.training import recipe
-
-
-def one_line(info):
-    message = str(info.value)
-    assert "\n" not in message and len(message) < 400, message
-    return message
 
 
 @pytest.mark.safety
@@ -22,7 +17,7 @@ def one_line(info):
     ('{"batch_size": 0}', "batch_size must be a whole number from 1"),
     ('{"epochs": "10"}', "epochs must be a whole number"),
     ('{"learning_rate": "fast"}', "learning_rate must be a number above 0"),
-    ('{"stack_blocks": [1, 1]}', "stack_blocks must be null or a list of four"),
+    ('{"stack_blocks": [1, 1]}', "stack_blocks must be null or four block counts from 1 to 64"),
     ('{"input_size": -64}', "input_size must be a whole number from 16"),
     ('{"task_weighting": "magic"}', "task_weighting must be one of fixed, uncertainty"),
     ('{"augment": "yes"}', "augment must be true or false"),

@@ -121,7 +121,9 @@ def test_the_multiworker_workaround_applies_under_that_strategy_only():
 
     config = recipe.load_config(None, backbone="se_resnet18", input_size=32, stack_blocks=[1, 1, 1, 1], width=0.25)
     assert type(recipe.build_model(config)) is MTANet
-    model = recipe.build_model({**config, "strategy": "multiworker"})
+    from keras_mtanet.training.tf_distribute import MultiWorkerMTANet
+
+    model = recipe.build_model({**config, "strategy": "multiworker"}, MultiWorkerMTANet)  # as train() builds it
     assert isinstance(model, MultiWorkerFit) and isinstance(model, MTANet)
     assert model.get_config() == recipe.build_model(config).get_config()  # presets save the same config
 
@@ -216,8 +218,8 @@ def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
     import subprocess
     import sys
 
-    recipe = {**TINY_RECIPE, "epochs": 1, "task_weighting": "fixed"}
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    config = {**TINY_RECIPE, "epochs": 1, "task_weighting": "fixed"}
+    (tmp_path / "recipe.json").write_text(json.dumps(config))
     synthetic_root = tmp_path / "data"
     train.read_split_indexes(synthetic_root, "synthetic", recipe.load_config(tmp_path / "recipe.json"))
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}

@@ -4,7 +4,7 @@ links planted at its files' names and a second trainer."""
 import json
 
 import pytest
-from conftest import tiny_model
+from conftest import one_line, tiny_model
 
 from keras_mtanet import files, load_pretrained
 from keras_mtanet.errors import UsageError
@@ -12,12 +12,6 @@ from keras_mtanet.presets import checks
 from keras_mtanet.presets import folder as preset_folder
 from keras_mtanet.training import callbacks, recipe, run_folder
 from keras_mtanet.training import run as train
-
-
-def one_line(info):
-    message = str(info.value)
-    assert "\n" not in message and len(message) < 400, message
-    return message
 
 
 class FakeModel:
