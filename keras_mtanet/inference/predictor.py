@@ -115,7 +115,9 @@ class Predictor:
     timings = property(lambda self: self.stages.timings, doc="Busy seconds per stage: decode, detect, track, "
                                                             "align, predict (they overlap).")
     counts = property(lambda self: self.stages.counts, doc="Frames, faces, frames without a face, detector calls.")
-    detector = property(lambda self: self.stages.detector)
+    detector = property(lambda self: self.stages.detector,
+                        lambda self, detector: setattr(self.stages, "detector", detector),
+                        doc="The face detector (settable: another detector on the same model and runtime).")
     size = property(lambda self: self.stages.size, doc="The side of the aligned crops in pixels.")
     template = property(lambda self: self.stages.template)
 

@@ -400,3 +400,14 @@ def test_decoded_frames_waiting_for_the_detector_are_bounded_in_bytes(preset, mo
     assert len(rows) == 40 and state["detected"] == 40
     # Before: up to 4 x batch_size (128) frames queued, whatever their size; now 2 queued, 1 waiting to be, 1 taken.
     assert state["lead"] <= 5, state
+
+
+def test_the_predictor_holds_its_stages_and_its_detector_can_be_swapped(preset):
+    from keras_mtanet.inference.stages import Stages
+
+    runner = Predictor(preset, detector=None, batch_size=4)
+    assert isinstance(runner.stages, Stages) and not isinstance(runner, Stages)
+    assert runner.detector is None and runner.size == preset.input_shape[1] and runner.stages.batch_size == 4
+    swapped = detection.make_detector("haar")
+    runner.detector = swapped  # another detector on the same model and runtime (benchmarks/video_fps.py)
+    assert runner.stages.detector is swapped and runner.detector is swapped
