@@ -8,6 +8,8 @@ DATA_FORMATS = {
     "affectnet": ("keras_mtanet.data.affectnet", ("train",)),
     "ferplus": ("keras_mtanet.data.ferplus", ("train", "teach")),
     "synthetic": ("keras_mtanet.data.synthetic", ("train",)),
+    "genki4k": ("keras_mtanet.data.genki4k", ("train",)),
+    "facial_expressions": ("keras_mtanet.data.facial_expressions", ("train",)),
 }
 
 

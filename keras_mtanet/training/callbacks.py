@@ -266,4 +266,7 @@ class ABAWValidation(keras.callbacks.Callback):
         scores = abaw_scores(self.index.labels(), predictions)
         if logs is not None:
             logs.update({f"val_{k}": v for k, v in scores.items()})
-            logs[SCORE_KEY] = sum(scores[k] for k in ("va_score", "expr_score", "au_score") if k in scores)
+            # A task without labels in the validation split (GENKI-4K has only AU12, FER+ without --labels only
+            # expressions) scores NaN and does not count, so the best epoch is still found.
+            logs[SCORE_KEY] = sum(scores[k] for k in ("va_score", "expr_score", "au_score")
+                                  if k in scores and math.isfinite(scores[k]))

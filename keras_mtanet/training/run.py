@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 
 from keras_mtanet import files
-from keras_mtanet.data import affectnet, affwild2, ferplus, synthetic
+from keras_mtanet.data import affectnet, affwild2, facial_expressions, ferplus, genki4k, synthetic
 from keras_mtanet.data import augment as augmentation
 from keras_mtanet.data.formats import formats_for
 from keras_mtanet.errors import DataError, UsageError
@@ -45,6 +45,10 @@ def annotation_files(data, data_format, labels=None):
                  for p in sorted((root / "annotations" / task / split).glob("*.txt"))]
     elif data_format == "affectnet":
         found = [root / affectnet.SPLIT_FILES[s] for s in ("train", "val")]
+    elif data_format == "genki4k":
+        found = [root / genki4k.LABEL_FILE, root / genki4k.TEST_FILE]
+    elif data_format == "facial_expressions":
+        found = [root / facial_expressions.LEGEND_FILE, root / facial_expressions.TEST_FILE]
     else:
         found = [root / ferplus.split_folder(s) / ferplus.LABEL_FILE for s in ("train", "valid")]
     if labels is not None:
@@ -80,6 +84,12 @@ def read_split_indexes(data, data_format, config, labels=None):
     elif data_format == "affectnet":
         train, val = affectnet.read_index(root, "train"), affectnet.read_index(root, "val")
         described = f"AffectNet (manually annotated) at {root}: training.csv, validated on validation.csv"
+    elif data_format in ("genki4k", "facial_expressions"):
+        reader = genki4k if data_format == "genki4k" else facial_expressions
+        train, val = reader.read_index(root, "train"), reader.read_index(root, "valid")
+        kind = ("GENKI-4K (human smile labels as AU12)" if reader is genki4k
+                else "facial_expressions (crowd expression labels)")
+        described = f"{kind} at {root}: its train split, validated on its valid split (the held-out test list left out)"
     else:
         teacher = None if labels is None else cache.read_labels(labels)
         train, val = ferplus.read_index(root, "train", teacher), ferplus.read_index(root, "valid", teacher)

@@ -394,3 +394,36 @@ def test_a_full_disk_while_training_is_one_line(tmp_path, capsys, monkeypatch):
                  str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--no-tensorboard"]) == 2
     assert capsys.readouterr().err == (f"keras-mtanet: error: {tmp_path / 'run'}: cannot write (No space left on "
                                        "device); the same command resumes the run once there is room\n")
+
+
+@pytest.mark.parametrize("data_format", ["genki4k", "facial_expressions"])
+def test_train_reads_the_real_face_sets_by_their_train_and_valid_splits(data_format, tmp_path):
+    import cv2
+
+    from keras_mtanet.data import facial_expressions, genki4k
+
+    rng = np.random.default_rng(0)
+    images = [cv2.imencode(".jpg", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))[1].tobytes() for _ in range(30)]
+    root = tmp_path / data_format
+    if data_format == "genki4k":
+        genki4k.write_layout(root, rng.integers(0, 2, 30), images, test=(1, 2, 3))
+    else:
+        (root / "images").mkdir(parents=True)
+        names = [f"P{i}_0001.jpg" for i in range(30)]  # 30 identities: valid gets those with CRC-32 0 mod 10
+        for name, data in zip(names, images):
+            (root / "images" / name).write_bytes(data)
+        emotions = ["neutral", "happiness", "sadness", "anger", "surprise"]
+        (root / "legend.csv").write_text("image,emotion,contributor\n" + "".join(
+            f"{n},{emotions[i % 5]},1\n" for i, n in enumerate(names)))
+        (root / "test.csv").write_text("image\nP1_0001.jpg\nP2_0001.jpg\n")
+    reader = genki4k if data_format == "genki4k" else facial_expressions
+    train_index, valid_index, described = train.read_split_indexes(root, data_format, recipe.load_config(None))
+    assert len(train_index) == len(reader.read_index(root, "train")) and len(valid_index) > 0
+    assert "validated on its valid split" in described
+    config = recipe.load_config(None, **{**{k: v for k, v in TINY_RECIPE.items() if k != "synthetic"}, "epochs": 1})
+    scores = train.train(config, root, data_format, tmp_path / "run", verbose=0, tensorboard=False, log=lambda *a: None)
+    import math
+
+    labelled = "au_score" if data_format == "genki4k" else "expr_score"
+    assert [k for k in ("va_score", "expr_score", "au_score") if math.isfinite(scores[k])] == [labelled]
+    assert (tmp_path / "run" / "model.weights.h5").is_file()  # the best epoch is found on the labelled task alone
