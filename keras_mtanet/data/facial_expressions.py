@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.images import screen_image
-from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.data.images import require_file, screen_image
+from keras_mtanet.data.index import FrameIndex, in_split
 from keras_mtanet.errors import DataError
-from keras_mtanet.files import printable, require_regular_file
+from keras_mtanet.files import printable
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_VA
 
 LEGEND_FILE, TEST_FILE, IMAGE_DIR = "legend.csv", "test.csv", "images"
@@ -48,23 +48,15 @@ def identity(name):
     return match.group(1) if match else stem
 
 
-def in_split(name, split, held_out):
-    """Whether image ``name`` belongs to ``split`` given the held-out names."""
-    if split == "all":
-        return True
-    if split == "test":
-        return name in held_out
-    if name in held_out:
-        return False
-    return (zlib.crc32(identity(name).encode("utf-8")) % 10 == 0) == (split == "valid")
+def is_validation(name):
+    """The fixed validation part: the identities whose CRC-32 is 0 mod 10 (a whole person or none)."""
+    return zlib.crc32(identity(name).encode("utf-8")) % 10 == 0
 
 
 def _rows(path, what):
     """``csv.reader`` rows of a small UTF-8 CSV file (``DataError`` naming it when missing, too large or not text),
     with their line numbers."""
-    require_regular_file(path, what)
-    if not path.is_file():
-        raise DataError(f"{printable(path)}: {what} not found")
+    require_file(path, what)
     if path.stat().st_size > MAX_FILE_BYTES:
         raise DataError(f"{printable(path)}: {what} larger than {MAX_FILE_BYTES >> 20} MiB; refused")
     try:
@@ -97,13 +89,10 @@ def read_test_list(root):
 
 
 def read_index(root, split="train", check_images=True):
-    """Index one split of the set: image paths and expression class ids.
-
-    Args:
-        root: the folder holding ``images/`` and ``legend.csv``.
-        split: ``"train"``, ``"valid"``, ``"test"`` (the images ``test.csv`` names) or ``"all"``.
-        check_images: check that every listed image is a complete JPEG/PNG, leaving out (and counting) those
-            that are not.
+    """Index one split of the set (``"train"``, ``"valid"``, ``"test"``: the images ``test.csv`` names, or
+    ``"all"``) under ``root``, the folder holding ``images/`` and ``legend.csv``: image paths and expression class
+    ids. With ``check_images`` every listed image must be a complete JPEG/PNG; those that are not are counted and
+    left out.
 
     Returns:
         A ``FrameIndex`` whose ``expr`` holds the class ids (``labels.EXPR_NAMES``); AUs and valence/arousal are
@@ -152,7 +141,7 @@ def read_index(root, split="train", check_images=True):
     existing = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
     paths, videos, lines, expr, skipped = [], [], [], [], []
     for name, emotion in labels.items():
-        if not in_split(name, split, held_out):
+        if not in_split(name, split, held_out, is_validation):
             continue
         path = image_dir / name
         if emotion == "conflict":

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.images import screen_image
+from keras_mtanet.data.images import require_file, screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.errors import DataError
 from keras_mtanet.files import require_regular_file
@@ -144,9 +144,7 @@ def read_index(root, split="train", labels=None, check_images=True):
     csv_path = split_dir / LABEL_FILE
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: FER+ split folder not found")
-    require_regular_file(csv_path, "FER+ label file")
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: FER+ label file not found")
+    require_file(csv_path, "FER+ label file")
     teacher = labels
     if isinstance(teacher, (str, os.PathLike)):
         raise TypeError("labels: the teacher labels as read by keras_mtanet.teachers.cache.read_labels(path), "

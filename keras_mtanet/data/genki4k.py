@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.images import screen_image
-from keras_mtanet.data.index import FrameIndex
+from keras_mtanet.data.images import require_file, screen_image
+from keras_mtanet.data.index import FrameIndex, in_split
 from keras_mtanet.errors import DataError
 from keras_mtanet.files import printable, require_regular_file
 from keras_mtanet.labels import AU_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
@@ -39,15 +39,9 @@ def image_name(number):
     return f"file{number:04d}.jpg"
 
 
-def in_split(number, split, held_out):
-    """Whether file ``number`` (1-based) belongs to ``split`` given the held-out numbers."""
-    if split == "all":
-        return True
-    if split == "test":
-        return number in held_out
-    if number in held_out:
-        return False
-    return (number % 10 == 0) == (split == "valid")
+def is_validation(number):
+    """The fixed validation tenth: files whose 1-based number ends in 0."""
+    return number % 10 == 0
 
 
 def read_test_list(root):
@@ -113,9 +107,7 @@ def read_index(root, split="train", check_images=True):
     labels_path = root / LABEL_FILE
     if not root.is_dir():
         raise DataError(f"{printable(root)}: GENKI-4K root not found (expected files/ and labels.txt in it)")
-    require_regular_file(labels_path, "GENKI-4K label file")
-    if not labels_path.is_file():
-        raise DataError(f"{printable(labels_path)}: GENKI-4K label file not found")
+    require_file(labels_path, "GENKI-4K label file")
     held_out = read_test_list(root)
     if split == "test" and not held_out:
         raise DataError(f"{printable(root / TEST_FILE)}: no held-out list; the test split needs it")
@@ -131,7 +123,7 @@ def read_index(root, split="train", check_images=True):
                     raise DataError(f"{printable(labels_path)}: more than {MAX_LINES:,} lines; not GENKI-4K labels")
                 smile, *angles = parse_line(line, f"{printable(labels_path)}:{number}")
                 stats["rows"] += 1
-                if not in_split(number, split, held_out):
+                if not in_split(number, split, held_out, is_validation):
                     continue
                 name = image_name(number)
                 path = image_dir / name

@@ -1,8 +1,10 @@
-"""Cheap image integrity checks for the data readers (``DataError`` lives in ``keras_mtanet.errors``)."""
+"""Cheap integrity checks of the files the data readers read: images, and label files that must be regular."""
 
 import os
+from pathlib import Path
 
-from keras_mtanet.files import special_kind
+from keras_mtanet.errors import DataError
+from keras_mtanet.files import printable, require_regular_file, special_kind
 
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND"
@@ -52,3 +54,11 @@ def screen_image(path, present, check_images, stats, skipped, kind):
         skipped.append((str(path), problem))
         return False
     return True
+
+
+def require_file(path, what):
+    """``DataError`` unless ``path`` is a regular file: a FIFO or device is refused unopened
+    (``files.require_regular_file``), a missing file is ``PATH: WHAT not found``."""
+    require_regular_file(path, what)
+    if not Path(path).is_file():
+        raise DataError(f"{printable(path)}: {what} not found")

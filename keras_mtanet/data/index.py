@@ -46,3 +46,13 @@ class FrameIndex:
         if self.expr_soft is not None:
             out["expr"] = self.expr_soft
         return out
+
+
+def in_split(key, split, held_out, validation):
+    """Whether the image ``key`` belongs to ``split`` of a set with a held-out list: ``"all"``; ``"test"``, exactly
+    the ``held_out`` keys; ``"valid"``, the others for which ``validation(key)`` holds; ``"train"``, the rest."""
+    if split == "all":
+        return True
+    if split == "test" or key in held_out:
+        return split == "test" and key in held_out
+    return bool(validation(key)) == (split == "valid")
