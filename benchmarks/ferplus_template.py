@@ -10,8 +10,8 @@ faces found are printed.
 
     python benchmarks/ferplus_template.py [--root ../shared/data/ferplus] [--split train] [--count 1000]
 
-The printed ``alignment_template`` goes into a FER+ preset's metadata (``zoo/<name>/train.json`` ->
-``metadata.json``), from where ``Predictor`` reads it.
+The printed ``alignment_template`` goes into a FER+ preset's metadata
+(``keras_mtanet/presets/registry/<name>/train.json`` -> ``metadata.json``), from where ``Predictor`` reads it.
 """
 
 import argparse

@@ -1,9 +1,9 @@
 """Does MTANet learn? Train on generated faces in the Aff-Wild2 layout, read back through the real reader.
 
-Runs the embedded default preset's recipe (``zoo/mtanet_se_resnet18_synth/train.json``: SE-ResNet-18 at
-64 px, 15 epochs, batch 32) through ``keras_mtanet.training.run.train``: it writes a synthetic Aff-Wild2 set
-(14 training and 6 validation videos of 90 frames), reads it back with ``affwild2.read_index``, trains with
-``model.fit`` and prints the ABAW scores on the held-out videos with the wall time.
+Runs the synthetic preset's recipe (``keras_mtanet/presets/registry/mtanet_se_resnet18_synth/train.json``:
+SE-ResNet-18 at 64 px, 15 epochs, batch 32) through ``keras_mtanet.training.run.train``: it writes a synthetic
+Aff-Wild2 set (14 training and 6 validation videos of 90 frames), reads it back with ``affwild2.read_index``,
+trains with ``model.fit`` and prints the ABAW scores on the held-out videos with the wall time.
 Targets (issue 3): VA score >= 0.5, AU F1 >= 0.6, EXPR F1 >= 0.5 within 10 CPU minutes.
 
     python benchmarks/synthetic_learning.py [--epochs 15] [--seed 0] [--config FILE] [--keep DIR]
@@ -21,7 +21,8 @@ from keras_mtanet.training import run as train  # noqa: E402
 from keras_mtanet.training import recipe  # noqa: E402
 
 TARGETS = {"va_score": 0.5, "au_f1": 0.6, "expr_f1": 0.5}
-RECIPE = Path(__file__).resolve().parents[1] / "zoo" / "mtanet_se_resnet18_synth" / "train.json"
+RECIPE = (Path(__file__).resolve().parents[1] / "keras_mtanet" / "presets" / "registry" / "mtanet_se_resnet18_synth"
+          / "train.json")
 
 
 def main(argv=None):
