@@ -43,16 +43,24 @@ class Setting(NamedTuple):
         return self.expected() if callable(self.expected) else self.expected
 
 
-def whole(low, high):
-    return lambda v: is_int(v) and low <= v <= high, f"a whole number from {low} to {high}"
+# Rule builders: (test, what it wants in words). The training recipe builds its own keys' rules with them too.
+def whole(low, high=None):
+    return (lambda v: is_int(v) and v >= low and (high is None or v <= high),
+            f"a whole number from {low}" + (f" to {high}" if high is not None else " up"))
 
 
-def number(low, high):
-    return lambda v: is_number(v) and low <= v <= high, f"a number from {low} to {high}"
+def number(low, high=None, low_open=False):
+    def ok(v):
+        return is_number(v) and (v > low if low_open else v >= low) and (high is None or v <= high)
+    bound = f"above {low}" if low_open else f"from {low}"
+    return ok, f"a number {bound}" + (f" to {high}" if high is not None else "")
 
 
 def one_of(*choices):
-    return lambda v: isinstance(v, str) and v in choices, "one of " + ", ".join(choices)
+    return lambda v: v in choices, "one of " + ", ".join("null" if c is None else str(c) for c in choices)
+
+
+BOOLEAN = (lambda v: isinstance(v, bool), "true or false")
 
 
 def _template_ok(value):
@@ -94,13 +102,13 @@ SETTINGS = {
     # Older configs carry the output sizes; the outputs are fixed to the label sets (keras_mtanet.labels).
     "num_aus": Setting(len(AU_NAMES), *whole(len(AU_NAMES), len(AU_NAMES))),
     "num_expressions": Setting(len(EXPR_NAMES), *whole(len(EXPR_NAMES), len(EXPR_NAMES))),
-    "fold_batchnorm": Setting(False, lambda v: isinstance(v, bool), "true or false"),
+    "fold_batchnorm": Setting(False, *BOOLEAN),
     "color_mode": Setting("rgb", *one_of(*COLOR_MODES)),
     "alignment_template": Setting(None, lambda v: v is None or _template_ok(v),
                                   lambda: "null or five [x, y] points in unit coordinates of the crop, each from "
                                           f"{TEMPLATE_RANGE[0]} to {TEMPLATE_RANGE[1]}"),
     "name": Setting("mtanet", lambda v: isinstance(v, str) and 0 < len(v) <= 128, "a short text"),
-    "trainable": Setting(True, lambda v: isinstance(v, bool), "true or false"),
+    "trainable": Setting(True, *BOOLEAN),
 }
 
 

@@ -9,7 +9,6 @@ Nothing here needs TensorFlow, so a JAX or PyTorch training script can build and
 """
 
 import json
-import math
 
 import keras
 import numpy as np
@@ -18,6 +17,7 @@ from keras_mtanet import losses
 from keras_mtanet.errors import UsageError
 from keras_mtanet.files import MAX_JSON_BYTES, require_regular_file
 from keras_mtanet.model import config as model_config
+from keras_mtanet.model.config import BOOLEAN, number, one_of, whole
 from keras_mtanet.model.task import MTANet
 
 DEFAULTS = {
@@ -92,48 +92,29 @@ def load_config(path=None, **overrides):
     return check_config(config, path or "training config")
 
 
-def _int(low, high=None):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high), \
-        f"a whole number from {low}" + (f" to {high}" if high is not None else " up")
-
-
-def _number(low, high=None, low_open=False):
-    def ok(v):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            return False
-        return (v > low if low_open else v >= low) and (high is None or v <= high)
-    bound = f"above {low}" if low_open else f"from {low}"
-    return ok, f"a number {bound}" + (f" to {high}" if high is not None else "")
-
-
-def _one_of(*choices):
-    return lambda v: v in choices, "one of " + ", ".join("null" if c is None else str(c) for c in choices)
-
-
-_BOOL = (lambda v: isinstance(v, bool), "true or false")
 _TEXT = (lambda v: isinstance(v, str), "text")
 CONFIG_CHECKS = {
-    "epochs": _int(1, 100000),
-    "batch_size": _int(1, 65536),
-    "optimizer": _one_of("sgd", "adamw"),
-    "learning_rate": _number(0, 10, low_open=True),
-    "momentum": _number(0, 0.999),
-    "weight_decay": _number(0, 1),
-    "schedule": _one_of("cosine", "polynomial", "constant"),
-    "final_learning_rate_fraction": _number(0, 1),
-    "warmup_epochs": _number(0, 100000),
-    "task_weighting": _one_of(*model_config.TASK_WEIGHTINGS),
-    "au_pos_weight": _one_of("sqrt_balanced", "none", None),
-    "augment": _BOOL, "rand_augment": _BOOL, "random_erasing": _BOOL, "balance_expressions": _BOOL,
-    "mixed_precision": _BOOL,
-    "seed": _int(0, 2**32 - 1),
-    "strategy": _one_of(*STRATEGIES),
-    "distribution": _one_of(None, *DISTRIBUTIONS),
+    "epochs": whole(1, 100000),
+    "batch_size": whole(1, 65536),
+    "optimizer": one_of("sgd", "adamw"),
+    "learning_rate": number(0, 10, low_open=True),
+    "momentum": number(0, 0.999),
+    "weight_decay": number(0, 1),
+    "schedule": one_of("cosine", "polynomial", "constant"),
+    "final_learning_rate_fraction": number(0, 1),
+    "warmup_epochs": number(0, 100000),
+    "task_weighting": one_of(*model_config.TASK_WEIGHTINGS),
+    "au_pos_weight": one_of("sqrt_balanced", "none", None),
+    "augment": BOOLEAN, "rand_augment": BOOLEAN, "random_erasing": BOOLEAN, "balance_expressions": BOOLEAN,
+    "mixed_precision": BOOLEAN,
+    "seed": whole(0, 2**32 - 1),
+    "strategy": one_of(*STRATEGIES),
+    "distribution": one_of(None, *DISTRIBUTIONS),
     "synthetic": (lambda v: isinstance(v, dict), "an object"),
     **{key: _TEXT for key in CARD_KEYS},
 }
-SYNTHETIC_CHECKS = {"train_videos": _int(1, 10000), "val_videos": _int(1, 10000), "frames": _int(1, 100000),
-                    "size": _int(16, 1024)}
+SYNTHETIC_CHECKS = {"train_videos": whole(1, 10000), "val_videos": whole(1, 10000), "frames": whole(1, 100000),
+                    "size": whole(16, 1024)}
 
 
 # The recipe keys that are the model's settings, checked by the architecture's schema (keras_mtanet.model.config).
@@ -144,7 +125,7 @@ def architecture_checks():
     """The checks of the recipe's architecture keys, read from ``keras_mtanet.model.config`` when called."""
     low, high = model_config.INPUT_SIDE
     checks = {key: (model_config.SETTINGS[key].ok, model_config.SETTINGS[key].wanted()) for key in ARCHITECTURE_KEYS}
-    return {**checks, "input_size": _int(low, high)}
+    return {**checks, "input_size": whole(low, high)}
 
 
 def check_config(config, where="training config"):
