@@ -252,7 +252,7 @@ class AtomicFile:
                 os.unlink(self.temp)
 
     def __enter__(self):
-        return self.file if self.error is None else self
+        return self
 
     def __exit__(self, exc_type, *exc):
         if exc_type is None:
@@ -261,11 +261,11 @@ class AtomicFile:
             self.discard()
 
 
-def write_atomic(path, data, user_file=False):
-    """Write ``data`` (``str``, written as UTF-8, or ``bytes``) to ``path`` with ``AtomicFile`` (a link at a
-    package-chosen ``path`` is replaced); ``OSError`` as raised. Returns ``path`` as a ``Path``."""
+def write_atomic(path, data):
+    """Write ``data`` (``str``, written as UTF-8, or ``bytes``) to the package-chosen ``path`` with ``AtomicFile``
+    (a link there is replaced); ``OSError`` as raised. Returns ``path`` as a ``Path``."""
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    with AtomicFile(path, "wb", user_file=user_file, error=None) as f:
+    with AtomicFile(path, "wb", error=None) as f:
         f.write(payload)
     return Path(path)
 

@@ -60,7 +60,7 @@ class SEResNetBackbone(keras.Model):
     def __init__(self, variant="se_resnet50", image_shape=(224, 224, 3), stack_blocks=None, se_ratio=16,
                  width=1.0, folded=False, **kwargs):
         spec = backbone_spec(variant, stack_blocks)  # validates the name and block counts
-        se_ratio, width = config.check_value("se_ratio", se_ratio), config.check_value("width", width)
+        se_ratio = config.check_value("se_ratio", se_ratio)  # width: se_resnet_features checks it
         image_shape = tuple(None if d is None else int(d) for d in image_shape)
         inputs = keras.Input(shape=image_shape, name="backbone_input")
         outputs = se_resnet_features(inputs, variant, stack_blocks=stack_blocks, se_ratio=se_ratio,

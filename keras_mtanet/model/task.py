@@ -63,6 +63,7 @@ class MTANet(keras.Model):
                  color_mode="rgb", alignment_template=None, name="mtanet", **kwargs):
         _check_fixed_outputs(kwargs)
         input_shape = tuple(config.check_value("input_shape", input_shape))
+        # Before the backbone is built (seconds for a large one); it and the converter check their own settings.
         for key, value in (("head_filters", head_filters), ("dropout", dropout), ("negative_slope", negative_slope),
                            ("fold_batchnorm", fold_batchnorm), ("color_mode", color_mode)):
             config.check_value(key, value)

@@ -162,7 +162,7 @@ def architecture(metadata, path):
     import keras
 
     name = metadata.get("architecture") or "MTANet"
-    cls = keras.saving.get_registered_object(f"keras_mtanet>{name}") if isinstance(name, str) else None
+    cls = keras.saving.get_registered_object(f"keras_mtanet>{name}")  # check_metadata made sure it is text
     if cls is None or not hasattr(cls, "check_config"):
         raise PresetError(f"{path}: architecture {name!r} is not a keras_mtanet model class registered with Keras "
                           "(import keras_mtanet.model.task, or the module defining it, first)")
