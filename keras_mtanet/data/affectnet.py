@@ -13,17 +13,17 @@ valid rating; those become -5. Any other value outside [-1, 1] is refused (namin
 has no AU labels: AU is -1 throughout. The face box crops each image.
 """
 
-import csv
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from keras_mtanet.data.images import screen_image
+from keras_mtanet.data.csvrows import CSVRows
+from keras_mtanet.data.images import require_file, screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.errors import DataError
-from keras_mtanet.files import printable, require_regular_file
+from keras_mtanet.files import printable
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
 AFFECTNET_TO_EXPR = {0: EXPR_NAMES.index("Neutral"), 1: EXPR_NAMES.index("Happiness"),
@@ -36,46 +36,6 @@ SPLIT_FILES = {"train": "training.csv", "training": "training.csv", "training_se
                "val": "validation.csv", "validation": "validation.csv", "validation_set": "validation.csv"}
 IMAGE_DIR = "Manually_Annotated_Images"
 UNRATED = -2  # AffectNet's valence/arousal for an image without a valid rating
-
-
-MAX_LINE_BYTES = 1 << 20  # a CSV line longer than this is refused before it is held whole
-
-
-class _CSVRows:
-    """``csv.reader`` over a binary file, decoded line by line as UTF-8 (a byte-order mark allowed), so a line
-    that is not UTF-8 (a Latin-1 export), a field over the csv module's limit or a line over ``MAX_LINE_BYTES``
-    is a ``DataError`` naming the file and line, not a traceback. ``line_num`` is the reader's."""
-
-    def __init__(self, path, f):
-        self.path, self.file, self.number = path, f, 0
-        self.reader = csv.reader(self._lines())
-
-    def _lines(self):
-        while True:
-            raw = self.file.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                return
-            self.number += 1
-            if len(raw) > MAX_LINE_BYTES:
-                raise DataError(f"{self.path}:{self.number}: line longer than {MAX_LINE_BYTES >> 20} MiB; refused")
-            try:
-                yield raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(f"{self.path}:{self.number}: not UTF-8 text (byte {raw[error.start]:#04x} at "
-                                f"column {error.start + 1}); save the CSV as UTF-8") from None
-
-    @property
-    def line_num(self):
-        return self.reader.line_num
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            return next(self.reader)
-        except csv.Error as error:
-            raise DataError(f"{self.path}:{self.number}: unreadable CSV ({error})") from None
 
 
 def _inside(path, root):
@@ -102,15 +62,13 @@ def read_index(root, split="train", check_images=True):
     if name is None:
         raise DataError(f"unknown AffectNet split {split!r}; use 'train' or 'val'")
     csv_path = root / name
-    require_regular_file(csv_path, "AffectNet split file")
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: AffectNet split file not found")
+    require_file(csv_path, "AffectNet split file")
     image_root = root / IMAGE_DIR if (root / IMAGE_DIR).is_dir() else root
 
     paths, groups, lines, boxes, va, expr, skipped = [], [], [], [], [], [], []
     stats = {"rows": 0, "frames": 0, "missing_images": 0, "corrupt_images": 0, "expression_unmapped": 0}
     with open(csv_path, "rb") as f:
-        reader = _CSVRows(csv_path, f)
+        reader = CSVRows(csv_path, f)
         header = next(reader, None)
         if header is None:
             raise DataError(f"{csv_path}:1: empty file")

@@ -17,8 +17,6 @@ the whole name) whose CRC-32 is 0 mod 10, among the others, so no person is in b
 ``"train"`` the rest; ``"all"`` every image. A malformed line is one ``DataError`` naming file and line.
 """
 
-import csv
-import io
 import os
 import re
 import zlib
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtanet.data.csvrows import CSVRows
 from keras_mtanet.data.images import require_file, screen_image
 from keras_mtanet.data.index import FrameIndex, in_split
 from keras_mtanet.errors import DataError
@@ -54,23 +53,16 @@ def is_validation(name):
 
 
 def _rows(path, what):
-    """``csv.reader`` rows of a small UTF-8 CSV file (``DataError`` naming it when missing, too large or not text),
-    with their line numbers."""
+    """The non-blank rows of a CSV file of the set (``CSVRows``: ``DataError`` naming file and line), cells stripped,
+    with their line numbers; a missing file, or one over ``MAX_FILE_BYTES``, is refused first."""
     require_file(path, what)
     if path.stat().st_size > MAX_FILE_BYTES:
         raise DataError(f"{printable(path)}: {what} larger than {MAX_FILE_BYTES >> 20} MiB; refused")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{printable(path)}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
-                        f"{error.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
+    with open(path, "rb") as f:
+        reader = CSVRows(printable(path), f)
         for row in reader:
             if row and any(cell.strip() for cell in row):
                 yield reader.line_num, [cell.strip() for cell in row]
-    except csv.Error as error:
-        raise DataError(f"{printable(path)}:{reader.line_num}: unreadable CSV ({error})") from None
 
 
 def read_test_list(root):

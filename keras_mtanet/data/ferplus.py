@@ -42,7 +42,6 @@ import numpy as np
 from keras_mtanet.data.images import require_file, screen_image
 from keras_mtanet.data.index import FrameIndex
 from keras_mtanet.errors import DataError
-from keras_mtanet.files import require_regular_file
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES, UNANNOTATED_AU, UNANNOTATED_EXPR, UNANNOTATED_VA
 
 VOTE_NAMES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown",
@@ -221,9 +220,7 @@ def read_votes(root, split):
         DataError: a missing label file or a malformed row (naming file and line).
     """
     csv_path = Path(root) / split_folder(split) / LABEL_FILE
-    require_regular_file(csv_path, "FER+ label file")
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: FER+ label file not found")
+    require_file(csv_path, "FER+ label file")
     votes = {}
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)

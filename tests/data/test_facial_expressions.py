@@ -88,7 +88,7 @@ def test_held_out_list_and_file_errors(tmp_path):
     with pytest.raises(DataError, match="no held-out list; the test split needs it"):
         fe.read_index(root, "test")
     (root / "legend.csv").write_bytes(b"image,emotion\nAnn_Lee_0001.jpg,col\xe8re\n")
-    with pytest.raises(DataError, match="legend.csv: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"legend.csv:2: not UTF-8 text \(byte 0xe8 at column 21\)"):
         fe.read_index(root, "all")
     (root / "legend.csv").unlink()
     with pytest.raises(DataError, match="legend.csv: facial_expressions legend not found"):
