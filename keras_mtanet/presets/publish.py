@@ -6,7 +6,7 @@ from pathlib import Path
 
 from keras_mtanet.errors import PresetError, first_line
 from keras_mtanet.presets import card, checks, hub, registry
-from keras_mtanet.presets import folder as folder_format
+from keras_mtanet.presets import folder as preset_folder
 
 
 def publish(model_or_dir, repo_id, tag=None, private=None, token=None, endpoint=None, commit_message=None,
@@ -38,11 +38,11 @@ def publish(model_or_dir, repo_id, tag=None, private=None, token=None, endpoint=
             raise PresetError("publish: say what the model was trained on (training_data=...)")
         cleanup = tempfile.mkdtemp(prefix="keras_mtanet_publish_")
         folder = Path(cleanup) / "preset"
-        meta = folder_format.preset_metadata(model_or_dir, training_data, metrics, name=repo_id)
+        meta = preset_folder.preset_metadata(model_or_dir, training_data, metrics, name=repo_id)
         text = model_card or card.make_model_card(meta, repo_id, spec=f"{registry.HF_SCHEME}{repo_id}")
-        folder_format.save_preset(model_or_dir, folder, meta, text)
+        preset_folder.save_preset(model_or_dir, folder, meta, text)
     try:
-        meta = folder_format.load_preset_folder(folder).metadata  # validates checksums, config and weights
+        meta = preset_folder.load_preset_folder(folder).metadata  # validates checksums, config and weights
         api = HfApi(endpoint=endpoint, token=token)
         hub.bound_timeouts()
         try:
