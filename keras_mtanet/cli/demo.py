@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtanet import files
-from keras_mtanet.cli.common import MODEL_HELP
+from keras_mtanet.cli.common import MODEL_HELP, add_decision_arguments, check_decision_arguments, decisions_line
 from keras_mtanet.errors import DataError, UsageError
 from keras_mtanet.files import check_not_an_input, printable
 from keras_mtanet.inference import native_logs, plots, records
@@ -40,19 +40,22 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=2024, help="--synthetic: seed of the generated video")
     p.add_argument("--output", help="also write the predictions to this .csv or .json file, as keras-mtanet "
                                     "predict does (one row per face, or per frame with --synthetic)")
+    add_decision_arguments(p)
 
 
 def run(args):
     from keras_mtanet.errors import UsageError
+    check_decision_arguments(args)
+    rules = {"expression_prior": args.expression_prior, "au_threshold": args.au_threshold}
     if args.synthetic:
         given = [flag for flag, value in (("--image", args.image), ("--plot", args.plot)) if value]
         if given:
             verb = "apply" if len(given) > 1 else "applies"
             raise UsageError(f"{' and '.join(given)} {verb} to the photo demo, not --synthetic")
-        return synthetic_demo(args.model, args.frames, args.seed, args.output)
+        return synthetic_demo(args.model, args.frames, args.seed, args.output, **rules)
     if args.frames is not None:
         raise UsageError("--frames applies to --synthetic only")
-    return photo_demo(args.model, args.image, args.output, args.plot, quiet=not args.verbose)
+    return photo_demo(args.model, args.image, args.output, args.plot, quiet=not args.verbose, **rules)
 
 
 def check_frames(frames):
@@ -63,11 +66,13 @@ def check_frames(frames):
     return frames
 
 
-def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=False):
+def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=False, expression_prior=None,
+               au_threshold=None):
     """Find the faces in ``images`` (paths; default: the bundled astronaut photograph beside its mirror image),
     print each face's predictions, write them to ``output_path`` (.csv / .json) and draw them into
     ``plot_path`` (default: a new file in a temporary folder). ``quiet``: drop the detector's native start-up
-    log lines (``native_logs.native_logs_dropped``)."""
+    log lines (``native_logs.native_logs_dropped``). ``expression_prior``, ``au_threshold``: the decision rules
+    (``Predictor``'s; default: the preset's)."""
     import cv2
 
     from keras_mtanet.inference.predictor import Predictor
@@ -102,13 +107,15 @@ def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=
     loaded = load_pretrained(model)
     meta = loaded.metadata
     with native_logs.quiet_unless(not quiet):
-        predictor = Predictor(loaded)
+        predictor = Predictor(loaded, expression_prior=expression_prior, au_threshold=au_threshold)
+    unreliable = set(predictor.decisions.unreliable_aus)
     print(f"model: {plain(meta.get('name') or model or 'default')} ({loaded.backbone_name}, "
           f"{loaded.input_shape[1]} px {getattr(loaded, 'color_mode', 'rgb')}, {loaded.count_params():,} parameters)")
     print(f"trained on: {plain(meta.get('training_data') or 'not stated by the preset')}")
     print(f"input: {described}")
+    print(decisions_line(predictor.decisions) + (" (marked ?)" if unreliable else ""))
     print()
-    print(f"{'image':<18} face  {'box (x, y, w, h)':<20} valence arousal  {'expression (p)':<18} active AUs (p > 0.5)")
+    print(f"{'image':<18} face  {'box (x, y, w, h)':<20} valence arousal  {'expression (p)':<18} active AUs")
     rows = []
     for name, image in photos:
         found = predictor.predict_source(Source(name, "array", image))
@@ -117,7 +124,7 @@ def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=
             if not r["face_detected"]:
                 print(f"{printable(name)[:18]:<18}    -  no face found")
                 continue
-            aus = ",".join(au for au in records.AU_COLUMNS if r[au]) or "-"
+            aus = ",".join(au + ("?" if au in unreliable else "") for au in records.AU_COLUMNS if r[au]) or "-"
             box = f"{r['x']:.0f}, {r['y']:.0f}, {r['w']:.0f}, {r['h']:.0f}"
             p = r[f"{r['expression']}_prob"]
             print(f"{printable(name)[:18]:<18} {r['face_id']:4d}  {box:<20} {r['valence']:+.2f}   "
@@ -142,13 +149,15 @@ def photo_demo(model=None, images=None, output_path=None, plot_path=None, quiet=
     return 0
 
 
-def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
+def synthetic_demo(model=None, frames=None, seed=2024, output_path=None, expression_prior=None, au_threshold=None):
     """Run a preset (default: the synthetic one) on a generated video of ``frames`` synthetic faces, print every
     few frames beside their generated truth and the ABAW scores, and write one record per frame to
-    ``output_path`` (.csv / .json; each frame is a whole aligned face, as ``predict --no-detect`` gives)."""
+    ``output_path`` (.csv / .json; each frame is a whole aligned face, as ``predict --no-detect`` gives), its
+    decisions made by the preset's rules or the ones given (``expression_prior``, ``au_threshold``)."""
     from keras_mtanet.data import synthetic
     from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
     from keras_mtanet.metrics import abaw_scores
+    from keras_mtanet.presets.decisions import Decisions
     from keras_mtanet.model.task import load_pretrained
 
     frames = check_frames(frames)
@@ -158,6 +167,7 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
         records.check_output_path(output_path)  # before the model loads
     loaded = load_pretrained(model or SYNTHETIC_PRESET)
     meta = loaded.metadata
+    decisions = Decisions.from_metadata(meta, expression_prior, au_threshold)
     size = int(loaded.input_shape[1])  # the checked config's, not the metadata's say-so
     name = f"synthetic video (seed {seed})"
     parts, truth = [], []
@@ -167,7 +177,7 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
                                                            chunk=CHUNK):
             out = {k: np.asarray(v) for k, v in loaded.predict_on_batch(video.astype("float32")).items()}
             if writer is not None:
-                writer.write(frame_records(name, video, out, start))
+                writer.write(frame_records(name, video, out, start, decisions))
             parts.append(out)
             truth.append(labels)
             start += len(video)
@@ -177,15 +187,17 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
           f"{loaded.count_params():,} parameters)")
     print(f"trained on: {plain(meta.get('training_data') or 'not stated by the preset')}")
     print(f"input: a generated video of {frames} synthetic faces (seed {seed}), not seen in training")
+    print(decisions_line(decisions))
     print()
     print(" frame  valence arousal  expression (p)        active AUs              | truth: V     A    expression")
     for i in range(0, frames, max(1, frames // 12)):
-        expr = int(out["expr"][i].argmax())
-        aus = ",".join(n for n, p in zip(AU_NAMES, out["au"][i]) if p > 0.5) or "-"
+        expr = int(decisions.expression(out["expr"][i]))
+        aus = ",".join(n for n, on in zip(AU_NAMES, decisions.aus_on(out["au"][i])) if on) or "-"
         print(f"{i:6d}  {out['va'][i, 0]:+.2f}   {out['va'][i, 1]:+.2f}    {EXPR_NAMES[expr]:<10} "
               f"({out['expr'][i, expr]:.2f})  {aus:<23} |  {labels['va'][i, 0]:+.2f} {labels['va'][i, 1]:+.2f} "
               f" {EXPR_NAMES[labels['expr'][i]]}")
-    scores = abaw_scores(labels, out)
+    scores = abaw_scores(labels, {"va": out["va"], "au": decisions.aus_on(out["au"]),
+                                  "expr": decisions.expression(out["expr"])})
     print()
     print("ABAW scores on this video: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     print("These faces are synthetic cartoons: the scores show the pipeline at work, not real-world affect.")
@@ -194,10 +206,11 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None):
     return 0
 
 
-def frame_records(name, video, out, start=0):
+def frame_records(name, video, out, start=0, decisions=records.DEFAULT_DECISIONS):
     """One record per frame of ``video`` (N, H, W, 3), numbered from ``start``, each frame a whole face crop
-    (box = the frame, no detector score), with the model outputs ``out`` ({"va", "au", "expr"}, N rows each)."""
+    (box = the frame, no detector score), with the model outputs ``out`` ({"va", "au", "expr"}, N rows each)
+    decided by ``decisions``."""
     h, w = video.shape[1:3]
     box = (0.0, 0.0, float(w), float(h))
     return [records.face_record(Frame(name, start + i, None, video[i]), 0, box, float("nan"), out["va"][i],
-                               out["au"][i], out["expr"][i]) for i in range(len(video))]
+                               out["au"][i], out["expr"][i], decisions) for i in range(len(video))]

@@ -1,6 +1,6 @@
 """``keras-mtanet evaluate``: score a preset on an Aff-Wild2-layout split, write ABAW files."""
 
-from keras_mtanet.cli.common import at_least_one
+from keras_mtanet.cli.common import add_decision_arguments, at_least_one, check_decision_arguments, decisions_line
 
 
 def add_arguments(p):
@@ -17,6 +17,7 @@ def add_arguments(p):
     p.add_argument("--smooth", help="temporal smoothing window: seconds (0.5) or frames (15f)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate for --smooth in seconds")
     p.add_argument("--batch-size", type=int, default=64)
+    add_decision_arguments(p)
 
 
 def run(args):
@@ -33,6 +34,7 @@ def run(args):
     if not (math.isfinite(args.fps) and args.fps > 0):
         raise UsageError(f"--fps {args.fps:g}: must be a positive number of frames per second")
     at_least_one(batch_size=args.batch_size)
+    check_decision_arguments(args)
     smoothing.smoothing_window(args.smooth, args.fps)
     if args.predictions:
         records.check_writable_folder(args.predictions, "--predictions")
@@ -41,10 +43,17 @@ def run(args):
             records.check_writable(args.metrics, "--metrics")
         else:  # write_metrics creates the folder
             records.check_writable_folder(Path(args.metrics).parent, "--metrics folder")
+    from keras_mtanet.presets.decisions import Decisions
+
     model = load_pretrained(args.model)
+    decisions = Decisions.from_metadata(model.metadata, args.expression_prior, args.au_threshold)
+    print(decisions_line(decisions))
     scores = evaluate.evaluate(model, args.data, args.split, args.predictions, smooth=args.smooth, fps=args.fps,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, expression_prior=args.expression_prior,
+                               au_threshold=args.au_threshold)
     print("scores: " + ", ".join(f"{k} {scores[k]:.4f}" for k in SCORE_KEYS if k in scores))
+    print("under the ABAW challenge's rule (AUs at 0.5, the posteriors' argmax): "
+          + ", ".join(f"{k} {scores['challenge_rule'][k]:.4f}" for k in SCORE_KEYS if k in scores["challenge_rule"]))
     if "unsmoothed" in scores:
         print(f"without smoothing ({scores['smooth_frames']}-frame window off): "
               + ", ".join(f"{k} {scores['unsmoothed'][k]:.4f}" for k in SCORE_KEYS if k in scores["unsmoothed"]))

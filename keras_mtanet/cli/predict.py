@@ -2,7 +2,13 @@
 
 import sys
 
-from keras_mtanet.cli.common import MODEL_HELP, at_least_one
+from keras_mtanet.cli.common import (
+    MODEL_HELP,
+    add_decision_arguments,
+    at_least_one,
+    check_decision_arguments,
+    decisions_line,
+)
 
 
 def add_arguments(p):
@@ -36,6 +42,7 @@ def add_arguments(p):
                    help="float32 (default); " + "; ".join(f"{name}: {', '.join(names)}" for name, names in
                                                            runtimes.PRECISIONS.items()))
     p.add_argument("--cache-dir", metavar="FOLDER", help="keep the runtime's exported model here between runs")
+    add_decision_arguments(p)
     p.add_argument("--progress", action="store_true", help="draw the progress bar even when stderr is not a "
                                                            "terminal")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,6 +72,7 @@ def run(args):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its warnings repeat our error lines
     at_least_one(batch_size=args.batch_size, every=args.every, stride=args.stride, max_frames=args.max_frames,
                  min_face=args.min_face)
+    check_decision_arguments(args)
     if args.progress and args.quiet:
         raise UsageError("--progress and --quiet contradict each other; give one")
     if args.no_detect and args.detector is not None:
@@ -96,7 +104,9 @@ def run(args):
         runner = predictor.Predictor(args.model, detector=None if args.no_detect else args.detector,
                                      batch_size=args.batch_size, detect_every=args.every,
                                      min_face_size=args.min_face, precision=args.precision, runtime=args.runtime,
-                                     cache_dir=args.cache_dir)
+                                     cache_dir=args.cache_dir, expression_prior=args.expression_prior,
+                                     au_threshold=args.au_threshold)
+    print(decisions_line(runner.decisions))
     bar = progress.Progress(enabled=False if args.quiet else (True if args.progress else None))
     writer = records.RecordWriter(args.output)
     sink = _Keep(writer) if args.plot else writer

@@ -17,6 +17,7 @@ from keras_mtanet.inference import alignment, export_cache, runtimes
 from keras_mtanet.inference.detection import DEFAULT_DETECTOR, DETECTORS, make_detector
 from keras_mtanet.inference.records import (
     AU_PROB_COLUMNS,
+    DEFAULT_DECISIONS,
     EXPR_PROB_COLUMNS,
     RecordWriter,
     as_table,
@@ -25,6 +26,7 @@ from keras_mtanet.inference.records import (
 from keras_mtanet.inference.smoothing import smooth_series, smoothing_window
 from keras_mtanet.inference.sources import Source, expand_inputs, webcam_source
 from keras_mtanet.inference.stages import Stages
+from keras_mtanet.presets.decisions import Decisions
 
 DEFAULT_FPS = 30.0  # for a smoothing window in seconds on a video whose header gives no frame rate
 
@@ -79,6 +81,11 @@ class Predictor:
             OpenVINO where ``keras-mtanet[openvino]`` is installed, else Keras).
         cache_dir: folder keeping the exported forms between runs (default: ``export_cache.default_cache_dir()``
             for the default runtime, a temporary folder for a named one).
+        expression_prior: ``"balanced"`` (the preset's training prior divided out of the expression posteriors
+            before the decision) or ``"training"`` (the posteriors' argmax); default: the preset's own choice
+            (``keras_mtanet.presets.decisions``). The probability columns are the model's either way.
+        au_threshold: one probability for every AU decision (0.5: the ABAW rule); default: the preset's
+            per-AU thresholds.
 
     Example:
         >>> predictor = keras_mtanet.Predictor()          # embedded preset, default detector, Keras
@@ -87,7 +94,8 @@ class Predictor:
     """
 
     def __init__(self, model=None, detector=DEFAULT_DETECTOR, batch_size=32, detect_every=1, min_face_size=40,
-                 template=None, max_latency=0.5, precision="float32", runtime=None, cache_dir=None):
+                 template=None, max_latency=0.5, precision="float32", runtime=None, cache_dir=None,
+                 expression_prior=None, au_threshold=None):
         _at_least_one(batch_size=batch_size, detect_every=detect_every)
         if isinstance(detector, str) and detector not in DETECTORS:
             raise UsageError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
@@ -96,13 +104,14 @@ class Predictor:
 
             model = load_pretrained(model)
         self.model = model
+        meta = getattr(model, "metadata", None) or {}
+        self.decisions = Decisions.from_metadata(meta, expression_prior, au_threshold)
         if runtime is None:  # the fastest installed one, its exports kept between runs
             runtime = runtimes.default_runtime(precision)
             if cache_dir is None and runtime != "keras":
                 cache_dir = export_cache.usable_default_cache()
         self.runtime = runtimes.load_runtime(model, runtime, precision, cache_dir=cache_dir)
         size = int(model.input_shape[1])
-        meta = getattr(model, "metadata", None) or {}
         if template is None:  # the converter's (a preset's template travels in it), else the metadata's
             converter = getattr(model, "preprocessor", None)
             template = (converter.template if converter is not None
@@ -110,7 +119,7 @@ class Predictor:
         if isinstance(detector, str):
             detector = make_detector(detector, min_face_size=min_face_size)
         self.stages = Stages(self.forward, detector, size, np.asarray(template, np.float64), max(1, int(batch_size)),
-                             max(1, int(detect_every)), float(max_latency))
+                             max(1, int(detect_every)), float(max_latency), self.decisions)
 
     timings = property(lambda self: self.stages.timings, doc="Busy seconds per stage: decode, detect, track, "
                                                             "align, predict (they overlap).")
@@ -225,14 +234,14 @@ class Predictor:
                 elif kind == "done":
                     if id(source) in held:
                         source, records = held.pop(id(source))
-                        put(smooth_records(records, smooth, source.fps))
+                        put(smooth_records(records, smooth, source.fps, self.decisions))
                     if source.truncated_at is not None and id(source) not in unreadable:  # one line per input
                         fail(source, source.truncation_message(), unread=False)
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM: what was finished, the video in progress too, goes to the output.
             events.close()
             for source, records in held.values():
-                put(smooth_records(records, smooth, source.fps))
+                put(smooth_records(records, smooth, source.fps, self.decisions))
             raise
         finally:
             events.close()
@@ -290,9 +299,10 @@ def _check_smoothing(source, smooth):
         raise DataError(f"{source.name}: {error} at its {source.fps or DEFAULT_FPS:g} fps") from None
 
 
-def smooth_records(records, smooth, fps=None):
+def smooth_records(records, smooth, fps=None, decisions=DEFAULT_DECISIONS):
     """Records with each face's VA, AU and expression probabilities smoothed over time (centred moving
-    average of ``smooth``: seconds, or ``"15f"`` frames), the AU decisions and expression recomputed."""
+    average of ``smooth``: seconds, or ``"15f"`` frames), the AU decisions and expression recomputed by
+    ``decisions``."""
     window = smoothing_window(smooth, fps or DEFAULT_FPS)
     if window <= 1:
         return records
@@ -308,6 +318,6 @@ def smooth_records(records, smooth, fps=None):
         values = smooth_series(np.array([[r[c] for c in columns] for r in track], np.float64), window)
         for record, row in zip(track, values):
             new = dict(record)
-            set_predictions(new, row[:n_va], row[n_va:n_va + n_au], row[n_va + n_au:])
+            set_predictions(new, row[:n_va], row[n_va:n_va + n_au], row[n_va + n_au:], decisions)
             smoothed[id(record)] = new
     return [smoothed.get(id(r), r) for r in records]

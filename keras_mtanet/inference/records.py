@@ -23,44 +23,60 @@ import numpy as np
 from keras_mtanet import files
 from keras_mtanet.errors import DataError
 from keras_mtanet.files import error_reason, printable
-from keras_mtanet.labels import AU_NAMES, AU_THRESHOLD, EXPR_NAMES
+from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
+from keras_mtanet.presets.decisions import Decisions
 
 AU_PROB_COLUMNS = tuple(f"{au}_prob" for au in AU_NAMES)
 AU_COLUMNS = AU_NAMES
 EXPR_PROB_COLUMNS = tuple(f"{e}_prob" for e in EXPR_NAMES)
 COLUMNS = (("source", "frame", "timestamp", "face_id", "face_detected", "x", "y", "w", "h", "score",
-            "valence", "arousal") + AU_PROB_COLUMNS + AU_COLUMNS + EXPR_PROB_COLUMNS + ("expression",))
+            "valence", "arousal") + AU_PROB_COLUMNS + AU_COLUMNS + EXPR_PROB_COLUMNS + ("expression",)
+           + ("expression_prior", "au_threshold", "unreliable_aus"))
+# The decision columns: the prior the expression was decided under ("balanced" / "training"), the AU thresholds
+# used ("preset": the preset's calibrated ones, or the one number given), and the AUs the preset marks unreliable.
+DECISION_COLUMNS = COLUMNS[-3:]
+DEFAULT_DECISIONS = Decisions()  # 0.5 for every AU, the model's own posterior: models without stored rules
 OUTPUT_SUFFIXES = (".csv", ".json")
 
 
-def face_record(frame, face_id, box, score, va, au, expr):
+def face_record(frame, face_id, box, score, va, au, expr, decisions=DEFAULT_DECISIONS):
     """A record for one face: ``box`` (x, y, w, h) in the decoded frame's pixels (reported in the original
-    image's: times ``frame.scale``), model outputs ``va`` (2,), ``au`` (8,), ``expr`` (7,)."""
+    image's: times ``frame.scale``), model outputs ``va`` (2,), ``au`` (8,), ``expr`` (7,), decided by
+    ``decisions`` (``keras_mtanet.presets.decisions.Decisions``)."""
     box = np.asarray(box, np.float64) * getattr(frame, "scale", 1.0)
     record = dict.fromkeys(COLUMNS)
     record.update({"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, "face_id": face_id,
                    "face_detected": 1, "x": float(box[0]), "y": float(box[1]), "w": float(box[2]),
                    "h": float(box[3]), "score": float(score)})
-    set_predictions(record, va, au, expr)
+    set_predictions(record, va, au, expr, decisions)
     return record
 
 
-def set_predictions(record, va, au, expr):
-    """Fill the prediction fields of ``record``; AU decisions and the expression follow the probabilities."""
+def set_predictions(record, va, au, expr, decisions=DEFAULT_DECISIONS):
+    """Fill the prediction fields of ``record``: the probabilities as given, the AU decisions and the expression
+    by ``decisions``, and the decision columns saying which rules those were."""
     record["valence"], record["arousal"] = float(va[0]), float(va[1])
-    for name, column, p in zip(AU_NAMES, AU_PROB_COLUMNS, au):
+    for name, column, p, on in zip(AU_NAMES, AU_PROB_COLUMNS, au, decisions.aus_on(au)):
         record[column] = float(p)
-        record[name] = int(p > AU_THRESHOLD)
+        record[name] = int(on)
     for column, p in zip(EXPR_PROB_COLUMNS, expr):
         record[column] = float(p)
-    record["expression"] = EXPR_NAMES[int(np.argmax(expr))]
+    record["expression"] = EXPR_NAMES[int(decisions.expression(expr))]
+    record.update(decision_fields(decisions))
 
 
-def empty_record(frame):
+def decision_fields(decisions):
+    """The decision columns' values for records decided by ``decisions``."""
+    return {"expression_prior": decisions.expression_prior, "au_threshold": decisions.au_rule,
+            "unreliable_aus": " ".join(decisions.unreliable_aus)}
+
+
+def empty_record(frame, decisions=DEFAULT_DECISIONS):
     """The record of a frame with no face: ``face_detected`` 0, every prediction field NaN or empty."""
     record = {column: math.nan for column in COLUMNS}
     record.update({"source": frame.source, "frame": frame.index, "timestamp": frame.timestamp, "face_id": None,
                    "face_detected": 0, "expression": ""})
+    record.update(decision_fields(decisions))
     for name in AU_COLUMNS:
         record[name] = None
     return record

@@ -37,8 +37,10 @@ class Stages:
         max_latency: seconds a partial batch waits for more faces.
     """
 
-    def __init__(self, forward, detector, size, template, batch_size, detect_every, max_latency):
+    def __init__(self, forward, detector, size, template, batch_size, detect_every, max_latency,
+                 decisions=records.DEFAULT_DECISIONS):
         self.forward, self.detector, self.size, self.template = forward, detector, size, template
+        self.decisions = decisions  # how the records' AU decisions and expression follow the probabilities
         self.batch_size, self.detect_every, self.max_latency = batch_size, detect_every, max_latency
         self.timings = collections.Counter()  # busy seconds per stage: decode, detect, track, align, predict
         self.counts = collections.Counter()   # frames, faces, frames_without_face, detector_calls
@@ -234,12 +236,12 @@ class Stages:
             self.counts["frames"] += 1
             if not faces:
                 self.counts["frames_without_face"] += 1
-                yield "records", source, [records.empty_record(frame)]
+                yield "records", source, [records.empty_record(frame, self.decisions)]
                 continue
             rows = []
             for face, face_id in zip(faces, ids):
                 rows.append(records.face_record(frame, face_id, face.box, face.score, outputs["va"][k],
-                                                outputs["au"][k], outputs["expr"][k]))
+                                                outputs["au"][k], outputs["expr"][k], self.decisions))
                 k += 1
             self.counts["faces"] += len(faces)
             yield "records", source, rows

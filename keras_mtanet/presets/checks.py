@@ -13,6 +13,7 @@ from pathlib import Path
 
 from keras_mtanet import files
 from keras_mtanet.errors import PresetError, first_line
+from keras_mtanet.presets import decisions
 
 # The folder's file names (``keras_mtanet.presets.folder`` describes the format).
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE, CARD_FILE = "config.json", "model.weights.h5", "metadata.json", "README.md"
@@ -244,6 +245,7 @@ def check_metadata(meta, path):
     for key in ("name", "description", "backbone", "training_data", "architecture"):
         if meta.get(key) is not None and not isinstance(meta[key], str):
             raise PresetError(f"{path}: {key} must be text")
+    decisions.check_metadata_fields(meta, path)  # AU thresholds, expression prior
     return meta
 
 

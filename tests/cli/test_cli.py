@@ -56,6 +56,10 @@ def test_demo_runs_the_embedded_preset_in_a_fresh_process(tmp_path):
     assert abs(float(left["x"]) + float(left["w"]) / 2 - 222) < 15
     assert abs((1024 - float(right["x"]) - float(right["w"]) / 2) - 222) < 15
     assert abs(float(left["valence"]) - float(right["valence"])) < 0.3
+    for row in rows:  # a smile, not a frown: the preset's calibrated thresholds, not 0.5
+        assert (row["AU12"], row["AU4"], row["AU15"], row["AU20"]) == ("1", "0", "0", "0"), row
+        assert (row["expression"], row["expression_prior"], row["au_threshold"]) == ("Happiness", "balanced", "preset")
+    assert "unreliable for this preset (weak validation evidence): AU4, AU15, AU20" in result.stdout
     picture = cv2.imread(str(tmp_path / "faces.png"))
     assert picture.shape[:2] == (512 + 24, 1024)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.csv", "faces.png"]  # nothing else written
