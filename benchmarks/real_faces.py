@@ -43,8 +43,8 @@ from keras_mtanet.evaluate import CHALLENGE_RULE  # noqa: E402
 from keras_mtanet.inference.predictor import Predictor  # noqa: E402
 from keras_mtanet.inference.sources import Source, read_image  # noqa: E402
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES  # noqa: E402
-from keras_mtanet.presets.decisions import Decisions  # noqa: E402
 from keras_mtanet.model.task import load_pretrained  # noqa: E402
+from keras_mtanet.presets.decisions import Decisions  # noqa: E402
 from keras_mtanet.training import calibration  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

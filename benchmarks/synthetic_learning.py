@@ -17,8 +17,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_mtanet.training import run as train  # noqa: E402
 from keras_mtanet.training import recipe  # noqa: E402
+from keras_mtanet.training import run as train  # noqa: E402
 
 TARGETS = {"va_score": 0.5, "au_f1": 0.6, "expr_f1": 0.5}
 RECIPE = (Path(__file__).resolve().parents[1] / "keras_mtanet" / "presets" / "registry" / "mtanet_se_resnet18_synth"

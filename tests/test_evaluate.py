@@ -8,6 +8,7 @@ from keras_mtanet import abaw_scores, evaluate
 from keras_mtanet.cli import main
 from keras_mtanet.data import affwild2, datasets, synthetic
 from keras_mtanet.errors import DataError
+from keras_mtanet.labels import AU_NAMES
 from keras_mtanet.presets import card
 from keras_mtanet.presets import folder as preset_folder
 
@@ -146,3 +147,36 @@ def test_crops_that_fail_to_decode_are_counted_and_named(tmp_path):
     assert np.flatnonzero(~done).tolist() == [2]
     assert logs == [f"1 crop(s) passed the file check but could not be decoded (left out, filled from the nearest "
                     f"predicted frame): {victim}"]
+
+
+def test_prediction_files_follow_the_presets_rules_and_the_challenge_rule_is_reported_beside(dataset, tmp_path):
+    model = tiny_model()
+    rng = np.random.default_rng(6)  # small noise: probabilities near 0.5, where the rules make a difference
+    model.set_weights([w + rng.normal(0, 0.02, w.shape).astype(w.dtype) for w in model.get_weights()])
+    prior = {"Neutral": 0.5, "Anger": 0.2, "Disgust": 0.01, "Fear": 0.04, "Happiness": 0.1, "Sadness": 0.1,
+             "Surprise": 0.05}
+    rules = {"au_thresholds": dict(zip(AU_NAMES, (0.3, 0.4, 0.5, 0.6, 0.7, 0.45, 0.55, 0.65))),
+             "expression_training_prior": prior, "expression_prior_power": 1.0, "expression_prior": "balanced"}
+    meta = preset_folder.preset_metadata(model, "random weights (test)", extra=rules)
+    folder = preset_folder.save_preset(model, tmp_path / "rules", meta, card.model_card_text(meta, "t"))
+    ruled, plain = tmp_path / "ruled", tmp_path / "plain"
+    assert main(["evaluate", "--model", str(folder), "--data", str(dataset), "--predictions", str(ruled),
+                 "--metrics", str(tmp_path / "ruled.json")]) == 0
+    assert main(["evaluate", "--model", str(folder), "--data", str(dataset), "--predictions", str(plain),
+                 "--metrics", str(tmp_path / "plain.json"), "--au-threshold", "0.5", "--expression-prior",
+                 "training"]) == 0
+    ruled_scores = json.loads((tmp_path / "ruled.json").read_text())
+    plain_scores = json.loads((tmp_path / "plain.json").read_text())
+    # The files are scored as written; the challenge rule's scores are those of the run that used it.
+    for key, value in abaw_scores(*read_back(dataset, ruled)).items():
+        assert ruled_scores[key] == pytest.approx(value, abs=1e-9), key
+    for key, value in abaw_scores(*read_back(dataset, plain)).items():
+        assert ruled_scores["challenge_rule"][key] == pytest.approx(value, abs=1e-9), key
+        assert plain_scores[key] == pytest.approx(value, abs=1e-9), key
+    assert ruled_scores["decisions"]["expression_prior"] == "balanced"
+    assert plain_scores["decisions"]["au_threshold"] == "0.5"
+    # The written AU rows differ where the thresholds do (the model is the same).
+    _, ruled_pred = read_back(dataset, ruled)
+    _, plain_pred = read_back(dataset, plain)
+    assert not np.array_equal(ruled_pred["au"], plain_pred["au"])
+    assert not np.array_equal(ruled_pred["expr"], plain_pred["expr"])

@@ -68,3 +68,23 @@ def test_presets_agree_with_the_crowd_on_clear_fer_plus_test_faces(real):
     truth = np.array([c for _, c in clear])
     accuracy = float(np.mean(predicted == truth))
     assert accuracy > 0.85, (accuracy, {EXPR_NAMES[c]: int(np.sum(truth == c)) for c in set(truth)})
+
+
+def test_the_default_carries_decision_rules_its_card_reports():
+    from keras_mtanet.presets.decisions import Decisions
+
+    model = load_pretrained()
+    rules = Decisions.from_metadata(model.metadata)
+    assert rules.expression_prior == "balanced" and 0 < rules.prior_power <= 1
+    # The stored prior is FER+ train's class mix: neutral and happiness most, disgust least.
+    order = np.argsort(rules.training_prior)
+    assert EXPR_NAMES[order[-1]] == "Neutral" and EXPR_NAMES[order[0]] == "Disgust"
+    entry = registry.list_presets()[registry.DEFAULT_PRESET]
+    card = (Path(entry["folder"]) / "README.md").read_text()
+    assert "## Decision rules (chosen on validation data)" in card
+    for au, threshold in zip(rules.describe()["au_thresholds"], rules.au_thresholds):
+        section = card.split("## Decision rules")[1]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {au} | "))
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert float(cells[1]) == pytest.approx(threshold, abs=5e-4)
+        assert cells[4] == ("no" if au in rules.unreliable_aus else "yes")

@@ -157,8 +157,8 @@ def synthetic_demo(model=None, frames=None, seed=2024, output_path=None, express
     from keras_mtanet.data import synthetic
     from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
     from keras_mtanet.metrics import abaw_scores
-    from keras_mtanet.presets.decisions import Decisions
     from keras_mtanet.model.task import load_pretrained
+    from keras_mtanet.presets.decisions import Decisions
 
     frames = check_frames(frames)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

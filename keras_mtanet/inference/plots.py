@@ -157,7 +157,8 @@ def check_image_path(path):
 
 def draw_faces(images, records, names):
     """The ``images`` (H x W x 3 RGB) side by side with each detected face's box, expression, valence/arousal
-    and active AUs written beside it; ``records`` come from ``Predictor`` with ``source`` in ``names``."""
+    and active AUs written beside it (an AU the preset marks unreliable with ``?``); ``records`` come from
+    ``Predictor`` with ``source`` in ``names``."""
     import cv2
 
     height = max(image.shape[0] for image in images)
@@ -169,7 +170,8 @@ def draw_faces(images, records, names):
         for r in (r for r in records if r["source"] == name and r["face_detected"]):
             x, y, w, h = (int(round(r[k])) for k in ("x", "y", "w", "h"))
             cv2.rectangle(panel, (x, y), (x + w, y + h), (40, 220, 40), 2)
-            aus = " ".join(au for au in AU_NAMES if r[au]) or "no AU"
+            unreliable = (r.get("unreliable_aus") or "").split()
+            aus = " ".join(au + ("?" if au in unreliable else "") for au in AU_NAMES if r[au]) or "no AU"
             lines = [f"{r['expression']} {r[r['expression'] + '_prob']:.2f}",
                      f"V {r['valence']:+.2f} A {r['arousal']:+.2f}", aus]
             ty = y + h + int(22 * scale) if y + h + 3 * int(22 * scale) < image.shape[0] else max(14, y - 50)

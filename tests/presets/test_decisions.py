@@ -11,9 +11,9 @@ from conftest import tiny_model
 from keras_mtanet import PresetError, UsageError, load_pretrained, publish
 from keras_mtanet.inference.predictor import Predictor
 from keras_mtanet.labels import AU_NAMES, EXPR_NAMES
-from keras_mtanet.presets.decisions import Decisions
 from keras_mtanet.presets import card
 from keras_mtanet.presets import folder as preset_folder
+from keras_mtanet.presets.decisions import Decisions
 
 PRIOR = {"Neutral": 0.4, "Anger": 0.1, "Disgust": 0.02, "Fear": 0.03, "Happiness": 0.3, "Sadness": 0.1,
          "Surprise": 0.05}
