@@ -68,14 +68,11 @@ def choose(outputs, prior, max_negative_rate, min_auc):
     non_smiling = au[found][smiles == 0]
     on_rates = {"at 0.5": dict(zip(AU_NAMES, (non_smiling > 0.5).mean(axis=0).round(3).tolist())),
                 "at the thresholds": dict(zip(AU_NAMES, (non_smiling > t).mean(axis=0).round(3).tolist()))}
-    balanced = (np.mean([(s["balanced_accuracy"] + s["macro_f1"]) / 2 for s in table[power].values()])
-                > np.mean([(s["balanced_accuracy"] + s["macro_f1"]) / 2 for s in table[0.0].values()]))
     rules = {"au_thresholds": {a: round(v, 4) for a, v in thresholds.items()}, "unreliable_aus": unreliable,
              "expression_training_prior": dict(zip(EXPR_NAMES, np.round(prior, 4).tolist())),
-             "expression_prior_power": power, "expression_prior": "balanced" if balanced else "training"}
-    rules["expression_training_prior"]["Neutral"] = round(1 - sum(v for k, v in
-                                                                  rules["expression_training_prior"].items()
-                                                                  if k != "Neutral"), 4)
+             "expression_prior_power": power,
+             # choose_prior_power leaves tau 0 (the posteriors' argmax) only for a strictly better score
+             "expression_prior": "balanced" if power > 0 else "training"}
     faces = {name: {"images": int(len(found)), "faces_found": int(found.sum())}
              for name, (found, *_) in outputs.items()}
     report = {"faces": faces, "expression": {f"{k:g}": v for k, v in table.items()},

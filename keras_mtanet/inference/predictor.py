@@ -158,7 +158,7 @@ class Predictor:
 
     def predict_source(self, source, stride=1, max_frames=None, smooth=None):
         """The list of records for one ``Source``, smoothed if asked; ``DataError`` if it cannot be read."""
-        records = _Rows()
+        records = RecordList()
         self.predict_files([source], stride=stride, max_frames=max_frames, smooth=smooth, output=records)
         return list(records)
 
@@ -192,7 +192,7 @@ class Predictor:
         if smooth:
             smoothing_window(smooth, DEFAULT_FPS)  # a malformed window fails before any work
         if output is None:
-            rows = _Rows()
+            rows = RecordList()
             self.predict_files(inputs, stride, max_frames, smooth, output=rows, on_error=on_error, progress=progress)
             return as_table(list(rows))
         if isinstance(output, (str, bytes, os.PathLike)):
@@ -264,7 +264,7 @@ def _at_least_one(**values):
             raise UsageError(f"{name} must be a whole number at least 1, got {value!r}")
 
 
-class _Rows(list):
+class RecordList(list):
     """A list that takes records as an output does (``write``)."""
 
     def write(self, records):

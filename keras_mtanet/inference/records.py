@@ -31,10 +31,10 @@ AU_COLUMNS = AU_NAMES
 EXPR_PROB_COLUMNS = tuple(f"{e}_prob" for e in EXPR_NAMES)
 COLUMNS = (("source", "frame", "timestamp", "face_id", "face_detected", "x", "y", "w", "h", "score",
             "valence", "arousal") + AU_PROB_COLUMNS + AU_COLUMNS + EXPR_PROB_COLUMNS + ("expression",)
+           # The decision columns: the prior the expression was decided under ("balanced" / "training"), the AU
+           # thresholds used ("preset": the preset's calibrated ones, or the one number given), and the AUs the
+           # preset marks unreliable.
            + ("expression_prior", "au_threshold", "unreliable_aus"))
-# The decision columns: the prior the expression was decided under ("balanced" / "training"), the AU thresholds
-# used ("preset": the preset's calibrated ones, or the one number given), and the AUs the preset marks unreliable.
-DECISION_COLUMNS = COLUMNS[-3:]
 DEFAULT_DECISIONS = Decisions()  # 0.5 for every AU, the model's own posterior: models without stored rules
 OUTPUT_SUFFIXES = (".csv", ".json")
 

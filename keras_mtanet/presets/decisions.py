@@ -103,8 +103,7 @@ class Decisions:
 
 def check_threshold(value, name="--au-threshold"):
     """A threshold in (0, 1) as a float, else ``UsageError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(value) or not 0.0 < value < 1.0:
+    if not _is_number(value) or not 0.0 < value < 1.0:
         raise UsageError(f"{name} {value!r}: give a probability between 0 and 1 (exclusive)")
     return float(value)
 

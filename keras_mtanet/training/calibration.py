@@ -187,13 +187,14 @@ def face_predictions(predictor, paths, on_error=None):
     """The model's outputs for the largest face found in each image: ``(found (N,) bool, va (N, 2), au (N, 8),
     expr (N, 7))`` through ``predictor`` (a ``Predictor``; its detector decides what a face is). Images without a
     face, or that cannot be read, give ``found`` False and NaN outputs."""
+    from keras_mtanet.inference.predictor import RecordList
     from keras_mtanet.inference.records import AU_PROB_COLUMNS, EXPR_PROB_COLUMNS
 
     n = len(paths)
     found = np.zeros(n, bool)
     va, au, expr = np.full((n, 2), np.nan), np.full((n, len(AU_NAMES)), np.nan), np.full((n, len(EXPR_NAMES)), np.nan)
     where = {str(p): i for i, p in enumerate(paths)}
-    best, rows = {}, _Rows()
+    best, rows = {}, RecordList()
     predictor.predict_files([str(p) for p in paths], output=rows, on_error=on_error or (lambda message: None))
     for record in rows:
         if not record["face_detected"]:
@@ -211,9 +212,3 @@ def face_predictions(predictor, paths, on_error=None):
         expr[i] = [record[c] for c in EXPR_PROB_COLUMNS]
     return found, va, au, expr
 
-
-class _Rows(list):
-    """A list that takes records as an output does (``write``)."""
-
-    def write(self, records):
-        self.extend(records)
